@@ -1,0 +1,159 @@
+"""The ``sgsr`` command: one subcommand per pipeline stage, plus tools for users' own images.
+
+Each subcommand is a thin wrapper: parse arguments, load params, call one library function.
+Heavy modules are imported inside the handlers so ``sgsr --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from sgsr.config import Config, ConfigError, load_config
+
+
+def _cfg(args: argparse.Namespace) -> Config:
+    return load_config(args.params)
+
+
+def _download(args: argparse.Namespace) -> None:
+    from sgsr.data.download import run
+
+    run(_cfg(args))
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    from sgsr.data.prepare import run
+
+    run(_cfg(args))
+
+
+def _train(args: argparse.Namespace) -> None:
+    from sgsr.train import run
+
+    run(_cfg(args), args.run)
+
+
+def _infer(args: argparse.Namespace) -> None:
+    from sgsr.infer import run
+
+    run(_cfg(args), args.run)
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from sgsr import evaluate
+
+    if args.sr or args.hr:
+        if not (args.sr and args.hr and args.scale):
+            raise ValueError("scoring folders needs all of --sr DIR --hr DIR --scale S")
+        metrics = tuple(args.metrics.split(",")) if args.metrics else ("psnr", "ssim")
+        result = evaluate.score_folders(
+            Path(args.sr),
+            Path(args.hr),
+            args.scale,
+            metrics=metrics,
+            pretrained=Path(args.pretrained) if args.pretrained else None,
+        )
+        if args.json:
+            print(json.dumps(result, indent=2, allow_nan=True))
+        else:
+            print(evaluate.format_table(result))
+        return
+    if not args.run:
+        raise ValueError("sgsr evaluate needs --run NAME (pipeline) or --sr/--hr/--scale")
+    evaluate.run(_cfg(args), args.run)
+
+
+def _summarize(args: argparse.Namespace) -> None:
+    from sgsr.evaluate import summarize
+
+    summarize(_cfg(args))
+
+
+def _report(args: argparse.Namespace) -> None:
+    from sgsr.report import run
+
+    run(_cfg(args))
+
+
+def _upscale(args: argparse.Namespace) -> None:
+    from sgsr.infer import upscale_path
+
+    upscale_path(
+        Path(args.input),
+        Path(args.output),
+        weights=Path(args.weights),
+        tile=args.tile,
+        overlap=args.overlap,
+        device=args.device,
+    )
+
+
+def _runs(args: argparse.Namespace) -> None:
+    for run in _cfg(args).runs:
+        print(run.name)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sgsr",
+        description="Super-resolution with a second-order gradient loss: stages and tools.",
+    )
+    parser.add_argument(
+        "--params", default="params.yaml", help="params file (default: %(default)s)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(
+        name: str, fn: Callable[[argparse.Namespace], None], help: str
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--params", default=argparse.SUPPRESS, help="params file")
+        p.set_defaults(func=fn)
+        return p
+
+    add("download", _download, "fetch the data sets and metric weights named in params")
+    add("prepare", _prepare, "mod-crop HR, make MATLAB-bicubic LR, build the patch store")
+    p = add("train", _train, "train one run (resumes from its checkpoint)")
+    p.add_argument("--run", required=True, help="run name <model>-<loss>-x<scale> (sgsr runs)")
+    p = add("infer", _infer, "upscale every test set with one run (or bicubic-x<s>)")
+    p.add_argument("--run", required=True)
+    p = add("evaluate", _evaluate, "score a run's SR images, or any folder pair with --sr/--hr")
+    p.add_argument("--run", help="pipeline run to score")
+    p.add_argument("--sr", help="folder of SR images (matched to --hr by file stem)")
+    p.add_argument("--hr", help="folder of ground-truth HR images")
+    p.add_argument("--scale", type=int, help="SR scale; also the border cropped before scoring")
+    p.add_argument("--metrics", help="comma-separated metrics (default: psnr,ssim)")
+    p.add_argument("--pretrained", help="folder with LPIPS/FID weights (models/pretrained)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add("summarize", _summarize, "results/summary.csv and paired L1-vs-SGL differences")
+    add("report", _report, "execute the notebooks and render reports/report.html")
+    p = add("upscale", _upscale, "apply trained weights to any image file or folder")
+    p.add_argument("input", help="image file or folder")
+    p.add_argument("output", help="output file (for a file) or folder")
+    p.add_argument("--weights", required=True, help="models/<run>/model.safetensors")
+    p.add_argument("--tile", type=int, default=0, help="tile side in LR pixels (0 = whole image)")
+    p.add_argument("--overlap", type=int, default=8, help="tile overlap in LR pixels")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add("runs", _runs, "list the runs the params define")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ConfigError, ValueError, OSError, ArithmeticError) as exc:
+        if os.environ.get("SGSR_DEBUG"):
+            raise
+        print(f"sgsr {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,414 @@
+"""Typed, validated view of ``params.yaml``.
+
+Every stage reads its section from here, so a typo or an impossible value fails before any work
+starts, with one message that names every bad key (not just the first).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SOURCES = ("sample", "official", "dir")
+SCALES = (2, 3, 4)
+SCHEDULES = ("multistep", "cosine", "constant")
+DEVICES = ("auto", "cpu", "cuda")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+BAD_IMAGE_POLICIES = ("error", "skip")
+METRICS = ("psnr", "ssim", "ms_ssim", "gmsd", "haarpsi", "lpips", "fid")
+
+
+class ConfigError(ValueError):
+    """Bad params: the message lists every offending key with what is allowed."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "sample"
+    dir: str | None = None
+    train_sets: tuple[str, ...] = ("sample_train",)
+    test_sets: tuple[str, ...] = ("sample_test",)
+    on_bad_image: str = "error"
+    metric_weights: bool = True
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    scales: tuple[int, ...] = (4,)
+    patch_size: int = 96
+    stride: int = 48
+    val_images: int = 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    iterations: int = 300
+    batch_size: int = 16
+    lr_patch: int = 24
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    schedule: str = "multistep"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.5
+    warmup: int = 0
+    grad_clip: float = 0.0
+    ema: float = 0.0
+    amp: str = "auto"
+    channels_last: bool = True
+    device: str = "auto"
+    checkpoint_every: int = 100
+    val_every: int = 100
+    log_every: int = 10
+    num_workers: int = 0
+    deterministic: bool = True
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    tile: int = 0
+    overlap: int = 16
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    metrics: tuple[str, ...] = ("psnr", "ssim", "ms_ssim", "gmsd", "haarpsi", "lpips", "fid")
+    fid_patch: int = 64
+    bootstrap: int = 10000
+    ci: float = 0.95
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    zoom_image: str | None = None
+    zoom_size: int = 64
+
+
+@dataclass(frozen=True)
+class Run:
+    """One trained network: a model configuration x a loss configuration."""
+
+    name: str
+    model: str
+    arch: str
+    model_kwargs: Mapping[str, Any]
+    loss: str
+    loss_spec: Mapping[str, Any]
+    scale: int
+
+    def sibling(self, loss: str) -> str:
+        """Name of the run that differs from this one only in its loss."""
+        return run_name(self.model, loss, self.scale)
+
+
+def run_name(model: str, loss: str, scale: int) -> str:
+    return f"{model}-{loss}-x{scale}"
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = 0
+    root: str = "."
+    data: DataConfig = field(default_factory=DataConfig)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    models: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    losses: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    runs: tuple[Run, ...] = ()
+    source_path: str = "params.yaml"
+
+    def run(self, name: str) -> Run:
+        for r in self.runs:
+            if r.name == name:
+                return r
+        available = ", ".join(r.name for r in self.runs) or "(none)"
+        raise ConfigError(
+            f"{self.source_path}: no run named {name!r}; runs are {available} "
+            "(a run is <model>-<loss> from experiment.models x experiment.losses)"
+        )
+
+
+_SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "prepare": PrepareConfig,
+    "train": TrainConfig,
+    "infer": InferConfig,
+    "evaluate": EvaluateConfig,
+    "report": ReportConfig,
+}
+_TOP_KEYS = ("seed", "root", *_SECTIONS, "models", "losses", "experiment")
+
+
+def load_config(path: str | os.PathLike[str] = "params.yaml") -> Config:
+    """Read and validate a params file; raises ConfigError listing every bad key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file {path} not found (run from the pipeline folder)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    return parse_config(raw, source=str(path))
+
+
+def parse_config(raw: Mapping[str, Any], source: str = "params.yaml") -> Config:
+    errors: list[str] = []
+    for key in raw:
+        if key not in _TOP_KEYS:
+            errors.append(f"{key}: unknown top-level key (allowed: {', '.join(_TOP_KEYS)})")
+    sections = {
+        name: _build_section(cls, raw.get(name) or {}, name, errors)
+        for name, cls in _SECTIONS.items()
+    }
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        errors.append(f"seed: must be a non-negative integer, got {seed!r}")
+    models = _mapping(raw.get("models") or {}, "models", errors)
+    losses = _mapping(raw.get("losses") or {}, "losses", errors)
+    runs = _expand_runs(raw.get("experiment") or {}, models, losses, errors)
+    cfg = Config(
+        seed=seed if isinstance(seed, int) else 0,
+        root=str(raw.get("root", ".")),
+        models=models,
+        losses=losses,
+        runs=runs,
+        source_path=source,
+        **sections,
+    )
+    _check_values(cfg, errors)
+    if errors:
+        raise ConfigError(f"{source}: {len(errors)} bad key(s):\n  - " + "\n  - ".join(errors))
+    return cfg
+
+
+def _mapping(value: Any, key: str, errors: list[str]) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        errors.append(f"{key}: must be a mapping, got {value!r}")
+        return {}
+    return dict(value)
+
+
+def _build_section(cls: type, raw: Any, name: str, errors: list[str]) -> Any:
+    if not isinstance(raw, Mapping):
+        errors.append(f"{name}: must be a mapping, got {raw!r}")
+        return cls()
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in known:
+            errors.append(f"{name}.{key}: unknown key (allowed: {', '.join(known)})")
+            continue
+        default = known[key].default
+        coerced = _coerce(value, default, f"{name}.{key}", errors)
+        if coerced is not _INVALID:
+            values[key] = coerced
+    return cls(**values)
+
+
+_INVALID = object()
+
+
+def _coerce(value: Any, default: Any, key: str, errors: list[str]) -> Any:
+    """Match the type of the dataclass default; lists become tuples."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        errors.append(f"{key}: must be true or false, got {value!r}")
+        return _INVALID
+    if isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        errors.append(f"{key}: must be an integer, got {value!r}")
+        return _INVALID
+    if isinstance(default, float):
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        errors.append(f"{key}: must be a number, got {value!r}")
+        return _INVALID
+    if isinstance(default, tuple):
+        if isinstance(value, list | tuple):
+            return tuple(value)
+        errors.append(f"{key}: must be a list, got {value!r}")
+        return _INVALID
+    if default is None or isinstance(default, str):
+        if value is None or isinstance(value, str):
+            return value
+        errors.append(f"{key}: must be a string, got {value!r}")
+        return _INVALID
+    return value
+
+
+def _expand_runs(
+    experiment: Any, models: dict[str, Any], losses: dict[str, Any], errors: list[str]
+) -> tuple[Run, ...]:
+    if not isinstance(experiment, Mapping):
+        errors.append(f"experiment: must be a mapping with models and losses, got {experiment!r}")
+        return ()
+    for key in experiment:
+        if key not in ("models", "losses", "scales"):
+            errors.append(f"experiment.{key}: unknown key (allowed: models, losses, scales)")
+    runs = []
+    model_names = list(experiment.get("models") or [])
+    loss_names = list(experiment.get("losses") or [])
+    scales = list(experiment.get("scales") or [4])
+    for s in scales:
+        if s not in SCALES:
+            errors.append(f"experiment.scales: each scale must be one of {SCALES}, got {s!r}")
+    for m in model_names:
+        if m not in models:
+            errors.append(
+                f"experiment.models: {m!r} is not defined under models: "
+                f"(defined: {', '.join(models) or 'none'})"
+            )
+    for loss in loss_names:
+        if loss not in losses:
+            errors.append(
+                f"experiment.losses: {loss!r} is not defined under losses: "
+                f"(defined: {', '.join(losses) or 'none'})"
+            )
+    for m in model_names:
+        spec = models.get(m)
+        if not isinstance(spec, Mapping) or "arch" not in spec:
+            if m in models:
+                errors.append(f"models.{m}: needs an 'arch' key (e.g. arch: edsr_baseline)")
+            continue
+        kwargs = {k: v for k, v in spec.items() if k != "arch"}
+        for loss in loss_names:
+            if loss not in losses:
+                continue
+            lspec = losses[loss]
+            if not isinstance(lspec, Mapping) or not lspec:
+                errors.append(f"losses.{loss}: must be a non-empty mapping like {{l1: 1.0}}")
+                continue
+            for s in scales:
+                if s in SCALES:
+                    runs.append(
+                        Run(
+                            run_name(m, loss, s), m, str(spec["arch"]), kwargs, loss, dict(lspec), s
+                        )
+                    )
+    return tuple(runs)
+
+
+def _check_values(cfg: Config, errors: list[str]) -> None:
+    d, p, t, i, e = cfg.data, cfg.prepare, cfg.train, cfg.infer, cfg.evaluate
+
+    def bad(key: str, value: Any, rule: str) -> None:
+        errors.append(f"{key}: {rule}, got {value!r}")
+
+    if d.source not in SOURCES:
+        bad("data.source", d.source, f"must be one of {', '.join(SOURCES)}")
+    if d.source == "dir" and not d.dir:
+        bad("data.dir", d.dir, "must name a folder laid out <dir>/<Set>/*.png when source is dir")
+    if d.on_bad_image not in BAD_IMAGE_POLICIES:
+        bad("data.on_bad_image", d.on_bad_image, f"must be one of {', '.join(BAD_IMAGE_POLICIES)}")
+    if not d.train_sets:
+        bad("data.train_sets", list(d.train_sets), "must list at least one set")
+    if not d.test_sets:
+        bad("data.test_sets", list(d.test_sets), "must list at least one set")
+    for s in p.scales:
+        if s not in SCALES:
+            bad("prepare.scales", s, f"each scale must be one of {SCALES}")
+    if not p.scales:
+        bad("prepare.scales", [], "must list at least one scale")
+    _positive(errors, "prepare.patch_size", p.patch_size)
+    _positive(errors, "prepare.stride", p.stride)
+    if p.val_images < 0:
+        bad("prepare.val_images", p.val_images, "must be >= 0")
+    for run in cfg.runs:
+        if run.scale not in p.scales:
+            bad("experiment.scales", run.scale, f"must be among prepare.scales {list(p.scales)}")
+            break
+    for key in (
+        "iterations",
+        "batch_size",
+        "lr_patch",
+        "checkpoint_every",
+        "val_every",
+        "log_every",
+    ):
+        _positive(errors, f"train.{key}", getattr(t, key))
+    top = max(p.scales, default=1)
+    if t.lr_patch * top > p.patch_size:
+        bad(
+            "train.lr_patch",
+            t.lr_patch,
+            f"times the largest scale ({top}) must fit in prepare.patch_size ({p.patch_size})",
+        )
+    if not (t.lr > 0 and math.isfinite(t.lr)):
+        bad("train.lr", t.lr, "must be a positive number")
+    if len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas):
+        bad("train.betas", list(t.betas), "must be two numbers in [0, 1)")
+    if t.schedule not in SCHEDULES:
+        bad("train.schedule", t.schedule, f"must be one of {', '.join(SCHEDULES)}")
+    if any((not isinstance(m, int)) or m <= 0 for m in t.milestones):
+        bad("train.milestones", list(t.milestones), "must be positive iteration numbers")
+    if not 0 < t.gamma <= 1:
+        bad("train.gamma", t.gamma, "must be in (0, 1]")
+    if t.warmup < 0:
+        bad("train.warmup", t.warmup, "must be >= 0")
+    if t.grad_clip < 0:
+        bad("train.grad_clip", t.grad_clip, "must be >= 0 (0 disables clipping)")
+    if not 0 <= t.ema < 1:
+        bad("train.ema", t.ema, "must be in [0, 1) (0 disables EMA)")
+    if t.amp not in AMP_MODES:
+        bad("train.amp", t.amp, f"must be one of {', '.join(AMP_MODES)}")
+    for key, dev in (("train.device", t.device), ("infer.device", i.device)):
+        if dev not in DEVICES and not str(dev).startswith("cuda:"):
+            bad(key, dev, f"must be one of {', '.join(DEVICES)} or cuda:N")
+    if t.num_workers < 0:
+        bad("train.num_workers", t.num_workers, "must be >= 0")
+    if t.weight_decay < 0:
+        bad("train.weight_decay", t.weight_decay, "must be >= 0")
+    if i.tile < 0:
+        bad("infer.tile", i.tile, "must be >= 0 (0 = whole image)")
+    if i.overlap < 0 or (i.tile and i.overlap * 2 >= i.tile):
+        bad("infer.overlap", i.overlap, "must be >= 0 and less than half of infer.tile")
+    for m in e.metrics:
+        if m not in METRICS:
+            bad("evaluate.metrics", m, f"each metric must be one of {', '.join(METRICS)}")
+    _positive(errors, "evaluate.fid_patch", e.fid_patch)
+    _positive(errors, "evaluate.bootstrap", e.bootstrap)
+    if not 0 < e.ci < 1:
+        bad("evaluate.ci", e.ci, "must be in (0, 1)")
+    _check_models_and_losses(cfg, errors)
+
+
+def _positive(errors: list[str], key: str, value: Any) -> None:
+    if not isinstance(value, int) or value <= 0:
+        errors.append(f"{key}: must be a positive integer, got {value!r}")
+
+
+def _check_models_and_losses(cfg: Config, errors: list[str]) -> None:
+    """Ask the model registry and the loss builder, so params fail before training starts."""
+    from sgsr.losses import build_loss
+    from sgsr.models import MODELS
+
+    for name, spec in cfg.models.items():
+        if not isinstance(spec, Mapping):
+            errors.append(f"models.{name}: must be a mapping with an arch key, got {spec!r}")
+            continue
+        arch = spec.get("arch")
+        if arch not in MODELS and ":" not in str(arch):
+            errors.append(
+                f"models.{name}.arch: unknown model {arch!r} "
+                f"(available: {', '.join(MODELS)}, or package.module:Class)"
+            )
+    for name, spec in cfg.losses.items():
+        try:
+            build_loss(spec)
+        except (ValueError, TypeError) as exc:
+            errors.append(f"losses.{name}: {exc}")

@@ -1,0 +1,137 @@
+"""Building blocks shared by the SR networks, following the official EDSR code
+(github.com/sanghyun-son/EDSR-PyTorch, ``src/model/common.py``) so parameter counts match the
+published ones, plus the argument checks every model runs before it allocates anything."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+# DIV2K training-set RGB mean in [0, 1], as hard-coded in the official EDSR and RCAN code.
+DIV2K_RGB_MEAN: tuple[float, float, float] = (0.4488, 0.4371, 0.4040)
+
+SCALES: tuple[int, ...] = (2, 3, 4)
+
+
+# --------------------------------------------------------------------------------------------
+# argument checks: fail before allocating a 43 M-parameter network with a nonsense config
+# --------------------------------------------------------------------------------------------
+def check_scale(scale: object) -> int:
+    """Return `scale` if it is one of SCALES; the upsamplers exist only for those."""
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale not in SCALES:
+        raise ValueError(f"scale={scale!r} is not supported; allowed scales: {list(SCALES)}")
+    return scale
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """Block, group, feature and channel counts must be integers >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r} must be a positive integer (>= 1)")
+    return value
+
+
+def check_positive_float(name: str, value: object) -> float:
+    """res_scale and rgb_range are multipliers; zero or negative silently breaks the network."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{name}={value!r} must be a positive number")
+    if not math.isfinite(value):
+        raise ValueError(f"{name}={value!r} must be finite")
+    return float(value)
+
+
+def check_n_colors(n_colors: object) -> int:
+    """Only RGB (3) and grey (1) have a defined mean to shift by."""
+    if isinstance(n_colors, bool) or n_colors not in (1, 3):
+        raise ValueError(f"n_colors={n_colors!r} is not supported; use 3 (RGB) or 1 (grey)")
+    return int(n_colors)  # type: ignore[call-overload]
+
+
+# --------------------------------------------------------------------------------------------
+# layers
+# --------------------------------------------------------------------------------------------
+def default_conv(
+    in_channels: int, out_channels: int, kernel_size: int, bias: bool = True
+) -> nn.Conv2d:
+    """'Same' padded convolution, as EDSR's `default_conv`."""
+    return nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias)
+
+
+class MeanShift(nn.Module):
+    """Subtract (sign=-1) or add back (sign=+1) the DIV2K mean scaled by `rgb_range`.
+
+    The official code does this with a frozen 1x1 conv; a broadcast add of a buffer is the same
+    map (its std is 1), has no parameters to freeze or count, and works in any memory format.
+    The buffer is non-persistent: it is a constant of the architecture, not a learned weight, so
+    it stays out of checkpoints. For n_colors == 1 the mean of the three RGB means is used.
+    """
+
+    def __init__(self, rgb_range: float = 1.0, n_colors: int = 3, sign: int = -1) -> None:
+        super().__init__()
+        if sign not in (-1, 1):
+            raise ValueError(f"sign={sign!r} must be -1 (subtract) or +1 (add)")
+        n_colors = check_n_colors(n_colors)
+        rgb_range = check_positive_float("rgb_range", rgb_range)
+        mean = list(DIV2K_RGB_MEAN) if n_colors == 3 else [sum(DIV2K_RGB_MEAN) / 3.0]
+        shift = torch.tensor(mean, dtype=torch.float32).view(1, n_colors, 1, 1)
+        self.register_buffer("shift", sign * rgb_range * shift, persistent=False)
+        self.sign = sign
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.shift.to(dtype=x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"sign={self.sign:+d}, shift={[round(v, 4) for v in self.shift.flatten().tolist()]}"
+
+
+class ResBlock(nn.Module):
+    """conv-act-conv with an identity skip and residual scaling; no batch norm (EDSR, sec. 3.1)."""
+
+    def __init__(
+        self,
+        n_feats: int,
+        kernel_size: int = 3,
+        res_scale: float = 1.0,
+        act: Callable[[], nn.Module] = lambda: nn.ReLU(inplace=True),
+        conv: Callable[..., nn.Module] = default_conv,
+    ) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            conv(n_feats, n_feats, kernel_size), act(), conv(n_feats, n_feats, kernel_size)
+        )
+        self.res_scale = res_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        res = self.body(x)
+        if self.res_scale != 1.0:
+            res = res * self.res_scale
+        return x + res
+
+
+class Upsampler(nn.Sequential):
+    """Sub-pixel upsampling: x2 and x4 as one or two (conv to 4C, shuffle 2) stages, x3 as one
+    (conv to 9C, shuffle 3) stage, as in EDSR. `act` (e.g. PReLU for SRResNet) follows each
+    shuffle when given."""
+
+    def __init__(
+        self,
+        scale: int,
+        n_feats: int,
+        act: Callable[[], nn.Module] | None = None,
+        conv: Callable[..., nn.Module] = default_conv,
+    ) -> None:
+        scale = check_scale(scale)
+        stages = [2, 2] if scale == 4 else [scale]
+        layers: list[nn.Module] = []
+        for s in stages:
+            layers += [conv(n_feats, s * s * n_feats, 3), nn.PixelShuffle(s)]
+            if act is not None:
+                layers.append(act())
+        super().__init__(*layers)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of learnable scalars (shared tensors counted once); buffers (MeanShift) are not."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

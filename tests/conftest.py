@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = Path(os.environ.get("SGSR_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_torch():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def shared_datasets() -> Path:
+    """The offline copy of the classic SR sets; tests that need it skip with a reason if absent."""
+    if not (SHARED_DATASETS / "Set5").is_dir():
+        pytest.skip(f"{SHARED_DATASETS} not present (set SGSR_SHARED_DATASETS to a mirror)")
+    return SHARED_DATASETS
