@@ -1,0 +1,361 @@
+"""Training losses: the second-order gradient loss (SGL), baselines, and a weighted composite.
+
+SGL (Lin, Zhang, Yang 2023): L1 alone pulls SR towards the average of plausible solutions and
+smooths edges; adding a distance between second-order gradient maps of SR and HR puts weight on
+fine detail. Because our operators are linear, ``D(op(sr), op(hr))`` is computed as
+``D(op(sr - hr), 0)``: one operator application instead of two, mathematically identical.
+
+Distances (element-wise on the map m, then reduced): ``l1`` |m|; ``l2`` m^2 (squared error, as
+``torch.nn.MSELoss``); ``charbonnier`` sqrt(m^2 + eps^2) - eps. The ``- eps`` offset makes a
+perfect match exactly 0 (gradients are those of the classic form). Reductions: ``mean`` over all
+elements of the map (for K-component operators the components are averaged), ``sum``, ``none``
+(the element-wise map, e.g. (B, 3C, H, W) for the Hessian).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sgsr.gradients import OPERATORS, apply_kernels, check_padding, operator_kernels
+
+DISTANCES: tuple[str, ...] = ("l1", "l2", "charbonnier")
+REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
+
+
+def _check_choice(what: str, value: Any, allowed: tuple[str, ...] | list[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {what} {value!r}; allowed: {', '.join(allowed)}")
+
+
+def _check_eps(name: str, eps: Any) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not (eps > 0):
+        raise ValueError(f"{name} must be a positive number; got {eps!r}")
+    return float(eps)
+
+
+def _check_pair(sr: Tensor, hr: Tensor) -> None:
+    """sr and hr must be floating (B, C, H, W) tensors of one shape; the error names both."""
+    ok = isinstance(sr, Tensor) and isinstance(hr, Tensor) and sr.ndim == 4 and sr.shape == hr.shape
+    if not ok:
+
+        def shape(t: Any) -> object:
+            return tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+
+        raise ValueError(
+            "sr and hr must be (B, C, H, W) tensors of the same shape; "
+            f"got sr {shape(sr)} and hr {shape(hr)}"
+        )
+    if not (sr.is_floating_point() and hr.is_floating_point()):
+        raise ValueError(f"sr and hr must be floating point; got sr {sr.dtype} and hr {hr.dtype}")
+
+
+def _distance(m: Tensor, distance: str, eps: float) -> Tensor:
+    if distance == "l1":
+        return m.abs()
+    if distance == "l2":
+        return m.square()
+    return (m.square() + eps * eps).sqrt() - eps  # charbonnier
+
+
+def _reduce(m: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return m.mean()
+    if reduction == "sum":
+        return m.sum()
+    return m
+
+
+class _DistanceLoss(nn.Module):
+    """Shared option handling: distance, Charbonnier eps, reduction."""
+
+    def __init__(self, distance: str, reduction: str, eps: float) -> None:
+        super().__init__()
+        _check_choice("distance", distance, DISTANCES)
+        _check_choice("reduction", reduction, REDUCTIONS)
+        self.distance = distance
+        self.reduction = reduction
+        self.eps = _check_eps("eps", eps)
+
+    def _options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {"distance": self.distance}
+        if self.distance == "charbonnier":
+            opts["eps"] = self.eps
+        if self.reduction != "mean":
+            opts["reduction"] = self.reduction
+        return opts
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self._options().items())
+
+
+class L1Loss(_DistanceLoss):
+    """Pixel L1 (``F.l1_loss``)."""
+
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__("l1", reduction, 1e-3)
+
+    def forward(self, sr: Tensor, hr: Tensor) -> Tensor:
+        _check_pair(sr, hr)
+        return F.l1_loss(sr, hr, reduction=self.reduction)
+
+    def extra_repr(self) -> str:
+        return "" if self.reduction == "mean" else f"reduction={self.reduction!r}"
+
+
+class L2Loss(_DistanceLoss):
+    """Pixel squared error (``F.mse_loss``)."""
+
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__("l2", reduction, 1e-3)
+
+    def forward(self, sr: Tensor, hr: Tensor) -> Tensor:
+        _check_pair(sr, hr)
+        return F.mse_loss(sr, hr, reduction=self.reduction)
+
+    def extra_repr(self) -> str:
+        return "" if self.reduction == "mean" else f"reduction={self.reduction!r}"
+
+
+class CharbonnierLoss(_DistanceLoss):
+    """Pixel Charbonnier sqrt(d^2 + eps^2) - eps: a smooth L1 that is exactly 0 on a match."""
+
+    def __init__(self, eps: float = 1e-3, reduction: str = "mean") -> None:
+        super().__init__("charbonnier", reduction, eps)
+
+    def forward(self, sr: Tensor, hr: Tensor) -> Tensor:
+        _check_pair(sr, hr)
+        return _reduce(_distance(sr - hr, "charbonnier", self.eps), self.reduction)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self._options().items() if k != "distance")
+
+
+class SecondOrderGradientLoss(_DistanceLoss):
+    """SGL: distance between second-order gradient maps of sr and hr.
+
+    ``operator`` is a name in :data:`sgsr.gradients.OPERATORS` ('laplacian', 'hessian', 'gog').
+    Computed as D(op(sr - hr)), which equals D(op(sr) - op(hr)) because op is linear. No
+    learnable parameters; the kernels are a non-persistent buffer (empty state_dict, moved by
+    ``.to``), cast to the input dtype per call. Computes in the inputs' (promoted) dtype.
+    """
+
+    kernels: Tensor
+
+    def __init__(
+        self,
+        operator: str = "laplacian",
+        distance: str = "l1",
+        reduction: str = "mean",
+        eps: float = 1e-3,
+        padding: str = "reflect",
+    ) -> None:
+        super().__init__(distance, reduction, eps)
+        _check_choice("operator", operator, sorted(OPERATORS))
+        self.operator = operator
+        self.padding = check_padding(padding)
+        self.register_buffer("kernels", operator_kernels(operator), persistent=False)
+
+    def forward(self, sr: Tensor, hr: Tensor) -> Tensor:
+        _check_pair(sr, hr)
+        m = apply_kernels(sr - hr, self.kernels, self.padding)
+        return _reduce(_distance(m, self.distance, self.eps), self.reduction)
+
+    def _options(self) -> dict[str, Any]:
+        opts = {"operator": self.operator, **super()._options()}
+        if self.padding != "reflect":
+            opts["padding"] = self.padding
+        return opts
+
+
+def second_order_gradient_loss(
+    sr: Tensor,
+    hr: Tensor,
+    operator: str = "laplacian",
+    distance: str = "l1",
+    reduction: str = "mean",
+    eps: float = 1e-3,
+    padding: str = "reflect",
+) -> Tensor:
+    """Functional :class:`SecondOrderGradientLoss` (builds the small kernel stack per call)."""
+    _check_choice("operator", operator, sorted(OPERATORS))
+    _check_choice("distance", distance, DISTANCES)
+    _check_choice("reduction", reduction, REDUCTIONS)
+    eps = _check_eps("eps", eps)
+    _check_pair(sr, hr)
+    m = apply_kernels(sr - hr, operator_kernels(operator, device=sr.device), padding)
+    return _reduce(_distance(m, distance, eps), reduction)
+
+
+class FirstOrderGradientLoss(_DistanceLoss):
+    """Gradient-magnitude loss as in SPSR (Ma et al. 2020): D(|grad sr|, |grad hr|).
+
+    |grad u| = sqrt(u_x^2 + u_y^2 + grad_eps) per channel, with central differences in derivative
+    units ([-1, 0, 1] / 2; SPSR's undivided differences give twice our magnitude) and the same
+    padding as SGL. ``grad_eps`` inside the sqrt keeps the gradient finite where |grad u| = 0.
+    Nonlinear, so both images are differentiated. It is NOT invariant to adding a + bx + cy.
+    """
+
+    kernels: Tensor
+
+    def __init__(
+        self,
+        distance: str = "l1",
+        reduction: str = "mean",
+        eps: float = 1e-3,
+        grad_eps: float = 1e-6,
+        padding: str = "reflect",
+    ) -> None:
+        super().__init__(distance, reduction, eps)
+        self.grad_eps = _check_eps("grad_eps", grad_eps)
+        self.padding = check_padding(padding)
+        self.register_buffer("kernels", operator_kernels("grad1"), persistent=False)
+
+    def magnitude(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> |grad x| of shape (B, C, H, W)."""
+        g = apply_kernels(x, self.kernels, self.padding).unflatten(1, (x.shape[1], 2))
+        return (g.square().sum(dim=2) + self.grad_eps).sqrt()
+
+    def forward(self, sr: Tensor, hr: Tensor) -> Tensor:
+        _check_pair(sr, hr)
+        m = self.magnitude(sr) - self.magnitude(hr)
+        return _reduce(_distance(m, self.distance, self.eps), self.reduction)
+
+    def _options(self) -> dict[str, Any]:
+        opts = super()._options()
+        if self.padding != "reflect":
+            opts["padding"] = self.padding
+        return opts
+
+
+LOSSES: dict[str, type[nn.Module]] = {
+    "l1": L1Loss,
+    "l2": L2Loss,
+    "charbonnier": CharbonnierLoss,
+    "sgl": SecondOrderGradientLoss,
+    "grad1": FirstOrderGradientLoss,
+}
+
+
+def loss_options(name: str) -> list[str]:
+    """Option keys a composite spec accepts for loss ``name``: 'weight' plus its constructor's
+    keyword arguments except 'reduction' (a composite needs scalar terms)."""
+    params = inspect.signature(LOSSES[name]).parameters
+    return sorted(["weight", *(p for p in params if p != "reduction")])
+
+
+def _check_weight(name: str, weight: Any) -> float:
+    if isinstance(weight, bool) or not isinstance(weight, numbers.Real):
+        hint = ""
+        if isinstance(weight, str):
+            hint = " (YAML reads 1e-1 as a string; write 0.1 or 1.0e-1)"
+        raise ValueError(
+            f"loss spec {name!r}: weight must be a number >= 0; got {weight!r}"
+            f" of type {type(weight).__name__}{hint}"
+        )
+    w = float(weight)
+    if not math.isfinite(w) or w < 0:
+        raise ValueError(f"loss spec {name!r}: weight must be a finite number >= 0; got {weight!r}")
+    return w
+
+
+class CompositeLoss(nn.Module):
+    """Weighted sum of named loss terms.
+
+    ``forward(sr, hr) -> (total, components)``: components maps each name to its *weighted* term
+    and total is their sum in insertion order. A term of weight 0 is not computed at all (its
+    component is an exact zero scalar), so ``{'l1': 1, 'sgl': 0}`` trains bitwise like pure L1.
+    """
+
+    def __init__(self, terms: Mapping[str, tuple[float, nn.Module]]) -> None:
+        super().__init__()
+        if not terms:
+            raise ValueError("CompositeLoss needs at least one (weight, module) term")
+        self.weights: dict[str, float] = {}
+        for name, (weight, module) in terms.items():
+            self.weights[name] = _check_weight(name, weight)
+            if getattr(module, "reduction", "mean") == "none":
+                raise ValueError(
+                    f"loss term {name!r} has reduction='none'; a composite needs scalars"
+                )
+        if all(w == 0 for w in self.weights.values()):
+            raise ValueError(
+                f"all loss weights are zero ({self.weights}); nothing would be trained"
+            )
+        self.terms = nn.ModuleDict({name: module for name, (_, module) in terms.items()})
+
+    def forward(self, sr: Tensor, hr: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        _check_pair(sr, hr)
+        components: dict[str, Tensor] = {}
+        for name, weight in self.weights.items():
+            if weight == 0:
+                dtype = torch.promote_types(sr.dtype, hr.dtype)
+                components[name] = torch.zeros((), dtype=dtype, device=sr.device)
+            else:
+                components[name] = weight * self.terms[name](sr, hr)
+        values = iter(components.values())
+        total = next(values)
+        for value in values:
+            total = total + value
+        return total, components
+
+    def describe(self) -> str:
+        """E.g. ``1.0 * l1 + 0.1 * sgl(operator='hessian', distance='charbonnier', eps=0.001)``."""
+        parts = []
+        for name, weight in self.weights.items():
+            opts = self.terms[name].extra_repr()
+            parts.append(f"{weight:g} * {name}" + (f"({opts})" if opts else ""))
+        return " + ".join(parts)
+
+    def __repr__(self) -> str:
+        return f"CompositeLoss({self.describe()})"
+
+
+def build_loss(spec: Mapping[str, float | Mapping[str, Any]]) -> CompositeLoss:
+    """Build a :class:`CompositeLoss` from a params dict.
+
+    ``{"l1": 1.0, "sgl": 0.1}`` or ``{"l1": 1.0, "sgl": {"weight": 0.1, "operator": "hessian",
+    "distance": "charbonnier"}}``. Keys are names in :data:`LOSSES`; a value is a weight >= 0 or a
+    mapping with a required 'weight' and the loss's options (see :func:`loss_options`).
+    """
+    allowed = ", ".join(LOSSES)
+    if not isinstance(spec, Mapping):
+        raise ValueError(
+            f"loss spec must be a mapping such as {{'l1': 1.0, 'sgl': 0.1}}; got {spec!r}"
+        )
+    if not spec:
+        raise ValueError(f"loss spec is empty; give at least one of: {allowed}")
+    terms: dict[str, tuple[float, nn.Module]] = {}
+    for name, value in spec.items():
+        if name not in LOSSES:
+            raise ValueError(f"unknown loss {name!r} in loss spec; allowed: {allowed}")
+        options: dict[str, Any] = {}
+        if isinstance(value, Mapping):
+            known = loss_options(name)
+            unknown = [k for k in value if k not in known]
+            if unknown:
+                raise ValueError(
+                    f"loss spec {name!r}: unknown option {unknown[0]!r}; "
+                    f"allowed: {', '.join(known)}"
+                )
+            if "weight" not in value:
+                raise ValueError(
+                    f"loss spec {name!r}: missing 'weight' (options: {', '.join(known)})"
+                )
+            options = {k: v for k, v in value.items() if k != "weight"}
+            weight = _check_weight(name, value["weight"])
+        else:
+            weight = _check_weight(name, value)
+        try:
+            module = LOSSES[name](**options)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"loss spec {name!r}: {err}") from err
+        terms[name] = (weight, module)
+    return CompositeLoss(terms)

@@ -1,0 +1,338 @@
+"""SGL, the first-order baseline, pixel losses and the composite built from a params dict."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sgsr import (
+    CompositeLoss,
+    FirstOrderGradientLoss,
+    SecondOrderGradientLoss,
+    build_loss,
+    second_order_gradient_loss,
+)
+from sgsr.gradients import OPERATORS, get_operator
+from sgsr.losses import LOSSES, CharbonnierLoss, L1Loss, L2Loss
+
+OPS = sorted(OPERATORS)
+DISTS = ["l1", "l2", "charbonnier"]
+BORDER = {"laplacian": 1, "hessian": 1, "gog": 2}
+ALLOWED_LOSSES = "l1, l2, charbonnier, sgl, grad1"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: a second OpenMP thread only adds contention on the shared cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def pair(*shape: int, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    hr = torch.rand(*shape, dtype=dtype)
+    return (hr + 0.1 * torch.randn_like(hr)).clamp(0, 1), hr
+
+
+def ramp(shape: tuple[int, ...], a: float, b: float, c: float) -> torch.Tensor:
+    """a + b x + c y sampled on the pixel grid (x = column, y = row), float64."""
+    h, w = shape[-2:]
+    y, x = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
+    return (a + b * x + c * y).expand(shape)
+
+
+# ================================================================ the second-order property
+# Adding an affine ramp a + b x + c y to the target leaves every second-order map unchanged away
+# from the border, so SGL (on the interior) is unchanged; a first-order loss does see it.
+
+
+@pytest.mark.parametrize("distance", DISTS)
+@pytest.mark.parametrize("operator", OPS)
+def test_sgl_ignores_an_affine_ramp_added_to_the_target(operator: str, distance: str) -> None:
+    sr, hr = pair(2, 3, 14, 17, dtype=torch.float64)
+    hr2 = hr + ramp(hr.shape, 0.3, -0.02, 0.035)
+    sgl = SecondOrderGradientLoss(operator, distance, reduction="none")
+    b = BORDER[operator]
+    inner, inner2 = sgl(sr, hr)[..., b:-b, b:-b], sgl(sr, hr2)[..., b:-b, b:-b]
+    assert torch.allclose(inner, inner2, rtol=0, atol=1e-12)
+    assert abs(inner.mean().item() - inner2.mean().item()) < 1e-12
+    assert inner.mean().item() > 1e-5  # not vacuous: the loss is many orders above the atol
+    # ... while the border pixels do see the ramp through the padding (hence the crop)
+    assert not torch.allclose(sgl(sr, hr), sgl(sr, hr2), atol=1e-6)
+
+
+@pytest.mark.parametrize("distance", DISTS)
+def test_first_order_loss_does_see_the_ramp(distance: str) -> None:
+    sr, hr = pair(2, 3, 14, 17, dtype=torch.float64)
+    hr2 = hr + ramp(hr.shape, 0.3, -0.02, 0.035)
+    grad1 = FirstOrderGradientLoss(distance, reduction="none")
+    inner, inner2 = grad1(sr, hr)[..., 1:-1, 1:-1], grad1(sr, hr2)[..., 1:-1, 1:-1]
+    assert abs(inner.mean().item() - inner2.mean().item()) > 1e-4
+
+
+# ================================================================ zero / positive
+
+
+@pytest.mark.parametrize("distance", DISTS)
+@pytest.mark.parametrize("operator", OPS)
+def test_sgl_zero_on_identical_positive_on_different(operator: str, distance: str) -> None:
+    sr, hr = pair(2, 3, 12, 12)
+    sgl = SecondOrderGradientLoss(operator=operator, distance=distance)
+    assert sgl(hr, hr.clone()).item() == 0.0
+    assert sgl(sr, hr).item() > 0.0
+
+
+@pytest.mark.parametrize(
+    "module",
+    [L1Loss(), L2Loss(), CharbonnierLoss(), *(FirstOrderGradientLoss(d) for d in DISTS)],
+    ids=repr,
+)
+def test_other_losses_zero_on_identical_positive_on_different(module: torch.nn.Module) -> None:
+    sr, hr = pair(2, 3, 12, 12)
+    assert module(hr, hr.clone()).item() == 0.0
+    assert module(sr, hr).item() > 0.0
+
+
+def test_pixel_losses_match_torch_and_definitions() -> None:
+    sr, hr = pair(2, 3, 8, 8, dtype=torch.float64)
+    assert torch.equal(L1Loss()(sr, hr), F.l1_loss(sr, hr))
+    assert torch.equal(L2Loss(reduction="sum")(sr, hr), F.mse_loss(sr, hr, reduction="sum"))
+    d = (sr - hr).flatten().tolist()
+    expected = sum(math.sqrt(v * v + 1e-4) - 1e-2 for v in d) / len(d)
+    assert CharbonnierLoss(eps=1e-2)(sr, hr).item() == pytest.approx(expected, rel=1e-12)
+
+
+# ================================================================ the apply-once optimisation
+
+
+@pytest.mark.parametrize("distance", DISTS)
+@pytest.mark.parametrize("operator", OPS)
+def test_operator_on_difference_equals_difference_of_operators(
+    operator: str, distance: str
+) -> None:
+    sr, hr = pair(2, 3, 16, 16)
+    op = get_operator(operator)
+    m = op(sr) - op(hr)
+    eps = 1e-3
+    separate = {"l1": m.abs(), "l2": m.square(), "charbonnier": (m.square() + eps**2).sqrt() - eps}
+    loss = SecondOrderGradientLoss(operator, distance, reduction="none")(sr, hr)
+    assert loss.shape == m.shape
+    assert torch.allclose(loss, separate[distance], rtol=1e-5, atol=1e-6)
+    fn = second_order_gradient_loss(sr, hr, operator=operator, distance=distance)
+    assert torch.allclose(fn, separate[distance].mean(), rtol=1e-5)
+
+
+def test_functional_twin_equals_module_and_reductions_agree() -> None:
+    sr, hr = pair(2, 3, 10, 11)
+    for op in OPS:
+        module = SecondOrderGradientLoss(op, "charbonnier", eps=1e-2)
+        fn = second_order_gradient_loss(sr, hr, operator=op, distance="charbonnier", eps=1e-2)
+        assert torch.equal(module(sr, hr), fn)
+        total = SecondOrderGradientLoss(op, "charbonnier", "sum", eps=1e-2)(sr, hr)
+        n = {"laplacian": 1, "hessian": 3, "gog": 3}[op] * sr.numel()
+        assert torch.allclose(total / n, fn, rtol=1e-5)
+
+
+# ================================================================ autograd
+
+
+@pytest.mark.parametrize("distance", DISTS)
+@pytest.mark.parametrize("operator", [*OPS, "grad1"])
+def test_gradcheck(operator: str, distance: str) -> None:
+    sr, hr = pair(1, 2, 5, 6, dtype=torch.float64)
+    sr.requires_grad_(True)
+    hr.requires_grad_(True)
+    if operator == "grad1":
+        loss = FirstOrderGradientLoss(distance, eps=0.05)
+    else:
+        loss = SecondOrderGradientLoss(operator, distance, eps=0.05)
+    assert torch.autograd.gradcheck(loss, (sr, hr))
+
+
+# ================================================================ module properties
+
+
+def test_no_parameters_empty_state_dict_kernels_are_buffers() -> None:
+    for m in (SecondOrderGradientLoss("hessian"), FirstOrderGradientLoss()):
+        assert list(m.parameters()) == []
+        assert m.state_dict() == {}
+        assert [name for name, _ in m.named_buffers()] == ["kernels"]
+    assert list(build_loss({"l1": 1, "sgl": 0.1, "grad1": 0.1}).state_dict()) == []
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+@pytest.mark.parametrize("operator", OPS)
+def test_any_channel_count(operator: str, channels: int) -> None:
+    sr, hr = pair(2, channels, 9, 10)
+    loss = SecondOrderGradientLoss(operator, reduction="none")(sr, hr)
+    k = 1 if operator == "laplacian" else 3
+    assert loss.shape == (2, k * channels, 9, 10)
+    # channels are independent: the per-channel maps equal those of single-channel calls
+    single = SecondOrderGradientLoss(operator, reduction="none")(sr[:, -1:], hr[:, -1:])
+    assert torch.allclose(loss[:, -k:], single, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "rtol"),
+    # measured relative error of the scalar loss: <= 5e-4 fp16, <= 5e-3 bf16 (inputs rounded)
+    [(torch.float16, 5e-3), (torch.bfloat16, 3e-2)],
+)
+@pytest.mark.parametrize("operator", [*OPS, "grad1"])
+def test_low_precision_matches_fp32(operator: str, dtype: torch.dtype, rtol: float) -> None:
+    sr, hr = pair(2, 3, 16, 16)
+    for distance in DISTS:
+        if operator == "grad1":
+            loss = FirstOrderGradientLoss(distance)
+        else:
+            loss = SecondOrderGradientLoss(operator, distance)
+        low = loss(sr.to(dtype), hr.to(dtype))
+        assert low.dtype == dtype
+        assert low.float().item() == pytest.approx(loss(sr, hr).item(), rel=rtol)
+
+
+def test_autocast_region_keeps_fp32_result() -> None:
+    sr, hr = pair(2, 3, 12, 12)
+    sgl = SecondOrderGradientLoss()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = sgl(sr, hr)
+    assert inside.dtype == torch.float32
+    assert torch.equal(inside, sgl(sr, hr))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_matches_cpu() -> None:
+    sr, hr = pair(2, 3, 16, 16)
+    for spec in ({"l1": 1.0, "sgl": 0.1}, {"sgl": {"weight": 1.0, "operator": "gog"}, "grad1": 1}):
+        loss = build_loss(spec)
+        cpu_total, _ = loss(sr, hr)
+        loss = loss.to("cuda")
+        assert all(b.device.type == "cuda" for b in loss.buffers())
+        total, _ = loss(sr.cuda().requires_grad_(), hr.cuda())
+        total.backward()
+        assert total.item() == pytest.approx(cpu_total.item(), rel=1e-4)
+
+
+def test_shape_errors_name_both_shapes() -> None:
+    sgl = SecondOrderGradientLoss()
+    with pytest.raises(ValueError, match=r"sr \(1, 3, 8, 8\) and hr \(1, 3, 8, 9\)"):
+        sgl(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 9))
+    with pytest.raises(ValueError, match=r"sr \(3, 8, 8\) and hr \(3, 8, 8\)"):
+        sgl(torch.rand(3, 8, 8), torch.rand(3, 8, 8))
+    with pytest.raises(ValueError, match=r"sr \(1, 1, 4, 4\) and hr \(1, 1, 4, 4, 1\)"):
+        second_order_gradient_loss(torch.rand(1, 1, 4, 4), torch.rand(1, 1, 4, 4, 1))
+    with pytest.raises(ValueError, match=r"sr \(1, 1, 4, 4\) and hr \(1, 4, 4\)"):
+        build_loss({"l1": 1})(torch.rand(1, 1, 4, 4), torch.rand(1, 4, 4))
+
+
+def test_bad_options_raise() -> None:
+    with pytest.raises(ValueError, match=r"unknown operator 'sobel'; allowed: gog, hessian"):
+        SecondOrderGradientLoss("sobel")
+    with pytest.raises(ValueError, match=r"unknown distance 'huber'; allowed: l1, l2, charb"):
+        SecondOrderGradientLoss(distance="huber")
+    with pytest.raises(ValueError, match=r"unknown reduction 'avg'"):
+        FirstOrderGradientLoss(reduction="avg")
+    with pytest.raises(ValueError, match="eps must be a positive number"):
+        SecondOrderGradientLoss(distance="charbonnier", eps=0)
+
+
+# ================================================================ composite
+
+
+def test_composite_applies_weights_exactly_and_total_is_the_sum() -> None:
+    sr, hr = pair(2, 3, 12, 12)
+    spec = {
+        "l1": 1.0,
+        "sgl": {"weight": 0.1, "operator": "hessian", "distance": "charbonnier"},
+        "grad1": 0.25,
+    }
+    total, comps = build_loss(spec)(sr, hr)
+    assert list(comps) == ["l1", "sgl", "grad1"]
+    standalone = {
+        "l1": F.l1_loss(sr, hr),
+        "sgl": SecondOrderGradientLoss("hessian", "charbonnier")(sr, hr),
+        "grad1": FirstOrderGradientLoss()(sr, hr),
+    }
+    for name, weight in [("l1", 1.0), ("sgl", 0.1), ("grad1", 0.25)]:
+        assert torch.equal(comps[name], weight * standalone[name]), name
+    assert torch.equal(total, comps["l1"] + comps["sgl"] + comps["grad1"])
+    assert total.item() > comps["l1"].item() > 0
+
+
+def test_zero_weight_is_not_computed_and_training_matches_pure_l1_bitwise() -> None:
+    sr, hr = pair(2, 3, 12, 12)
+    mixed = build_loss({"l1": 1.0, "sgl": 0.0})
+    calls: list[str] = []
+    mixed.terms["sgl"].register_forward_hook(lambda *_: calls.append("sgl"))
+    mixed.terms["l1"].register_forward_hook(lambda *_: calls.append("l1"))
+
+    x1 = sr.clone().requires_grad_()
+    total, comps = mixed(x1, hr)
+    total.backward()
+    assert calls == ["l1"]  # the zero-weight term never ran
+    assert comps["sgl"].item() == 0.0 and comps["sgl"].shape == ()
+    x2 = sr.clone().requires_grad_()
+    pure = F.l1_loss(x2, hr)
+    pure.backward()
+    assert torch.equal(total, pure)
+    assert torch.equal(x1.grad, x2.grad)
+
+
+def test_describe_and_repr_are_readable() -> None:
+    loss = build_loss({"l1": 1, "sgl": {"weight": 0.1, "operator": "gog", "distance": "l2"}})
+    text = loss.describe()
+    assert text == "1 * l1 + 0.1 * sgl(operator='gog', distance='l2')"
+    assert repr(loss) == f"CompositeLoss({text})"
+
+
+def test_composite_from_modules() -> None:
+    sr, hr = pair(1, 3, 8, 8)
+    loss = CompositeLoss({"pix": (2.0, L1Loss()), "lap": (0.5, SecondOrderGradientLoss())})
+    total, comps = loss(sr, hr)
+    assert torch.equal(comps["pix"], 2.0 * F.l1_loss(sr, hr))
+    assert torch.equal(comps["lap"], 0.5 * SecondOrderGradientLoss()(sr, hr))
+    assert torch.equal(total, comps["pix"] + comps["lap"])
+    with pytest.raises(ValueError, match="'lap' has reduction='none'"):
+        CompositeLoss({"lap": (1.0, SecondOrderGradientLoss(reduction="none"))})
+
+
+@pytest.mark.parametrize(
+    ("spec", "pattern"),
+    [
+        ({"ssim": 1.0}, rf"unknown loss 'ssim' in loss spec; allowed: {ALLOWED_LOSSES}"),
+        ({}, rf"loss spec is empty; give at least one of: {ALLOWED_LOSSES}"),
+        ([("l1", 1.0)], "loss spec must be a mapping"),
+        ({"l1": -0.1}, r"loss spec 'l1': weight must be a finite number >= 0; got -0.1"),
+        ({"sgl": float("nan")}, r"loss spec 'sgl': weight must be a finite number >= 0; got nan"),
+        ({"l1": float("inf")}, r"loss spec 'l1': weight must be a finite number"),
+        ({"l1": "1e-1"}, r"loss spec 'l1': weight must be a number >= 0; got '1e-1' of type str"),
+        ({"l1": True}, r"loss spec 'l1': weight must be a number >= 0; got True of type bool"),
+        ({"l1": None}, r"loss spec 'l1': weight must be a number"),
+        (
+            {"sgl": {"weight": 0.1, "opertor": "hessian"}},
+            r"loss spec 'sgl': unknown option 'opertor'; "
+            r"allowed: distance, eps, operator, padding, weight",
+        ),
+        ({"l1": {"weight": 1, "reduction": "sum"}}, r"'l1': unknown option 'reduction'; allowed: "),
+        ({"sgl": {"operator": "hessian"}}, r"loss spec 'sgl': missing 'weight'"),
+        (
+            {"sgl": {"weight": 0.1, "operator": "sobel"}},
+            r"loss spec 'sgl': unknown operator 'sobel'; allowed: gog, hessian, laplacian",
+        ),
+        ({"l1": 0, "sgl": 0.0}, "all loss weights are zero"),
+    ],
+)
+def test_build_loss_errors_name_the_key_and_the_allowed_values(spec: object, pattern: str) -> None:
+    with pytest.raises(ValueError, match=pattern):
+        build_loss(spec)  # type: ignore[arg-type]
+
+
+def test_registry_names() -> None:
+    assert list(LOSSES) == ["l1", "l2", "charbonnier", "sgl", "grad1"]
+    assert LOSSES["sgl"] is SecondOrderGradientLoss
+    assert LOSSES["grad1"] is FirstOrderGradientLoss
