@@ -21,27 +21,31 @@ def _cfg(args: argparse.Namespace) -> Config:
 
 
 def _download(args: argparse.Namespace) -> None:
+    cfg = _cfg(args)
     from sgsr.data.download import run
 
-    run(_cfg(args))
+    run(cfg)
 
 
 def _prepare(args: argparse.Namespace) -> None:
+    cfg = _cfg(args)
     from sgsr.data.prepare import run
 
-    run(_cfg(args))
+    run(cfg)
 
 
 def _train(args: argparse.Namespace) -> None:
+    cfg = _cfg(args)
     from sgsr.train import run
 
-    run(_cfg(args), args.run)
+    run(cfg, args.run)
 
 
 def _infer(args: argparse.Namespace) -> None:
+    cfg = _cfg(args)
     from sgsr.infer import run
 
-    run(_cfg(args), args.run)
+    run(cfg, args.run)
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -69,15 +73,17 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _summarize(args: argparse.Namespace) -> None:
+    cfg = _cfg(args)
     from sgsr.evaluate import summarize
 
-    summarize(_cfg(args))
+    summarize(cfg)
 
 
 def _report(args: argparse.Namespace) -> None:
+    cfg = _cfg(args)
     from sgsr.report import run
 
-    run(_cfg(args))
+    run(cfg)
 
 
 def _upscale(args: argparse.Namespace) -> None:

@@ -1,0 +1,94 @@
+"""The default profile end to end through real `dvc repro`, in a throwaway copy of the pipeline.
+
+Slow (minutes): marked, and still run in CI. One module-scoped pipeline run serves every test.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from benchmarks.bench_pipeline import dvc, make_pipeline_copy
+
+pytestmark = pytest.mark.slow
+
+RUNS = ("edsr_tiny-l1-x4", "edsr_tiny-sgl-x4")
+
+
+def _ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    repo = make_pipeline_copy(tmp_path_factory.mktemp("e2e") / "repo")
+    remote = repo.parent / "remote"
+    dvc(["remote", "add", "-d", "local", str(remote)], repo)
+    _, out = dvc(["repro"], repo)
+    return repo, out
+
+
+def test_default_profile_produces_report_metrics_and_figures(pipeline: tuple[Path, str]) -> None:
+    repo, out = pipeline
+    assert {f"train@{r.replace('-x4', '-4')}" for r in RUNS} <= _ran(out)
+    for run in (*RUNS, "bicubic-x4"):
+        metrics = json.loads((repo / "results/metrics" / run / "metrics.json").read_text())
+        sets = metrics["sets"]
+        assert "sample_test" in sets
+        psnr = sets["sample_test"]["psnr"]
+        assert isinstance(psnr, float) and 15 < psnr < 60, psnr
+    for run in RUNS:
+        assert (repo / "models" / run / "model.safetensors").stat().st_size > 10_000
+    summary = (repo / "results/summary.csv").read_text().splitlines()
+    assert len(summary) == 1 + 3  # header + two trained runs + bicubic, one test set
+    assert "edsr_tiny-sgl-x4" in (repo / "results/paired.csv").read_text()
+    html = (repo / "reports/report.html").read_text()
+    assert html.count("data:image/png;base64") >= 4
+    figures = list((repo / "reports/figures").glob("*.png"))
+    assert len(figures) >= 4
+    assert sorted(p.name for p in (repo / "reports").glob("*.ipynb")) == [
+        "01_data.ipynb",
+        "02_gradient_maps.ipynb",
+        "03_training.ipynb",
+        "04_results.ipynb",
+    ]
+
+
+def test_second_repro_is_a_noop(pipeline: tuple[Path, str]) -> None:
+    repo, _ = pipeline
+    _, out = dvc(["repro"], repo)
+    assert _ran(out) == set(), out
+    _, status = dvc(["status"], repo)
+    assert "up to date" in status
+
+
+def test_remote_push_then_pull_into_an_empty_cache_recomputes_nothing(
+    pipeline: tuple[Path, str],
+) -> None:
+    repo, _ = pipeline
+    dvc(["push"], repo)
+    shutil.rmtree(repo / ".dvc" / "cache")
+    for out in ("data", "models", "results", "reports"):
+        shutil.rmtree(repo / out)
+    dvc(["pull"], repo)
+    assert (repo / "models" / RUNS[1] / "model.safetensors").is_file()
+    _, status = dvc(["status"], repo)
+    assert "up to date" in status, status
+    _, out = dvc(["repro"], repo)
+    assert _ran(out) == set(), out
+
+
+def test_changing_the_sgl_weight_reruns_exactly_its_dependants(pipeline: tuple[Path, str]) -> None:
+    repo, _ = pipeline
+    _, out = dvc(["exp", "run", "-S", "losses.sgl.sgl.weight=0.05"], repo)
+    assert _ran(out) == {
+        "train@edsr_tiny-sgl-4",
+        "infer@edsr_tiny-sgl-4",
+        "evaluate@edsr_tiny-sgl-4",
+        "summarize",
+        "report",
+    }, out
