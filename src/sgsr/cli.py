@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -151,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("SGSR_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         args.func(args)
     except (ConfigError, ValueError, OSError, ArithmeticError) as exc:

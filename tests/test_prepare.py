@@ -1,0 +1,366 @@
+"""sgsr.data.prepare: LR/HR pairs, the validation split, the patch store, bad and odd images,
+the protocol acceptance on Set5/Set14, and `dvc repro prepare` from a fresh copy."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sgsr import layout
+from sgsr.config import parse_config
+from sgsr.data import download, prepare
+from sgsr.data.common import BadImageWarning, SkippedImageWarning
+from sgsr.imaging import ImageReadError, downscale, mod_crop, read_image, upscale_bicubic
+from sgsr.metrics import psnr
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def smooth_rgb(seed: int, h: int, w: int) -> np.ndarray:
+    """Random but spatially correlated content (like a photo, unlike white noise)."""
+    rng = np.random.default_rng(seed)
+    small = rng.random((h // 4 + 2, w // 4 + 2, 3))
+    big = np.kron(small, np.ones((4, 4, 1)))[:h, :w]
+    return np.clip(big * 255 + rng.normal(0, 8, big.shape), 0, 255).astype(np.uint8)
+
+
+def save(path: Path, arr: np.ndarray, mode: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(arr[..., 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr)
+    if mode:
+        img = img.convert(mode)
+    img.save(path)
+    return path
+
+
+def make_raw(root: Path) -> dict[str, Path]:
+    """Two train sets with interleaved names, and a test set with grayscale and odd sizes."""
+    raw = root / layout.RAW
+    files = {
+        "b1": save(raw / "trA" / "b1.png", smooth_rgb(1, 50, 61)),
+        "d1": save(raw / "trA" / "d1.png", smooth_rgb(2, 40, 40)),
+        "a2": save(raw / "trB" / "a2.png", smooth_rgb(3, 48, 52)),
+        "c2": save(raw / "trB" / "c2.png", smooth_rgb(4, 44, 37), mode="P"),  # palette
+        "t_rgb": save(raw / "te" / "t_rgb.png", smooth_rgb(5, 30, 43)),
+        "t_gray": save(raw / "te" / "t_gray.png", smooth_rgb(6, 33, 26)[..., :1]),
+    }
+    return files
+
+
+def config(root: Path, **over: Any):
+    raw = {
+        "data": {"train_sets": ["trA", "trB"], "test_sets": ["te"], "metric_weights": False},
+        "prepare": {"scales": [2, 4], "patch_size": 16, "stride": 8, "val_images": 1},
+        "train": {"lr_patch": 4},
+    }
+    for key, value in over.items():
+        section, name = key.split("__")
+        raw.setdefault(section, {})[name] = value
+    return parse_config(raw, source=str(root / "params.yaml"))
+
+
+def png(path: Path) -> np.ndarray:
+    return read_image(path)
+
+
+def test_pairs_are_modcropped_hr_and_matlab_lr(tmp_path: Path) -> None:
+    files = make_raw(tmp_path)
+    prepare.run(config(tmp_path), root=tmp_path)
+    for s in (2, 4):
+        out = tmp_path / layout.prepared_set(s, "te")
+        assert sorted(p.name for p in (out / "hr").iterdir()) == ["t_gray.png", "t_rgb.png"]
+        for stem in ("t_rgb", "t_gray"):
+            src = read_image(files[stem])
+            hr, lr = png(out / "hr" / f"{stem}.png"), png(out / "lr" / f"{stem}.png")
+            assert np.array_equal(hr, mod_crop(src, s))
+            assert hr.shape[0] % s == 0 and hr.shape[1] % s == 0
+            assert np.array_equal(lr, downscale(hr, s))
+            assert lr.shape == (hr.shape[0] // s, hr.shape[1] // s, src.shape[2])
+        assert png(out / "hr" / "t_gray.png").shape[2] == 1  # grayscale stays one channel
+
+
+def test_validation_split_is_last_images_by_name_across_train_sets(tmp_path: Path) -> None:
+    make_raw(tmp_path)
+    prepare.run(config(tmp_path, prepare__val_images=2), root=tmp_path)
+    val = tmp_path / layout.prepared_set(4, layout.VAL_SET)
+    # names across trA + trB sorted: a2, b1, c2, d1 -> the last two are c2 (trB), d1 (trA)
+    assert sorted(p.stem for p in (val / "hr").iterdir()) == ["c2", "d1"]
+    meta = json.loads((tmp_path / layout.patch_store(4) / "meta.json").read_text())
+    assert sorted(src["file"] for src in meta["sources"]) == ["a2.png", "b1.png"]
+
+
+def test_val_name_clash_across_sets_gets_set_prefix(tmp_path: Path) -> None:
+    raw = tmp_path / layout.RAW
+    save(raw / "trA" / "z.png", smooth_rgb(1, 32, 32))
+    save(raw / "trB" / "z.png", smooth_rgb(2, 32, 32))
+    save(raw / "trA" / "a.png", smooth_rgb(3, 32, 32))
+    save(raw / "te" / "t.png", smooth_rgb(4, 32, 32))
+    prepare.run(config(tmp_path, prepare__val_images=2, prepare__scales=[4]), root=tmp_path)
+    val = tmp_path / layout.prepared_set(4, layout.VAL_SET)
+    assert sorted(p.stem for p in (val / "hr").iterdir()) == ["trA-z", "trB-z"]
+
+
+def test_patch_store_contents(tmp_path: Path) -> None:
+    files = make_raw(tmp_path)
+    prepare.run(config(tmp_path), root=tmp_path)
+    for s in (2, 4):
+        store = tmp_path / layout.patch_store(s)
+        meta = json.loads((store / "meta.json").read_text())
+        hr = np.load(store / "hr.npy", mmap_mode="r")
+        lr = np.load(store / "lr.npy", mmap_mode="r")
+        coords = np.load(store / "coords.npy")
+        assert hr.dtype == lr.dtype == np.uint8
+        assert hr.shape == (meta["count"], 16, 16, 3)
+        assert lr.shape == (meta["count"], 16 // s, 16 // s, 3)
+        assert meta["scale"] == s and meta["lr_patch_size"] == 16 // s
+        expected = 0
+        for src in meta["sources"]:
+            image = mod_crop(read_image(files[Path(src["file"]).stem], mode="rgb"), s)
+            ys = prepare.grid(image.shape[0], 16, 8)
+            xs = prepare.grid(image.shape[1], 16, 8)
+            assert src["count"] == len(ys) * len(xs)
+            expected += src["count"]
+            low = downscale(image, s)
+            for k in range(src["first"], src["first"] + src["count"]):
+                _, y, x = coords[k]
+                assert np.array_equal(hr[k], image[y : y + 16, x : x + 16])
+                # LR cut from the LR of the whole image, not the LR of the cut HR
+                assert np.array_equal(lr[k], low[y // s : (y + 16) // s, x // s : (x + 16) // s])
+        assert meta["count"] == expected
+        # the palette image (c2) became RGB patches; d1 is the held-out val image
+        assert {src["file"] for src in meta["sources"]} == {"a2.png", "b1.png", "c2.png"}
+
+
+def test_patch_lr_differs_from_downscaling_the_cut_patch_at_its_border(tmp_path: Path) -> None:
+    """Why LR is cut from the whole image: downscaling a cut patch mirrors at the cut."""
+    make_raw(tmp_path)
+    prepare.run(config(tmp_path, prepare__scales=[2]), root=tmp_path)
+    store = tmp_path / layout.patch_store(2)
+    hr, lr = np.load(store / "hr.npy"), np.load(store / "lr.npy")
+    coords = np.load(store / "coords.npy")
+    inner = [k for k in range(len(hr)) if coords[k, 1] > 0 and coords[k, 2] > 0]
+    k = inner[0]
+    naive = downscale(np.ascontiguousarray(hr[k]), 2)
+    assert np.array_equal(naive[2:-2, 2:-2], lr[k][2:-2, 2:-2])  # same in the interior
+    assert not np.array_equal(naive, lr[k])  # different at the border
+
+
+def test_grid_covers_the_image_and_skips_small_sides() -> None:
+    assert prepare.grid(40, 16, 8) == [0, 8, 16, 24]
+    assert prepare.grid(44, 16, 8) == [0, 8, 16, 24, 28]  # last patch flush with the end
+    assert prepare.grid(16, 16, 8) == [0]
+    assert prepare.grid(15, 16, 8) == []
+
+
+def test_small_training_images_are_skipped_with_a_warning(tmp_path: Path) -> None:
+    make_raw(tmp_path)
+    save(tmp_path / layout.RAW / "trA" / "0tiny.png", smooth_rgb(9, 12, 30))
+    with pytest.warns(SkippedImageWarning, match=r"0tiny\.png"):
+        prepare.run(config(tmp_path, prepare__scales=[4]), root=tmp_path)
+    meta = json.loads((tmp_path / layout.patch_store(4) / "meta.json").read_text())
+    assert "0tiny.png" not in {s["file"] for s in meta["sources"]}
+    assert any("0tiny.png" in s for s in meta["skipped_small"])
+
+
+def test_rgba_and_16bit_training_images_are_normalised(tmp_path: Path) -> None:
+    raw = tmp_path / layout.RAW
+    rgba = np.dstack([smooth_rgb(1, 32, 32), np.full((32, 32), 7, np.uint8)])
+    save(raw / "tr" / "a_rgba.png", rgba)
+    wide = smooth_rgb(2, 32, 32)[..., 0].astype(np.uint16) * 257
+    Image.fromarray(wide).save(raw / "tr" / "b_gray16.png")
+    assert Image.open(raw / "tr" / "b_gray16.png").mode.startswith("I;16")
+    save(raw / "tr" / "c_last.png", smooth_rgb(3, 32, 32))
+    save(raw / "te" / "t.png", smooth_rgb(4, 32, 32))
+    cfg = config(tmp_path, data__train_sets=["tr"], prepare__scales=[4])
+    prepare.run(cfg, root=tmp_path)
+    store = tmp_path / layout.patch_store(4)
+    hr = np.load(store / "hr.npy")
+    meta = json.loads((store / "meta.json").read_text())
+    first = {s["file"]: s["first"] for s in meta["sources"]}
+    assert np.array_equal(hr[first["a_rgba.png"]], rgba[:16, :16, :3])  # alpha dropped
+    g = hr[first["b_gray16.png"]]
+    assert np.array_equal(g[..., 0], g[..., 1]) and np.array_equal(g[..., 0], g[..., 2])
+    assert np.array_equal(g[..., 0], (wide[:16, :16] / 257).round().astype(np.uint8))
+
+
+def _truncated(path: Path) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+@pytest.mark.parametrize("kind", ["truncated", "zero-byte", "not-an-image"])
+def test_bad_training_image_error_or_skip(tmp_path: Path, kind: str) -> None:
+    make_raw(tmp_path)
+    bad = save(tmp_path / layout.RAW / "trA" / "a0bad.png", smooth_rgb(7, 40, 40))
+    if kind == "truncated":  # header fine, pixels missing: found only when decoding
+        _truncated(bad)
+    elif kind == "zero-byte":
+        bad.write_bytes(b"")
+    else:
+        bad.write_text("hello")
+    with pytest.raises(ImageReadError, match=r"a0bad\.png"):
+        prepare.run(config(tmp_path), root=tmp_path)
+    with pytest.warns(BadImageWarning, match=r"a0bad\.png"):
+        prepare.run(config(tmp_path, data__on_bad_image="skip"), root=tmp_path)
+    store = tmp_path / layout.patch_store(4)
+    meta = json.loads((store / "meta.json").read_text())
+    assert "a0bad.png" not in {s["file"] for s in meta["sources"]}
+    assert np.load(store / "hr.npy", mmap_mode="r").shape[0] == meta["count"] > 0
+    assert meta["count"] == sum(s["count"] for s in meta["sources"])
+
+
+def test_on_bad_image_through_download_and_prepare(tmp_path: Path) -> None:
+    """Config level: a corrupt file in a `dir` mirror, error vs skip, end to end."""
+    mirror = tmp_path / "mirror"
+    save(mirror / "Tr" / "good.png", smooth_rgb(1, 40, 40))
+    save(mirror / "Tr" / "other.png", smooth_rgb(2, 40, 40))
+    _truncated(save(mirror / "Tr" / "broken.png", smooth_rgb(3, 64, 64)))
+    save(mirror / "Te" / "t.png", smooth_rgb(4, 24, 24))
+
+    def cfg(policy: str):
+        return config(
+            tmp_path,
+            data__source="dir",
+            data__dir=str(mirror),
+            data__train_sets=["Tr"],
+            data__test_sets=["Te"],
+            data__on_bad_image=policy,
+            prepare__scales=[4],
+        )
+
+    with pytest.raises(ImageReadError, match=re.escape(str(mirror / "Tr" / "broken.png"))):
+        download.run(cfg("error"), root=tmp_path)
+    with pytest.warns(BadImageWarning, match=r"broken\.png"):
+        download.run(cfg("skip"), root=tmp_path)
+    prepare.run(cfg("skip"), root=tmp_path)
+    raw = sorted(p.name for p in (tmp_path / layout.RAW / "Tr").iterdir())
+    assert raw == ["good.png", "other.png"]
+    assert (tmp_path / layout.prepared_set(4, "val") / "hr" / "other.png").is_file()
+
+
+def test_geometry_and_split_errors_name_the_keys(tmp_path: Path) -> None:
+    make_raw(tmp_path)
+    with pytest.raises(ValueError, match=r"prepare\.patch_size .* multiples of every scale"):
+        prepare.run(config(tmp_path, prepare__scales=[3], prepare__patch_size=16), root=tmp_path)
+    with pytest.raises(ValueError, match=r"prepare\.val_images \(4\)"):
+        prepare.run(config(tmp_path, prepare__val_images=4), root=tmp_path)
+    with pytest.raises(FileNotFoundError, match="sgsr download"):
+        prepare.run(config(tmp_path, data__test_sets=["Set5"]), root=tmp_path)
+
+
+def test_rerun_replaces_outputs_atomically(tmp_path: Path) -> None:
+    make_raw(tmp_path)
+    cfg = config(tmp_path, prepare__scales=[4])
+    prepare.run(cfg, root=tmp_path)
+    out = tmp_path / layout.PREPARED / "x4"
+    first = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    prepare.run(cfg, root=tmp_path)
+    second = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert first == second  # deterministic
+    hidden = [p for p in (tmp_path / layout.PREPARED).rglob(".*")]
+    assert hidden == []  # no staging folders or temp files left
+
+
+# --- protocol acceptance -------------------------------------------------------------------------
+
+
+@pytest.mark.dataset
+def test_protocol_bicubic_baseline_set5_set14_x4(shared_datasets: Path, tmp_path: Path) -> None:
+    """LR made by prepare and upscaled with bicubic reproduces the published table."""
+    cfg = parse_config(
+        {
+            "data": {
+                "source": "dir",
+                "dir": str(shared_datasets),
+                "train_sets": ["Set5"],
+                "test_sets": ["Set5", "Set14"],
+                "metric_weights": False,
+            },
+            "prepare": {"scales": [4], "patch_size": 96, "stride": 96, "val_images": 0},
+        },
+        source=str(tmp_path / "params.yaml"),
+    )
+    download.run(cfg, root=tmp_path)
+    prepare.run(cfg, root=tmp_path)
+    published = {"Set5": 28.42, "Set14": 26.00}
+    for name, expected in published.items():
+        folder = tmp_path / layout.prepared_set(4, name)
+        scores = [
+            psnr(upscale_bicubic(png(lr), 4), png(folder / "hr" / lr.name), border=4)
+            for lr in sorted((folder / "lr").iterdir())
+        ]
+        assert len(scores) == {"Set5": 5, "Set14": 14}[name]
+        assert abs(np.mean(scores) - expected) <= 0.02, (name, np.mean(scores))
+
+
+# --- dvc ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_dvc_repro_prepare_on_sample_source_from_a_fresh_copy(tmp_path: Path) -> None:
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    bindir = Path(sys.executable).parent
+    dvc = bindir / "dvc"
+    if not dvc.exists():
+        pytest.skip(f"dvc not installed in {bindir}")
+    repo_data_existed = (REPO / "data").exists()
+    work = tmp_path / "pipeline"
+    work.mkdir()
+    shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
+    shutil.copy(REPO / "params.yaml", work / "params.yaml")
+    env = {
+        **os.environ,
+        "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "SGSR_OFFLINE": "1",  # tests use no network: the weights are recorded as absent
+        "SGSR_CACHE_DIR": str(tmp_path / "cache"),
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
+
+    def sh(*cmd: str | Path) -> subprocess.CompletedProcess:
+        res = subprocess.run(
+            [str(c) for c in cmd], cwd=work, env=env, capture_output=True, text=True, timeout=600
+        )
+        assert res.returncode == 0, f"{cmd} failed:\n{res.stdout}\n{res.stderr}"
+        return res
+
+    sh("git", "init", "-q")
+    sh(dvc, "init", "-q")
+    sh(dvc, "config", "core.analytics", "false")
+    sh(dvc, "repro", "prepare")
+    for name in ("sample_train", "sample_test"):
+        assert list((work / "data" / "raw" / name).glob("*.png"))
+    manifest = download.load_manifest(work / layout.PRETRAINED_MANIFEST)
+    assert all(not e["present"] and "SGSR_OFFLINE" in e["reason"] for e in manifest.values())
+    x4 = work / layout.PREPARED / "x4"
+    assert list((x4 / "sample_test" / "lr").glob("*.png"))
+    assert list((x4 / layout.VAL_SET / "hr").glob("*.png"))
+    assert json.loads((x4 / "patches" / "meta.json").read_text())["count"] > 0
+    assert (work / "dvc.lock").is_file()
+    status = sh(dvc, "status", "prepare")
+    assert "changed" not in status.stdout
+    assert (REPO / "data").exists() == repo_data_existed  # the repo's own data/ untouched
