@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="output file (for a file) or folder")
     p.add_argument("--weights", required=True, help="models/<run>/model.safetensors")
     p.add_argument("--tile", type=int, default=0, help="tile side in LR pixels (0 = whole image)")
-    p.add_argument("--overlap", type=int, default=8, help="tile overlap in LR pixels")
+    p.add_argument("--overlap", type=int, default=16, help="tile overlap in LR pixels")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     add("runs", _runs, "list the runs the params define")
     return parser

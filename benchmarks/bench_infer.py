@@ -1,0 +1,154 @@
+"""Inference speed and peak memory: whole image vs tiled, EDSR-baseline x4 and RCAN x4.
+
+Input: the largest Urban100 image of ../shared/datasets (1024 px side HR -> 256 px LR) when
+present, else a synthetic 256x256 LR. Weights are random (seeded): speed and memory do not
+depend on them. Each mode runs in its own subprocess so its peak RSS (``ru_maxrss``; torch's
+allocations are invisible to tracemalloc) is its own; the SR outputs are compared afterwards to
+give the tiling error of that network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SGSR_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
+
+FULL = {
+    "edsr_baseline_x4": ("edsr_baseline", {}),
+    "rcan_x4": ("rcan", {}),
+}
+QUICK = {
+    "edsr_baseline_x4": ("edsr_baseline", {"n_resblocks": 2, "n_feats": 16}),
+    "rcan_x4": ("rcan", {"n_groups": 1, "n_resblocks": 2, "n_feats": 16}),
+}
+TILE, OVERLAP = 64, 16  # LR pixels; overlap 16 covers EDSR-baseline's receptive field well
+
+
+def _input(quick: bool) -> tuple[np.ndarray, str]:
+    from sgsr import imaging
+
+    if quick:
+        rng = np.random.default_rng(0)
+        return rng.integers(0, 256, (32, 40, 3), dtype=np.uint8), "synthetic 32x40 LR"
+    folder = SHARED / "Urban100"
+    if folder.is_dir():
+        files = imaging.list_images(folder)
+        sizes = {p: imaging.read_image(p).shape for p in files}
+        path = max(files, key=lambda p: sizes[p][0] * sizes[p][1])
+        hr = imaging.mod_crop(imaging.read_image(path, mode="rgb"), 4)
+        lr = imaging.downscale(hr, 4)
+        return lr, f"Urban100/{path.name} HR {hr.shape[1]}x{hr.shape[0]} -> LR"
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (256, 256, 3), dtype=np.uint8), "synthetic 256x256 LR"
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def child(args: dict) -> dict:
+    """One mode, in a fresh process: build, run once, report time and peak RSS."""
+    import torch
+
+    from sgsr import imaging
+    from sgsr.infer import resolve_device, upscale
+    from sgsr.models import build_model
+
+    device = resolve_device("auto")
+    torch.manual_seed(0)
+    model = build_model(args["arch"], scale=4, **args["kwargs"]).eval().to(device)
+    lr = imaging.to_tensor(np.load(args["input"]))
+    rss_before = _rss_mib()
+    upscale(model, lr[..., :16, :16], 4)  # warm-up: lazy init, CUDA context and kernels
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    sr = upscale(model, lr, 4, tile=args["tile"], overlap=args["overlap"])
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    np.save(args["output"], sr[0].numpy())
+    out = {
+        "seconds": seconds,
+        "megapixels_per_s": sr.shape[-1] * sr.shape[-2] / 1e6 / seconds,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_before_mib": rss_before,
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        out["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def _spawn(args: dict) -> dict:
+    code = "import json,sys; from benchmarks.bench_infer import child; "
+    code += "print(json.dumps(child(json.loads(sys.argv[1]))))"
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench_infer child failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run(quick: bool = False) -> dict:
+    lr, source = _input(quick)
+    tile, overlap = (16, 4) if quick else (TILE, OVERLAP)
+    results: dict = {
+        "input": f"{source} {lr.shape[1]}x{lr.shape[0]}",
+        "weights": "random (seeded): speed and memory only",
+        "tile": tile,
+        "overlap": overlap,
+        "models": {},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(Path(tmp) / "lr.npy", lr)
+        for name, (arch, kwargs) in (QUICK if quick else FULL).items():
+            modes = {}
+            for mode, t in (("whole", 0), ("tiled", tile)):
+                args = {
+                    "arch": arch,
+                    "kwargs": kwargs,
+                    "input": str(Path(tmp) / "lr.npy"),
+                    "output": str(Path(tmp) / f"{name}-{mode}.npy"),
+                    "tile": t,
+                    "overlap": overlap,
+                }
+                modes[mode] = _spawn(args)
+            whole = np.load(Path(tmp) / f"{name}-whole.npy")
+            tiled = np.load(Path(tmp) / f"{name}-tiled.npy")
+            diff = np.abs(whole - tiled)
+            q = np.abs(np.round(whole * 255).astype(int) - np.round(tiled * 255).astype(int))
+            modes["tiling_error"] = {
+                "max_abs": float(diff.max()),
+                "mean_abs": float(diff.mean()),
+                "max_uint8_levels": int(q.max()),
+                "fraction_uint8_changed": float((q > 0).mean()),
+            }
+            modes["tiled_vs_whole_peak_rss"] = (
+                modes["tiled"]["peak_rss_mib"] / modes["whole"]["peak_rss_mib"]
+            )
+            results["models"][name] = modes
+    return results
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
