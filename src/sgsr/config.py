@@ -381,6 +381,7 @@ def _check_values(cfg: Config, errors: list[str]) -> None:
         if m not in METRICS:
             bad("evaluate.metrics", m, f"each metric must be one of {', '.join(METRICS)}")
     _positive(errors, "evaluate.fid_patch", e.fid_patch)
+    _positive(errors, "report.zoom_size", cfg.report.zoom_size)
     _positive(errors, "evaluate.bootstrap", e.bootstrap)
     if not 0 < e.ci < 1:
         bad("evaluate.ci", e.ci, "must be in (0, 1)")

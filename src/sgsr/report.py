@@ -1,0 +1,739 @@
+"""The report stage: execute the notebooks with papermill and render one offline HTML report.
+
+Also the small readers the notebooks share (run discovery, the L1/SGL pair, CSVs, dvclive
+logs), so that a notebook run by hand (``papermill notebooks/04_results.ipynb out.ipynb``)
+finds its inputs by the same rules as the pipeline, and the notebooks stay short.
+
+Why the pieces look the way they do:
+
+- Kernel: papermill looks the kernel up by name, and a ``python3`` kernelspec in the user's
+  ``~/.local/share/jupyter`` (or ``$JUPYTER_PATH``) wins over the venv's, so it may start another
+  interpreter without ``sgsr``. :func:`execute_notebook` therefore always launches ipykernel on
+  ``sys.executable``, whatever kernelspecs the machine has.
+- Atomic: notebooks and figures are built in a hidden temp folder beside ``reports/`` and swapped
+  in only when all four notebooks ran, so a failing notebook leaves the previous report intact.
+  (``dvc repro`` deletes a stage's outputs before running it; the atomicity helps hand runs.)
+- Offline HTML: nbconvert's lab template loads require.js, MathJax and mermaid from a CDN; the
+  template below removes those blocks (the notebooks use no widgets, maths or diagrams), images
+  are already base64 PNG in the executed notebooks, and CSS is inlined.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from html import escape as html_escape
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sgsr import layout
+from sgsr.config import Config, Run
+from sgsr.fsutil import write_text
+
+#: The notebooks, executed in this order; ``<root>/notebooks/<name>.ipynb``.
+NOTEBOOKS: tuple[str, ...] = ("01_data", "02_gradient_maps", "03_training", "04_results")
+REPORT_HTML = "report.html"
+#: Metrics where a smaller value is better; every other metric column is higher-is-better.
+LOWER_IS_BETTER: frozenset[str] = frozenset({"gmsd", "lpips", "fid"})
+#: Leaf names of learning-rate series: plotted apart from the losses even under ``train/``.
+SCHEDULE_NAMES: frozenset[str] = frozenset({"lr", "learning_rate", "learning-rate"})
+_RUN_RE = re.compile(r"^(?P<model>.+)-(?P<loss>[^-]+)-x(?P<scale>\d+)$")
+_BICUBIC_RE = re.compile(r"^bicubic-x(?P<scale>\d+)$")
+
+
+class ReportError(ValueError):
+    """A notebook failed; the message names the notebook, the cell and the error.
+
+    A ValueError so that ``sgsr report`` prints it as one line, like the other stages' errors.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# Run names and discovery (shared by the notebooks)
+
+
+def parse_run(name: str) -> dict[str, Any]:
+    """``<model>-<loss>-x<s>`` or ``bicubic-x<s>`` -> {run, model, loss, scale}."""
+    if m := _BICUBIC_RE.match(name):
+        return {"run": name, "model": "bicubic", "loss": "none", "scale": int(m["scale"])}
+    if m := _RUN_RE.match(name):
+        return {"run": name, "model": m["model"], "loss": m["loss"], "scale": int(m["scale"])}
+    raise ValueError(
+        f"run name {name!r} is not <model>-<loss>-x<scale> or bicubic-x<scale> "
+        "(see `sgsr runs` for the names the params define)"
+    )
+
+
+def is_run_name(name: str) -> bool:
+    return bool(_BICUBIC_RE.match(name) or _RUN_RE.match(name))
+
+
+def discover_runs(
+    results_dir: str | os.PathLike[str] = layout.RESULTS, scale: int = 4
+) -> list[str]:
+    """Runs at ``scale`` that have SR images or metrics under ``results_dir``, bicubic first."""
+    results_dir = Path(results_dir)
+    found: set[str] = set()
+    for sub in ("sr", "metrics"):
+        folder = results_dir / sub
+        if folder.is_dir():
+            found.update(
+                p.name
+                for p in folder.iterdir()
+                if p.is_dir() and is_run_name(p.name) and parse_run(p.name)["scale"] == scale
+            )
+    return sorted(found, key=lambda r: (parse_run(r)["model"] != "bicubic", r))
+
+
+def pick_pair(
+    runs: Sequence[str],
+    results_dir: str | os.PathLike[str] = layout.RESULTS,
+    scale: int = 4,
+    baseline: str | None = None,
+    candidate: str | None = None,
+) -> tuple[str | None, str | None]:
+    """The (L1 baseline, SGL candidate) pair the figures compare.
+
+    Explicit names win; else the first pair ``summarize`` wrote to ``paired.csv`` at this
+    scale; else the first ``<model>-l1-x<s>`` whose ``<model>-sgl-x<s>`` sibling is in ``runs``.
+    Returns None for a side that cannot be found (the notebooks say so and skip the figure).
+    """
+    if baseline and candidate:
+        return baseline, candidate
+    paired = read_paired(results_dir)
+    if paired is not None and not paired.empty:
+        rows = paired[paired["scale"] == scale]
+        if baseline:
+            rows = rows[rows["baseline"] == baseline]
+        if candidate:
+            rows = rows[rows["candidate"] == candidate]
+        if not rows.empty:
+            return str(rows["baseline"].iloc[0]), str(rows["candidate"].iloc[0])
+    for name in runs:
+        info = parse_run(name)
+        if info["scale"] != scale or info["loss"] != "l1":
+            continue
+        sibling = f"{info['model']}-sgl-x{scale}"
+        if (baseline in (None, name)) and (candidate in (None, sibling)) and sibling in runs:
+            return name, sibling
+    return baseline, candidate
+
+
+def pair_from_config(cfg: Config, scale: int) -> tuple[str | None, str | None]:
+    """The first (pure-L1 run, SGL run of the same model) at ``scale`` in the params' matrix.
+
+    Decided from the loss specs, not the loss names: the baseline's spec has only an ``l1``
+    term, the candidate's has an ``sgl`` term.
+    """
+    runs = [r for r in cfg.runs if r.scale == scale]
+    for base in runs:
+        if set(base.loss_spec) != {"l1"}:
+            continue
+        for cand in runs:
+            if cand.model == base.model and "sgl" in cand.loss_spec:
+                return base.name, cand.name
+    return None, None
+
+
+def sgl_operator(loss_spec: Mapping[str, Any] | None) -> str | None:
+    """The second-order operator an SGL loss spec names (``{sgl: {operator: ...}}``)."""
+    if not isinstance(loss_spec, Mapping):
+        return None
+    sgl = loss_spec.get("sgl")
+    if isinstance(sgl, Mapping):
+        return str(sgl.get("operator", "laplacian"))
+    return "laplacian" if sgl is not None else None
+
+
+def read_run_card(models_dir: str | os.PathLike[str], run: str) -> dict[str, Any] | None:
+    """``models/<run>/run.json`` as a dict, or None when the run has not been trained."""
+    path = Path(models_dir) / run / "run.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}); rerun `sgsr train --run {run}`") from exc
+
+
+def find_loss_spec(card: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The loss spec inside a run card, wherever train put it (a mapping with an l1/sgl key)."""
+    if not isinstance(card, Mapping):
+        return None
+    for key in ("loss_spec", "loss", "losses"):
+        value = card.get(key)
+        if isinstance(value, Mapping) and value:
+            inner = value.get("spec")
+            return inner if isinstance(inner, Mapping) else value
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Readers
+
+
+def read_csv_if_present(path: str | os.PathLike[str]) -> pd.DataFrame | None:
+    """A CSV as a DataFrame, or None when the file is absent (an empty file is an error)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError as exc:
+        raise ValueError(f"{path} is empty; rerun the stage that writes it") from exc
+
+
+def _require_columns(df: pd.DataFrame, columns: Iterable[str], path: Path) -> pd.DataFrame:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"{path}: missing column(s) {', '.join(missing)} (has {', '.join(df.columns)}); "
+            "it was written by another version of sgsr: rerun `sgsr summarize`/`sgsr evaluate`"
+        )
+    return df
+
+
+def read_summary(results_dir: str | os.PathLike[str] = layout.RESULTS) -> pd.DataFrame | None:
+    path = Path(results_dir) / "summary.csv"
+    df = read_csv_if_present(path)
+    return None if df is None else _require_columns(df, ("run", "scale", "set"), path)
+
+
+def read_paired(results_dir: str | os.PathLike[str] = layout.RESULTS) -> pd.DataFrame | None:
+    path = Path(results_dir) / "paired.csv"
+    df = read_csv_if_present(path)
+    cols = ("set", "scale", "baseline", "candidate", "metric", "mean_diff", "ci_low", "ci_high")
+    return None if df is None else _require_columns(df, cols, path)
+
+
+def metric_columns(df: pd.DataFrame) -> list[str]:
+    """The numeric metric columns of a summary or per-image table, in file order."""
+    skip = {"run", "model", "loss", "scale", "set", "image", "n_images", "n"}
+    return [c for c in df.columns if c not in skip and pd.api.types.is_numeric_dtype(df[c])]
+
+
+def read_per_image(
+    results_dir: str | os.PathLike[str], runs: Sequence[str]
+) -> tuple[pd.DataFrame, list[str]]:
+    """Per-image metrics of ``runs`` stacked with a ``run`` column, and the runs that had none."""
+    frames, missing = [], []
+    for run in runs:
+        path = Path(results_dir) / "metrics" / run / "per_image.csv"
+        df = read_csv_if_present(path)
+        if df is None:
+            missing.append(run)
+            continue
+        _require_columns(df, ("set", "image"), path)
+        df = df.assign(run=run, image=df["image"].astype(str).map(lambda s: Path(s).stem))
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=["run", "set", "image"]), missing
+    return pd.concat(frames, ignore_index=True), missing
+
+
+def unavailable_metrics(results_dir: str | os.PathLike[str], runs: Sequence[str]) -> dict[str, str]:
+    """{metric: why} that evaluate recorded as unavailable (``metrics.json`` ``unavailable``),
+    e.g. LPIPS without its AlexNet weights offline; the first reason found per metric."""
+    out: dict[str, str] = {}
+    for run in runs:
+        path = Path(results_dir) / "metrics" / run / "metrics.json"
+        if not path.is_file():
+            continue
+        try:
+            doc = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc}); rerun `sgsr evaluate`") from exc
+        for metric, why in (doc.get("unavailable") or {}).items():
+            out.setdefault(metric, str(why))
+    return out
+
+
+def read_live(live_root: str | os.PathLike[str], runs: Sequence[str] | None = None) -> pd.DataFrame:
+    """Every dvclive series under ``<live_root>/<run>/plots/metrics/**/*.tsv``, long form.
+
+    Columns: run, metric (the path below plots/metrics without .tsv, e.g. ``train/l1``),
+    group (its first folder, ``other`` at top level, ``schedule`` for a learning-rate series
+    named in SCHEDULE_NAMES wherever it is), step, value. No other name is assumed.
+    """
+    live_root = Path(live_root)
+    names = runs if runs is not None else sorted(p.name for p in live_root.glob("*") if p.is_dir())
+    frames = []
+    for run in names:
+        base = live_root / run / "plots" / "metrics"
+        for tsv in sorted(base.rglob("*.tsv")):
+            df = pd.read_csv(tsv, sep="\t")
+            values = [c for c in df.columns if c not in ("step", "timestamp")]
+            if "step" not in df.columns or len(values) != 1:
+                raise ValueError(
+                    f"{tsv}: expected dvclive columns step[, timestamp], <name>; "
+                    f"got {', '.join(df.columns)}"
+                )
+            rel = tsv.relative_to(base).with_suffix("")
+            group = rel.parts[0] if len(rel.parts) > 1 else "other"
+            if rel.name.lower() in SCHEDULE_NAMES:  # a schedule, not a loss, wherever logged
+                group = "schedule"
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "run": run,
+                        "metric": rel.as_posix(),
+                        "group": group,
+                        "step": pd.to_numeric(df["step"]),
+                        "value": pd.to_numeric(df[values[0]], errors="coerce"),
+                    }
+                )
+            )
+    if not frames:
+        return pd.DataFrame(columns=["run", "metric", "group", "step", "value"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def rank_images(
+    per_image: pd.DataFrame, baseline: str, candidate: str, metric: str = "psnr"
+) -> pd.DataFrame:
+    """Test images sorted by |candidate - baseline| in ``metric``, largest first.
+
+    Columns: set, image, baseline, candidate, diff. Empty when either run has no values.
+    """
+    cols = ["set", "image", "baseline", "candidate", "diff"]
+    if per_image.empty or metric not in per_image.columns:
+        return pd.DataFrame(columns=cols)
+    keyed = per_image.set_index(["set", "image"])
+    a = keyed[per_image["run"].to_numpy() == baseline][metric]
+    b = keyed[per_image["run"].to_numpy() == candidate][metric]
+    both = pd.concat({"baseline": a, "candidate": b}, axis=1, join="inner").dropna()
+    both = both[both.map(math.isfinite).all(axis=1)]
+    both["diff"] = both["candidate"] - both["baseline"]
+    both = both.reindex(both["diff"].abs().sort_values(ascending=False).index)
+    return both.reset_index()[cols]
+
+
+# --------------------------------------------------------------------------------------------
+# Images on disk
+
+
+def test_sets(data_dir: str | os.PathLike[str], scale: int) -> list[str]:
+    """Prepared sets at ``scale`` that hold ``hr/`` images (the validation split excluded)."""
+    base = Path(data_dir) / f"x{scale}"
+    if not base.is_dir():
+        return []
+    return sorted(
+        p.name for p in base.iterdir() if (p / "hr").is_dir() and p.name != layout.VAL_SET
+    )
+
+
+def list_pairs(
+    data_dir: str | os.PathLike[str], scale: int, sets: Sequence[str] | None = None
+) -> list[tuple[str, str]]:
+    """(set, stem) of every prepared HR image of ``sets`` (default: all test sets), sorted."""
+    from sgsr.imaging import list_images
+
+    out = []
+    for name in sets if sets is not None else test_sets(data_dir, scale):
+        folder = Path(data_dir) / f"x{scale}" / name / "hr"
+        if folder.is_dir():
+            out.extend((name, p.stem) for p in list_images(folder))
+    return out
+
+
+def hr_path(data_dir: str | os.PathLike[str], scale: int, set_name: str, stem: str) -> Path:
+    return Path(data_dir) / f"x{scale}" / set_name / "hr" / f"{stem}.png"
+
+
+def lr_path(data_dir: str | os.PathLike[str], scale: int, set_name: str, stem: str) -> Path:
+    return Path(data_dir) / f"x{scale}" / set_name / "lr" / f"{stem}.png"
+
+
+def sr_path(results_dir: str | os.PathLike[str], run: str, set_name: str, stem: str) -> Path:
+    return Path(results_dir) / "sr" / run / set_name / f"{stem}.png"
+
+
+def select_images(
+    pairs: Sequence[tuple[str, str]],
+    per_image: pd.DataFrame,
+    baseline: str,
+    candidate: str,
+    zoom_image: str | None = None,
+    n: int = 3,
+    metric: str = "psnr",
+    results_dir: str | os.PathLike[str] | None = None,
+    max_scan: int = 50,
+) -> tuple[list[tuple[str, str]], str]:
+    """The test images to zoom into, and a sentence saying how they were chosen.
+
+    ``zoom_image`` (``stem`` or ``set/stem``) picks one explicitly (ValueError if unknown);
+    else the ``n`` with the largest |candidate - baseline| in ``metric``; without per-image
+    metrics and given ``results_dir``, the largest mean |SR_candidate - SR_baseline| over at
+    most ``max_scan`` images, read one pair at a time.
+    """
+    if zoom_image:
+        want_set, _, want_stem = zoom_image.rpartition("/")
+        hits = [p for p in pairs if p[1] == want_stem and want_set in ("", p[0])]
+        if not hits:
+            shown = ", ".join("/".join(p) for p in pairs[:10])
+            raise ValueError(
+                f"zoom_image {zoom_image!r} is not a prepared test image; "
+                f"some that are: {shown or '(none)'} (use <stem> or <set>/<stem>)"
+            )
+        return hits[:1], f"`{zoom_image}`, chosen by the zoom_image parameter"
+    available = set(pairs)
+    ranked = rank_images(per_image, baseline, candidate, metric)
+    keys = list(zip(ranked["set"], ranked["image"], strict=True))
+    ranked = ranked[[k in available for k in keys]]
+    if not ranked.empty:
+        chosen = list(zip(ranked["set"].head(n), ranked["image"].head(n), strict=True))
+        how = f"the {len(chosen)} image(s) with the largest |{candidate} - {baseline}| in {metric}"
+        return chosen, how
+    if results_dir is None:
+        return [], f"no per-image {metric} for both runs, so no image could be ranked"
+    import numpy as np
+
+    from sgsr.imaging import read_image
+
+    scores = []
+    for set_name, stem in list(pairs)[:max_scan]:
+        a = sr_path(results_dir, baseline, set_name, stem)
+        b = sr_path(results_dir, candidate, set_name, stem)
+        if a.is_file() and b.is_file():
+            diff = read_image(a).astype(np.int16) - read_image(b).astype(np.int16)
+            scores.append((float(np.abs(diff).mean()), set_name, stem))
+    scores.sort(reverse=True)
+    chosen = [(s, i) for _, s, i in scores[:n]]
+    how = (
+        f"the {len(chosen)} image(s) where the two SR outputs differ most in mean absolute "
+        f"pixel value (no per-image {metric} available)"
+    )
+    return chosen, how if chosen else "no image has SR outputs from both runs"
+
+
+# --------------------------------------------------------------------------------------------
+# Executing and rendering
+
+
+def notebook_dir(cfg: Config, pipeline_dir: str | os.PathLike[str] | None = None) -> Path:
+    """``<pipeline>/<cfg.root>/notebooks``: the notebook sources the stage executes."""
+    pipeline = Path(pipeline_dir) if pipeline_dir is not None else _pipeline_dir(cfg)
+    return (pipeline / cfg.root / "notebooks").resolve()
+
+
+def _pipeline_dir(cfg: Config) -> Path:
+    """The folder of the params file: where dvc.yaml runs the stage and layout paths start."""
+    return Path(cfg.source_path).resolve().parent
+
+
+def report_scale(cfg: Config) -> int:
+    """The scale the report shows: that of the first run in the matrix (else prepare's first)."""
+    return cfg.runs[0].scale if cfg.runs else cfg.prepare.scales[0]
+
+
+def notebook_parameters(
+    cfg: Config,
+    figures_dir: str | os.PathLike[str],
+    pipeline_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Every parameter a notebook may take, from the params; each notebook gets its subset.
+
+    The L1/SGL pair is the first one ``summarize`` wrote to ``results/paired.csv`` at the
+    report's scale (so the zooms and the forest plot compare the same runs), else the one
+    :func:`pair_from_config` finds in the loss specs.
+    """
+    scale = report_scale(cfg)
+    runs: list[Run] = [r for r in cfg.runs if r.scale == scale]
+    names = [r.name for r in runs]
+    pipeline = Path(pipeline_dir) if pipeline_dir is not None else _pipeline_dir(cfg)
+    paired = read_paired(pipeline / layout.RESULTS)
+    rows = (
+        paired[(paired["scale"] == scale) & paired["baseline"].isin(names)]
+        if paired is not None
+        else None
+    )
+    if rows is not None and not rows.empty:
+        baseline, candidate = str(rows["baseline"].iloc[0]), str(rows["candidate"].iloc[0])
+    else:
+        baseline, candidate = pair_from_config(cfg, scale)
+    cand = next((r for r in runs if r.name == candidate), None)
+    return {
+        "data_dir": layout.PREPARED.as_posix(),
+        "models_dir": layout.MODELS.as_posix(),
+        "results_dir": layout.RESULTS.as_posix(),
+        "figures_dir": Path(figures_dir).as_posix(),
+        "scale": scale,
+        "runs": [layout.bicubic_run(scale), *(r.name for r in runs)],
+        "baseline_run": baseline,
+        "candidate_run": candidate,
+        "test_sets": list(cfg.data.test_sets),
+        "operator": sgl_operator(cand.loss_spec) if cand else None,
+        "zoom_image": cfg.report.zoom_image,
+        "zoom_size": cfg.report.zoom_size,
+    }
+
+
+def _venv_kernel_manager() -> type:
+    """An AsyncKernelManager that starts ipykernel on ``sys.executable`` (see module doc)."""
+    from ipykernel.kernelspec import RESOURCES, get_kernel_dict
+    from jupyter_client import AsyncKernelManager
+    from jupyter_client.kernelspec import KernelSpec
+
+    class VenvKernelManager(AsyncKernelManager):
+        @property
+        def kernel_spec(self) -> KernelSpec:
+            if self._kernel_spec is None:
+                self._kernel_spec = KernelSpec(resource_dir=RESOURCES, **get_kernel_dict())
+            return self._kernel_spec
+
+    return VenvKernelManager
+
+
+def declared_parameters(source: str | os.PathLike[str]) -> list[str]:
+    """Names assigned in the notebook's cell tagged ``parameters``, in order.
+
+    Read with ``ast`` rather than ``papermill.inspect_notebook``, whose line parser skips any
+    line holding more than one ``=`` (e.g. a comment with one) and would drop that parameter.
+    """
+    import ast
+
+    import nbformat
+
+    nb = nbformat.read(str(source), as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"{source}: needs exactly one cell tagged 'parameters', has {len(cells)}")
+    names = []
+    for node in ast.parse(cells[0].source).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        names += [t.id for t in targets if isinstance(t, ast.Name)]
+    return names
+
+
+def execute_notebook(
+    source: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    parameters: Mapping[str, Any],
+    cwd: str | os.PathLike[str],
+    timeout: float | None = None,
+) -> None:
+    """Run one notebook with papermill on this interpreter; parameters it does not declare in
+    its ``parameters`` cell are dropped. Raises ReportError naming the notebook and the cell."""
+    import papermill as pm
+
+    source = Path(source)
+    if not source.is_file():
+        raise FileNotFoundError(f"notebook {source} does not exist (is cfg.root right?)")
+    declared = declared_parameters(source)
+    params = {k: v for k, v in parameters.items() if k in declared}
+    try:
+        pm.execute_notebook(
+            str(source),
+            str(output),
+            parameters=params,
+            kernel_name="python3",
+            kernel_manager_class=_venv_kernel_manager(),
+            cwd=str(cwd),
+            progress_bar=False,
+            log_output=False,
+            request_save_on_cell_execute=False,
+            execution_timeout=timeout,
+        )
+    except pm.PapermillExecutionError as exc:
+        raise ReportError(
+            f"notebook {source.name} failed in {_where(exc)}: {exc.ename}: {exc.evalue} "
+            f"(executed notebook with the traceback: {output})"
+        ) from exc
+
+
+def _where(exc: Any) -> str:
+    """'cell [n], line `...`' from an IPython traceback (its first ``---->`` marker)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(exc.traceback or []))
+    arrows = [ln for ln in text.splitlines() if re.match(r"\s*-+>\s*\d+", ln)]
+    where = f"cell [{exc.exec_count}]"
+    if arrows:
+        code = re.sub(r"^\s*-+>\s*\d+\s?", "", arrows[0]).strip()
+        where += f" at `{code[:100]}`"
+    return where
+
+
+_TEMPLATE = r"""{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js -%}{%- endblock html_head_js -%}
+{% block jupyter_widgets %}{% endblock jupyter_widgets %}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{% block data_png scoped %}
+<div class="jp-RenderedImage jp-OutputArea-output">
+<img src="data:image/png;base64,{{ output.data['image/png'] | escape_html }}"
+ alt="{{ (output | get_metadata('alt', 'image/png') or 'figure') | escape_html }}"/>
+</div>
+{% endblock data_png %}
+{% block extra_css %}
+<style type="text/css">
+main { max-width: 1200px; margin: 0 auto; }
+nav.sgsr-toc { border: 1px solid #ccc; padding: 0.5em 1.5em; margin: 1em 0; }
+.jp-OutputArea-output img { max-width: 100%; height: auto; }
+</style>
+{% endblock extra_css %}
+"""
+
+
+def _first_heading(nb: Any, default: str) -> str:
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("#"):
+                    return line.lstrip("#").strip()
+    return default
+
+
+def render_html(
+    notebooks: Sequence[str | os.PathLike[str]],
+    dest: str | os.PathLike[str],
+    title: str,
+    intro: str = "",
+) -> None:
+    """Concatenate executed notebooks into one self-contained HTML with a table of contents.
+
+    Code inputs are hidden (the executed ``.ipynb`` files beside it keep them); every image is
+    a ``data:image/png;base64`` URI and no script or stylesheet is fetched from the network.
+    """
+    import nbformat
+    from jinja2 import DictLoader
+    from nbconvert import HTMLExporter
+
+    merged = nbformat.v4.new_notebook()
+    merged.metadata["title"] = title
+    toc, body = [], []
+    for i, path in enumerate(notebooks, 1):
+        nb = nbformat.read(str(path), as_version=4)
+        anchor = f"sec-{Path(path).stem}"
+        title_i = html_escape(_first_heading(nb, Path(path).stem))
+        toc.append(f'<li><a href="#{anchor}">{title_i}</a></li>')
+        body.append(nbformat.v4.new_markdown_cell(f'<a id="{anchor}"></a>'))
+        for cell in nb.cells:  # cell ids must stay unique across the merged notebook
+            cell.id = f"nb{i}-{cell.get('id', len(body))}"[:64]
+            body.append(cell)
+        for key in ("kernelspec", "language_info"):
+            if key in nb.metadata and key not in merged.metadata:
+                merged.metadata[key] = nb.metadata[key]
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    head = (
+        f"# {title}\n\n{intro}\n\nGenerated {stamp} by `sgsr report`. The executed notebooks "
+        "(with their code) are beside this file; the figures are in `figures/`.\n\n"
+        '<nav class="sgsr-toc"><strong>Contents</strong>\n<ol>\n' + "\n".join(toc) + "\n</ol></nav>"
+    )
+    merged.cells = [nbformat.v4.new_markdown_cell(head), *body]
+    exporter = HTMLExporter(
+        extra_loaders=[DictLoader({"sgsr_report.html.j2": _TEMPLATE})],
+        template_file="sgsr_report.html.j2",
+        exclude_input=True,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+        embed_images=True,
+    )
+    html, _ = exporter.from_notebook_node(merged)
+    bad = re.findall(r"<(?:script|link)\b[^>]*\b(?:src|href)\s*=\s*[\"']?https?://", html)
+    if bad:  # a template change upstream; fail loudly rather than ship an online-only page
+        raise ReportError(f"report HTML would load from the network: {bad[:3]}")
+    write_text(dest, html)
+
+
+def run(
+    cfg: Config,
+    pipeline_dir: str | os.PathLike[str] | None = None,
+    notebooks: Sequence[str] = NOTEBOOKS,
+) -> Path:
+    """The ``report`` stage: execute ``notebooks`` and write ``reports/`` atomically.
+
+    ``pipeline_dir`` (default: the params file's folder) is the notebooks' cwd and holds
+    ``reports/``. Returns the path of ``report.html``. On a notebook error raises ReportError
+    and leaves any previous ``reports/`` untouched.
+    """
+    pipeline = Path(pipeline_dir) if pipeline_dir is not None else _pipeline_dir(cfg)
+    pipeline = pipeline.resolve()
+    sources = notebook_dir(cfg, pipeline)
+    missing = [n for n in notebooks if not (sources / f"{n}.ipynb").is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"notebook(s) {', '.join(missing)} not found in {sources} "
+            f"(root: {cfg.root!r} in {cfg.source_path} must point at the repository root)"
+        )
+    final = pipeline / layout.REPORTS
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=pipeline))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would become reports/'s mode
+    try:
+        tmp_figures = (tmp / "figures").relative_to(pipeline).as_posix()
+        params = notebook_parameters(cfg, tmp_figures, pipeline)
+        (tmp / "figures").mkdir()
+        executed = []
+        for name in notebooks:
+            out = tmp / f"{name}.ipynb"
+            try:
+                execute_notebook(sources / f"{name}.ipynb", out, params, cwd=pipeline)
+            except ReportError as exc:
+                kept = _keep_failed(out)
+                raise ReportError(str(exc).replace(str(out), str(kept))) from exc.__cause__
+            _point_at_final_figures(out, tmp_figures, layout.FIGURES.as_posix())
+            executed.append(out)
+        title = f"sgsr report: x{params['scale']}"
+        runs = ", ".join(f"`{r}`" for r in params["runs"])
+        intro = f"Scale x{params['scale']}; runs {runs}; test sets {', '.join(cfg.data.test_sets)}."
+        if params["baseline_run"]:
+            intro += (
+                f" The paired comparison is `{params['candidate_run']}` (SGL) minus "
+                f"`{params['baseline_run']}` (L1)."
+            )
+        render_html(executed, tmp / REPORT_HTML, title, intro)
+        _swap_in(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final / REPORT_HTML
+
+
+def _keep_failed(notebook: Path) -> Path:
+    """Move a failed executed notebook out of the doomed temp folder into the system temp
+    dir (outside the pipeline, so DVC never sees it), where its traceback can be read."""
+    if not notebook.is_file():
+        return notebook
+    dest = Path(tempfile.mkdtemp(prefix="sgsr-report-failed-")) / notebook.name
+    shutil.move(notebook, dest)
+    return dest
+
+
+def _point_at_final_figures(path: Path, tmp_figures: str, final_figures: str) -> None:
+    """Make the executed notebook's injected ``figures_dir`` name ``reports/figures`` rather
+    than the temp folder, so re-running the saved notebook by hand writes where it should."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    for cell in nb.cells:
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell.source = cell.source.replace(tmp_figures, final_figures)
+    nbformat.write(nb, str(path))
+
+
+def _swap_in(new: Path, final: Path) -> None:
+    """Replace folder ``final`` by ``new``: rename the old one aside, move, then delete it."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(final, old)
+    try:
+        os.replace(new, final)
+    except OSError:
+        if old is not None:
+            os.replace(old, final)
+        raise
+    if old is not None:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(old)

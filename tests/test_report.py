@@ -1,0 +1,286 @@
+"""sgsr.report: the readers the notebooks share, and the report stage end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+from test_notebooks import build_fake_pipeline
+
+from sgsr import report
+from sgsr.config import parse_config
+from sgsr.plotting import max_diff_box, verdicts
+
+REPO = Path(__file__).resolve().parents[1]
+IMG = re.compile(r"<img\b[^>]*\bsrc=\"data:image/png;base64,")
+
+
+def _config(pipeline: Path, root: Path, scale: int = 2, zoom_image: str | None = None):
+    raw = {
+        "root": str(root),
+        "prepare": {"scales": [scale]},
+        "models": {"tiny": {"arch": "edsr_baseline", "n_resblocks": 1, "n_feats": 8}},
+        "losses": {
+            "l1": {"l1": 1.0},
+            "sgl": {"l1": 1.0, "sgl": {"weight": 0.1, "operator": "laplacian"}},
+        },
+        "experiment": {"models": ["tiny"], "losses": ["l1", "sgl"], "scales": [scale]},
+        "data": {"test_sets": ["setA", "setB"]},
+        "report": {"zoom_image": zoom_image, "zoom_size": 16},
+    }
+    return parse_config(raw, source=str(pipeline / "params.yaml"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Fast unit tests of the readers
+
+
+def test_parse_run_names() -> None:
+    assert report.parse_run("edsr_tiny-sgl-x4") == {
+        "run": "edsr_tiny-sgl-x4",
+        "model": "edsr_tiny",
+        "loss": "sgl",
+        "scale": 4,
+    }
+    assert report.parse_run("my-net-l1-x3")["model"] == "my-net"
+    assert report.parse_run("bicubic-x2")["model"] == "bicubic"
+    with pytest.raises(ValueError, match="checkpoints"):
+        report.parse_run("checkpoints")
+
+
+def test_pair_from_config_uses_loss_specs_not_names(tmp_path: Path) -> None:
+    raw = {
+        "models": {"m": {"arch": "edsr_baseline"}},
+        "losses": {"plain": {"l1": 1.0}, "ours": {"l1": 1.0, "sgl": 0.1}},
+        "experiment": {"models": ["m"], "losses": ["ours", "plain"], "scales": [4]},
+    }
+    cfg = parse_config(raw, source=str(tmp_path / "params.yaml"))
+    assert report.pair_from_config(cfg, 4) == ("m-plain-x4", "m-ours-x4")
+    params = report.notebook_parameters(cfg, "x/figures")
+    assert params["runs"] == ["bicubic-x4", "m-ours-x4", "m-plain-x4"]
+    assert params["operator"] == "laplacian" and params["scale"] == 4
+    assert (params["baseline_run"], params["candidate_run"]) == ("m-plain-x4", "m-ours-x4")
+    # once summarize has written paired.csv, the report compares the pair it wrote
+    (tmp_path / "results").mkdir()
+    row = {
+        "set": "s",
+        "scale": 4,
+        "baseline": "m-ours-x4",
+        "candidate": "m-plain-x4",
+        "metric": "psnr",
+        "mean_diff": 0.1,
+        "ci_low": 0,
+        "ci_high": 0.2,
+    }
+    pd.DataFrame([row]).to_csv(tmp_path / "results" / "paired.csv", index=False)
+    params = report.notebook_parameters(cfg, "x/figures")
+    assert (params["baseline_run"], params["candidate_run"]) == ("m-ours-x4", "m-plain-x4")
+
+
+def test_pick_pair_prefers_paired_csv_then_names(tmp_path: Path) -> None:
+    runs = ["bicubic-x4", "a-l1-x4", "a-sgl-x4", "b-l1-x4", "b-sgl-x4"]
+    assert report.pick_pair(runs, tmp_path, 4) == ("a-l1-x4", "a-sgl-x4")
+    assert report.pick_pair(runs, tmp_path, 4, baseline="b-l1-x4") == ("b-l1-x4", "b-sgl-x4")
+    assert report.pick_pair(["a-l1-x4"], tmp_path, 4) == (None, None)
+    pd.DataFrame(
+        [
+            {
+                "set": "s",
+                "scale": 4,
+                "baseline": "b-l1-x4",
+                "candidate": "b-sgl-x4",
+                "metric": "psnr",
+                "mean_diff": 0.1,
+                "ci_low": 0,
+                "ci_high": 0.2,
+            }
+        ]
+    ).to_csv(tmp_path / "paired.csv", index=False)
+    assert report.pick_pair(runs, tmp_path, 4) == ("b-l1-x4", "b-sgl-x4")
+
+
+def test_read_live_plots_whatever_dvclive_wrote(tmp_path: Path) -> None:
+    base = tmp_path / "r-l1-x4" / "plots" / "metrics"
+    (base / "loss" / "parts").mkdir(parents=True)
+    (base / "loss" / "parts" / "grad.tsv").write_text(
+        "timestamp\tstep\tgrad\n1\t0\t0.5\n2\t5\t0.25\n"
+    )
+    (base / "learning_rate.tsv").write_text("step\tlearning_rate\n0\t0.001\n")
+    (base / "throughput.tsv").write_text("step\tthroughput\n0\t12.5\n")
+    df = report.read_live(tmp_path)
+    assert set(df["metric"]) == {"loss/parts/grad", "learning_rate", "throughput"}
+    groups = df.drop_duplicates("metric").set_index("metric")["group"].to_dict()
+    assert groups == {"loss/parts/grad": "loss", "learning_rate": "schedule", "throughput": "other"}
+    assert df.loc[df["metric"] == "loss/parts/grad", "value"].tolist() == [0.5, 0.25]
+    (base / "bad.tsv").write_text("a\tb\tc\n1\t2\t3\n")
+    with pytest.raises(ValueError, match=r"bad\.tsv"):
+        report.read_live(tmp_path)
+
+
+def test_rank_and_select_images() -> None:
+    per_image = pd.DataFrame(
+        {
+            "run": ["b"] * 3 + ["c"] * 3,
+            "set": ["s"] * 6,
+            "image": ["x", "y", "z"] * 2,
+            "psnr": [30.0, 30.0, 30.0, 30.5, 28.0, float("nan")],
+        }
+    )
+    ranked = report.rank_images(per_image, "b", "c")
+    assert ranked["image"].tolist() == ["y", "x"]  # |-2| before |+0.5|; NaN dropped
+    pairs = [("s", "x"), ("s", "y"), ("s", "z")]
+    chosen, how = report.select_images(pairs, per_image, "b", "c", n=1)
+    assert chosen == [("s", "y")] and "largest" in how
+    assert report.select_images(pairs, per_image, "b", "c", zoom_image="s/z")[0] == [("s", "z")]
+    with pytest.raises(ValueError, match="nope"):
+        report.select_images(pairs, per_image, "b", "c", zoom_image="nope")
+
+
+def test_max_diff_box_finds_the_changed_window() -> None:
+    a = np.full((40, 50, 3), 100, np.uint8)
+    b = a.copy()
+    b[22:30, 31:39] = 160
+    y, x, size = max_diff_box(a, b, 8)
+    assert (y, x, size) == (22, 31, 8)
+    assert max_diff_box(a, b, 500)[2] == 40  # clamped to the image
+
+
+def test_verdicts_respect_direction() -> None:
+    df = pd.DataFrame(
+        {
+            "set": ["s"] * 3,
+            "metric": ["psnr", "lpips", "ssim"],
+            "baseline": "b",
+            "candidate": "c",
+            "mean_diff": [0.2, 0.02, 0.0],
+            "ci_low": [0.1, 0.01, -0.01],
+            "ci_high": [0.3, 0.03, 0.01],
+            "higher_is_better": [True, False, True],
+        }
+    )
+    assert verdicts(df)["verdict"].tolist() == ["better", "worse", "inconclusive"]
+
+
+def test_missing_notebook_is_named(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="01_data"):
+        report.run(cfg)
+
+
+def test_render_html_is_offline_and_has_a_toc(tmp_path: Path) -> None:
+    nbs = []
+    for i, title in enumerate(("First", "Second")):
+        nb = nbformat.v4.new_notebook()
+        png = (
+            "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9"
+            "awAAAABJRU5ErkJggg=="
+        )
+        code = nbformat.v4.new_code_cell("secret_code()")
+        code.outputs = [nbformat.v4.new_output("display_data", data={"image/png": png})]
+        nb.cells = [nbformat.v4.new_markdown_cell(f"# {title}\n\ntext {i}"), code]
+        path = tmp_path / f"0{i}_x.ipynb"
+        nbformat.write(nb, str(path))
+        nbs.append(path)
+    out = tmp_path / "r.html"
+    report.render_html(nbs, out, "T")
+    html = out.read_text()
+    assert len(IMG.findall(html)) == 2
+    assert '<a href="#sec-00_x">First</a>' in html and 'id="sec-01_x"' in html
+    assert "secret_code" not in html  # inputs hidden
+    assert not re.search(r"<(script|link)\b[^>]*(src|href)=[\"']?https?://", html)
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage end to end (kernel start per notebook: slow)
+
+
+def _fake_kernelspec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `python3` kernelspec that would start a nonexistent interpreter, found first."""
+    spec = tmp_path / "jupyter" / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [
+                    "/nonexistent/bin/python",
+                    "-m",
+                    "ipykernel_launcher",
+                    "-f",
+                    "{connection_file}",
+                ],
+                "display_name": "wrong python",
+                "language": "python",
+            }
+        )
+    )
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+
+
+@pytest.mark.slow
+def test_report_stage_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pipeline = tmp_path / "pipe"
+    build_fake_pipeline(pipeline, scale=2)
+    _fake_kernelspec(tmp_path, monkeypatch)  # the stage must still use this interpreter
+    cfg = _config(pipeline, REPO)
+    html_path = report.run(cfg)
+
+    reports = pipeline / "reports"
+    assert html_path == reports / "report.html"
+    assert sorted(p.name for p in reports.glob("*.ipynb")) == [
+        f"{n}.ipynb" for n in report.NOTEBOOKS
+    ]
+    figures = sorted(p.name for p in (reports / "figures").glob("*.png"))
+    for prefix in ("01_", "02_", "03_", "04_"):
+        assert any(f.startswith(prefix) for f in figures), prefix
+    # zoom_size 16 from params reached the notebooks
+    nb02 = nbformat.read(str(reports / "02_gradient_maps.ipynb"), as_version=4)
+    injected = [c for c in nb02.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert "zoom_size = 16" in injected[0].source
+    assert 'figures_dir = "reports/figures"' in injected[0].source  # not the temp folder
+
+    html = html_path.read_text()
+    for n in report.NOTEBOOKS:
+        assert f'id="sec-{n}"' in html and f'href="#sec-{n}"' in html
+    assert len(IMG.findall(html)) >= len(figures)
+    assert not re.search(r"<(script|link)\b[^>]*(src|href)=[\"']?https?://", html)
+    assert not list(pipeline.glob(".reports*"))  # no temp folder left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert reports.stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0700
+
+
+@pytest.mark.slow
+def test_failing_notebook_keeps_previous_reports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline = tmp_path / "pipe"
+    pipeline.mkdir()
+    previous = pipeline / "reports"
+    (previous / "figures").mkdir(parents=True)
+    (previous / "report.html").write_text("previous report")
+    (previous / "figures" / "old.png").write_bytes(b"png")
+
+    root = tmp_path / "repo"
+    shutil.copytree(REPO / "notebooks", root / "notebooks")
+    nb_path = root / "notebooks" / "01_data.ipynb"
+    nb = nbformat.read(str(nb_path), as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("raise RuntimeError('boom in the data notebook')"))
+    nbformat.write(nb, str(nb_path))
+
+    with pytest.raises(report.ReportError, match=r"01_data\.ipynb.*RuntimeError.*boom") as err:
+        report.run(_config(pipeline, root))
+    assert "raise RuntimeError(" in str(err.value)  # the failing line is quoted
+    kept = Path(re.search(r"traceback: (.+\.ipynb)\)", str(err.value)).group(1))
+    assert kept.is_file() and "boom in the data notebook" in kept.read_text()
+    assert pipeline not in kept.parents
+    shutil.rmtree(kept.parent)
+    assert (previous / "report.html").read_text() == "previous report"
+    assert sorted(p.name for p in previous.rglob("*")) == ["figures", "old.png", "report.html"]
+    assert not list(pipeline.glob(".reports*"))
