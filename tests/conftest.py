@@ -22,3 +22,12 @@ def shared_datasets() -> Path:
     if not (SHARED_DATASETS / "Set5").is_dir():
         pytest.skip(f"{SHARED_DATASETS} not present (set SGSR_SHARED_DATASETS to a mirror)")
     return SHARED_DATASETS
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: a second OpenMP thread only adds contention on the shared cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -38,13 +38,7 @@ REFERENCE_KERNELS: dict[str, list[list[list[float]]]] = {
 BORDER = {"laplacian": 1, "hessian": 1, "gog": 2}  # half kernel width: pixels touched by padding
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: a second OpenMP thread only adds contention on the shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def reference(x: torch.Tensor, name: str, padding: str) -> torch.Tensor:

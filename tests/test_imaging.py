@@ -23,13 +23,7 @@ from sgsr.imaging import (
     upscale_bicubic,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- an independent numpy transcription of MATLAB's imresize (bicubic) ------------------------

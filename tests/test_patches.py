@@ -16,13 +16,7 @@ from sgsr.data.patches import PatchDataset, PatchSampler, augment
 from sgsr.data.prepare import build_patch_store
 from sgsr.imaging import downscale, write_image
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def smooth_rgb(seed: int, h: int, w: int) -> np.ndarray:

@@ -20,7 +20,6 @@ Why the pieces look the way they do:
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import math
@@ -37,7 +36,7 @@ import pandas as pd
 
 from sgsr import layout
 from sgsr.config import Config, Run
-from sgsr.fsutil import write_text
+from sgsr.fsutil import replace_dir, write_text
 
 #: The notebooks, executed in this order; ``<root>/notebooks/<name>.ipynb``.
 NOTEBOOKS: tuple[str, ...] = ("01_data", "02_gradient_maps", "03_training", "04_results")
@@ -691,7 +690,7 @@ def run(
                 f"`{params['baseline_run']}` (L1)."
             )
         render_html(executed, tmp / REPORT_HTML, title, intro)
-        _swap_in(tmp, final)
+        replace_dir(tmp, final)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -718,22 +717,3 @@ def _point_at_final_figures(path: Path, tmp_figures: str, final_figures: str) ->
         if "injected-parameters" in cell.metadata.get("tags", []):
             cell.source = cell.source.replace(tmp_figures, final_figures)
     nbformat.write(nb, str(path))
-
-
-def _swap_in(new: Path, final: Path) -> None:
-    """Replace folder ``final`` by ``new``: rename the old one aside, move, then delete it."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(final, old)
-    try:
-        os.replace(new, final)
-    except OSError:
-        if old is not None:
-            os.replace(old, final)
-        raise
-    if old is not None:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(old)

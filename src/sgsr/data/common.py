@@ -69,23 +69,6 @@ def warn_skipped(skipped: Iterable[Path], what: str) -> None:
         )
 
 
-def replace_dir(staging: Path, final: Path) -> None:
-    """Put a finished `staging` folder at `final`, replacing what was there.
-
-    Two renames on the same filesystem: readers see the old folder or the new one, never a
-    half-written mix.
-    """
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(final, old)
-    os.replace(staging, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def staging_dir(final: Path) -> Path:
     """A fresh hidden folder beside `final` (same filesystem, so replace_dir can rename)."""
     final.parent.mkdir(parents=True, exist_ok=True)

@@ -36,12 +36,11 @@ from sgsr.data.common import (
     download_cache,
     pipeline_root,
     read_checked,
-    replace_dir,
     staging_dir,
     warn_skipped,
 )
 from sgsr.data.fetch import DownloadError, UnpinnedError, fetch
-from sgsr.fsutil import atomic_write, sha256sum
+from sgsr.fsutil import atomic_write, replace_dir, sha256sum
 from sgsr.imaging import IMAGE_SUFFIXES, list_images, write_image
 
 log = logging.getLogger(__name__)

@@ -34,11 +34,10 @@ from sgsr.data.common import (
     SkippedImageWarning,
     pipeline_root,
     read_checked,
-    replace_dir,
     staging_dir,
     warn_skipped,
 )
-from sgsr.fsutil import atomic_write
+from sgsr.fsutil import atomic_write, replace_dir
 from sgsr.imaging import ImageReadError, downscale, list_images, mod_crop, write_image
 
 log = logging.getLogger(__name__)
