@@ -1,0 +1,514 @@
+"""The training loop on toy models and toy data (fast), and the `sgsr train` stage end to end on
+a tiny prepared patch store (slow). Everything runs on the CPU, where resume is bitwise exact."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import Tensor, nn
+
+from sgsr.checkpoint import load_checkpoint
+from sgsr.config import ConfigError, TrainConfig, parse_config
+from sgsr.losses import build_loss
+from sgsr.models import build_model
+from sgsr.train import (
+    ResumeWarning,
+    TrainingDiverged,
+    fixed_batch,
+    lr_factor,
+    train,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Two shared cores: one thread per test process (also the subprocesses' setting)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def smooth_images(seed: int, n: int, size: int) -> Tensor:
+    """Smooth random RGB images (bicubic-upsampled 4x4 noise): learnable SR targets."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(n, 3, 4, 4, generator=g)
+    return F.interpolate(base, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+def toy_source(scale: int = 2, batch: int = 2, lr_size: int = 8):
+    """A batch source whose batch i is a pure function of i (what exact resume requires)."""
+
+    def source(start: int) -> Iterator[tuple[Tensor, Tensor]]:
+        for i in itertools.count(start):
+            hr = smooth_images(1000 + i, batch, lr_size * scale)
+            yield F.avg_pool2d(hr, scale), hr
+
+    return source
+
+
+def tiny_model(scale: int = 2) -> nn.Module:
+    torch.manual_seed(0)
+    return build_model("edsr_baseline", scale=scale, n_resblocks=1, n_feats=8)
+
+
+def opts(**kw) -> TrainConfig:
+    base = dict(iterations=12, batch_size=2, lr=1e-3, schedule="constant", device="cpu")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def read_tsv(path: Path) -> list[tuple[int, float]]:
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    name = next(k for k in rows[0] if k not in ("step", "timestamp"))
+    return [(int(r["step"]), float(r[name])) for r in rows]
+
+
+def assert_same_state(a: dict[str, Tensor], b: dict[str, Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs"
+
+
+# --- the loop on toy data ----------------------------------------------------------------------
+
+
+def test_overfits_one_fixed_batch():
+    hr = smooth_images(0, 2, 32)
+    lr = F.avg_pool2d(hr, 2)
+    model = tiny_model()
+    loss = build_loss({"l1": 1.0})
+    with torch.no_grad():
+        before = loss(model(lr), hr)[0].item()
+    result = train(model, loss, fixed_batch(lr, hr), opts(iterations=300, lr=2e-3))
+    with torch.no_grad():
+        after = loss(model(lr), hr)[0].item()
+    assert result.iterations == 300
+    assert after < before / 10, (before, after)
+
+
+def test_sgl_weight_zero_is_bitwise_pure_l1():
+    o = opts(iterations=6)
+    l1 = train(tiny_model(), build_loss({"l1": 1.0}), toy_source(), o)
+    zero = train(
+        tiny_model(),
+        build_loss({"l1": 1.0, "sgl": {"weight": 0.0, "operator": "laplacian"}}),
+        toy_source(),
+        o,
+    )
+    some = train(tiny_model(), build_loss({"l1": 1.0, "sgl": 0.1}), toy_source(), o)
+    assert_same_state(l1.model_state, zero.model_state)
+    assert zero.last_losses["sgl"] == 0.0
+    differs = [k for k in l1.model_state if not torch.equal(l1.model_state[k], some.model_state[k])]
+    assert differs, "a non-zero SGL weight should change the weights"
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _dying_source(die_at: int):
+    """toy_source that raises when iteration `die_at` asks for its batch (a crash mid-run)."""
+    inner = toy_source()
+
+    def source(start: int):
+        for i, batch in zip(itertools.count(start), inner(start), strict=False):
+            if i == die_at:
+                raise _Interrupt(f"killed at {i}")
+            yield batch
+
+    return source
+
+
+def test_resume_after_crash_is_bitwise_exact_with_every_feature_on(tmp_path):
+    """EMA, warmup + cosine, weight decay, clipping: a crash after 10 updates, resume from the
+    checkpoint at 9 (whose half-full logging window must be restored too)."""
+    o = opts(
+        iterations=12,
+        schedule="cosine",
+        warmup=3,
+        ema=0.9,
+        grad_clip=0.5,
+        weight_decay=1e-4,
+        checkpoint_every=3,
+        log_every=2,
+        val_every=5,
+    )
+    loss_spec = {"l1": 1.0, "sgl": {"weight": 0.1, "operator": "hessian"}}
+    val = lambda m: float(m(torch.full((1, 3, 8, 8), 0.5)).mean())  # noqa: E731
+
+    ref_live = tmp_path / "ref_live"
+    ref = train(
+        tiny_model(), build_loss(loss_spec), toy_source(), o,
+        checkpoint=tmp_path / "ref.pt", live_dir=ref_live, validate=val, progress=False,
+    )  # fmt: skip
+
+    ck = tmp_path / "run.pt"
+    live = tmp_path / "live"
+    with pytest.raises(_Interrupt):
+        train(
+            tiny_model(), build_loss(loss_spec), _dying_source(10), o,
+            checkpoint=ck, live_dir=live, validate=val, progress=False,
+        )  # fmt: skip
+    assert load_checkpoint(ck)["iteration"] == 9
+    assert [s for s, _ in read_tsv(live / "plots/metrics/val/psnr_y.tsv")] == [5, 10]
+    # rows logged at 10, after the checkpoint, must not be duplicated by the resumed run
+    resumed = train(
+        tiny_model(), build_loss(loss_spec), toy_source(), o,
+        checkpoint=ck, live_dir=live, validate=val, progress=False,
+    )  # fmt: skip
+    assert resumed.resumed_from == 9
+    assert_same_state(ref.model_state, resumed.model_state)
+    assert ref.ema_state is not None and resumed.ema_state is not None
+    assert_same_state(ref.ema_state, resumed.ema_state)
+    diff = [k for k in ref.ema_state if not torch.equal(ref.ema_state[k], ref.model_state[k])]
+    assert diff, "EMA weights should differ from the raw weights"
+    for name in ("train/total.tsv", "train/l1.tsv", "train/sgl.tsv", "train/lr.tsv"):
+        a = read_tsv(ref_live / "plots" / "metrics" / name)
+        b = read_tsv(live / "plots" / "metrics" / name)
+        assert a == b, name
+        assert [s for s, _ in a] == [2, 4, 6, 8, 10, 12]
+    assert [s for s, _ in read_tsv(live / "plots/metrics/val/psnr_y.tsv")] == [5, 10, 12]
+    written = {p.relative_to(live).as_posix() for p in live.rglob("*") if p.is_file()}
+    assert all(p.startswith("plots/metrics/") and p.endswith(".tsv") for p in written), written
+
+
+def test_resume_rolls_back_log_rows_written_after_the_checkpoint(tmp_path):
+    o = opts(iterations=8, checkpoint_every=4, log_every=1)
+    ck, live = tmp_path / "ck.pt", tmp_path / "live"
+    with pytest.raises(_Interrupt):
+        train(tiny_model(), build_loss({"l1": 1.0}), _dying_source(6), o,
+              checkpoint=ck, live_dir=live)  # fmt: skip
+    total = live / "plots" / "metrics" / "train" / "total.tsv"
+    assert [s for s, _ in read_tsv(total)] == [1, 2, 3, 4, 5, 6]
+    train(tiny_model(), build_loss({"l1": 1.0}), toy_source(), o, checkpoint=ck, live_dir=live)
+    assert [s for s, _ in read_tsv(total)] == [1, 2, 3, 4, 5, 6, 7, 8]
+
+
+def test_changed_params_start_fresh_with_a_warning(tmp_path):
+    ck = tmp_path / "ck.pt"
+    train(tiny_model(), build_loss({"l1": 1.0}), toy_source(), opts(iterations=4), checkpoint=ck)
+    changed = opts(iterations=4, lr=5e-4)
+    with pytest.warns(ResumeWarning, match="starts fresh"):
+        again = train(tiny_model(), build_loss({"l1": 1.0}), toy_source(), changed, checkpoint=ck)
+    fresh = train(tiny_model(), build_loss({"l1": 1.0}), toy_source(), changed)
+    assert again.resumed_from == 0
+    assert_same_state(again.model_state, fresh.model_state)
+    # bookkeeping keys (checkpoint_every, log_every, ...) do not block a resume
+    ck2 = tmp_path / "ck2.pt"
+    train(tiny_model(), build_loss({"l1": 1.0}), toy_source(), opts(iterations=4), checkpoint=ck2)
+    more = opts(iterations=4, log_every=1, checkpoint_every=2)
+    t0 = time.perf_counter()
+    done = train(tiny_model(), build_loss({"l1": 1.0}), toy_source(), more, checkpoint=ck2)
+    assert done.resumed_from == 4 and done.iterations == 4
+    assert time.perf_counter() - t0 < 5
+
+
+class _NaNAt(nn.Module):
+    """Wraps a CompositeLoss; its `sgl` component becomes NaN on call `k` (1-based)."""
+
+    def __init__(self, inner: nn.Module, k: int) -> None:
+        super().__init__()
+        self.inner, self.k, self.calls = inner, k, 0
+
+    def forward(self, sr, hr):
+        self.calls += 1
+        total, comps = self.inner(sr, hr)
+        if self.calls == self.k:
+            comps = {**comps, "sgl": comps["sgl"] * float("nan")}
+            total = sum(comps.values())
+        return total, comps
+
+
+def test_nan_loss_raises_with_iteration_and_components_and_keeps_checkpoint(tmp_path):
+    spec = {"l1": 1.0, "sgl": 0.1}
+    o = opts(iterations=10, checkpoint_every=3)
+    ck = tmp_path / "ck.pt"
+    with pytest.raises(TrainingDiverged) as info:
+        train(tiny_model(), _NaNAt(build_loss(spec), 8), toy_source(), o, checkpoint=ck)
+    err = info.value
+    assert isinstance(err, ArithmeticError)
+    assert err.iteration == 8
+    assert "iteration 8" in str(err) and "l1=" in str(err) and "sgl=nan" in str(err)
+    kept = load_checkpoint(ck)
+    assert kept["iteration"] == 6
+    clean = train(tiny_model(), build_loss(spec), toy_source(), opts(iterations=6))
+    assert_same_state(kept["model"], clean.model_state)
+
+
+def test_lr_schedules():
+    t = TrainConfig(iterations=100, lr=1.0, schedule="multistep", milestones=(10, 20), gamma=0.5)
+    assert [lr_factor(s, t) for s in (0, 9, 10, 19, 20, 99)] == [1, 1, 0.5, 0.5, 0.25, 0.25]
+    w = TrainConfig(iterations=100, schedule="constant", warmup=4)
+    assert [lr_factor(s, w) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    c = TrainConfig(iterations=100, schedule="cosine", warmup=0)
+    assert lr_factor(0, c) == 1.0
+    assert lr_factor(50, c) == pytest.approx(0.5)
+    assert lr_factor(100, c) == pytest.approx(0.0)
+    assert lr_factor(25, c) > lr_factor(75, c)
+
+
+def test_loop_logs_lr_actually_used(tmp_path):
+    o = opts(iterations=4, schedule="multistep", milestones=(2,), gamma=0.1, log_every=1)
+    train(tiny_model(), build_loss({"l1": 1.0}), toy_source(), o, live_dir=tmp_path / "live")
+    rows = read_tsv(tmp_path / "live/plots/metrics/train/lr.tsv")
+    assert rows == [(1, 1e-3), (2, 1e-3), (3, pytest.approx(1e-4)), (4, pytest.approx(1e-4))]
+
+
+# --- params validation ------------------------------------------------------------------------
+
+
+def bad_params() -> dict:
+    return {
+        "models": {"net": {"arch": "no_such_net", "n_feats": 8}},
+        "losses": {"l1": {"l1": 1.0}},
+        "experiment": {"models": ["net"], "losses": ["l1"], "scales": [5]},
+        "prepare": {"scales": [4]},
+        "train": {"lr": -1.0, "batch_size": 0},
+    }
+
+
+def test_bad_params_fail_with_one_message_naming_every_bad_key():
+    with pytest.raises(ConfigError) as info:
+        parse_config(bad_params())
+    msg = str(info.value)
+    for key in ("models.net.arch", "experiment.scales", "train.lr", "train.batch_size"):
+        assert key in msg, f"{key} missing from: {msg}"
+
+
+def test_bad_params_stop_sgsr_train_before_any_work(tmp_path, monkeypatch, capsys):
+    from sgsr.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(bad_params()))
+    assert main(["train", "--run", "net-l1-x5"]) == 2
+    err = capsys.readouterr().err
+    assert "train.lr" in err and "train.batch_size" in err and "models.net.arch" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+# --- the pipeline stage on a real patch store --------------------------------------------------
+
+
+def stage_params(tmp: Path, **train_kw) -> Path:
+    """A params file for a tiny x2 run on a store prepared from two small sample images."""
+    train = dict(
+        iterations=40, batch_size=4, lr_patch=10, lr=1e-3, schedule="multistep",
+        milestones=[30], device="cpu", checkpoint_every=10, val_every=20, log_every=5,
+    )  # fmt: skip
+    train.update(train_kw)
+    params = {
+        "seed": 3,
+        "data": {"source": "sample"},
+        "prepare": {"scales": [2], "patch_size": 24, "stride": 24, "val_images": 1},
+        "models": {"tiny": {"arch": "edsr_baseline", "n_resblocks": 1, "n_feats": 8}},
+        "losses": {"l1": {"l1": 1.0}, "sgl": {"l1": 1.0, "sgl": 0.1}},
+        "experiment": {"models": ["tiny"], "losses": ["l1", "sgl"], "scales": [2]},
+        "train": train,
+    }
+    path = tmp / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """data/prepared/x2/{patches,val} built by the data engineer's prepare step."""
+    pytest.importorskip("sgsr.data.patches", reason="sgsr.data.patches not written yet")
+    root = tmp_path_factory.mktemp("prepared")
+    build_store(root)
+    return root / "data"
+
+
+def build_store(root: Path) -> None:
+    """Write small sample photographs and run sgsr.data.prepare on them (no network): 2 images
+    cut into x2 patches, 1 held out as the validation split, 1 as a test set."""
+    from skimage import data as skdata
+
+    from sgsr.config import parse_config
+    from sgsr.data import prepare
+    from sgsr.imaging import write_image
+
+    raw = root / "data" / "raw"
+    sets = {
+        "sample_train": {"astronaut": skdata.astronaut(), "chelsea": skdata.chelsea(),
+                         "coffee": skdata.coffee()},
+        "sample_test": {"rocket": skdata.rocket()},
+    }  # fmt: skip
+    for set_name, imgs in sets.items():
+        for name, img in imgs.items():
+            t = torch.from_numpy(img).permute(2, 0, 1)[None].float()
+            small = F.interpolate(t, size=(72, 72), mode="area")[0].permute(1, 2, 0)
+            write_image(raw / set_name / f"{name}.png", small.round().byte().numpy())
+    cfg = parse_config(yaml.safe_load(stage_params(root).read_text()))
+    prepare.run(cfg, root=root)
+
+
+def stage_dir(tmp: Path, prepared: Path, **train_kw) -> Path:
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "data").symlink_to(prepared, target_is_directory=True)
+    stage_params(tmp, **train_kw)
+    return tmp
+
+
+def cli(tmp: Path, *args: str, **popen) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    return subprocess.Popen(
+        [PYTHON, "-m", "sgsr.cli", "--params", str(tmp / "params.yaml"), *args],
+        cwd=tmp,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
+    )
+
+
+def load_weights(path: Path) -> dict[str, Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+@pytest.mark.slow
+def test_stage_writes_weights_card_and_curves_and_rerun_is_quick(tmp_path, prepared, monkeypatch):
+    from sgsr.config import load_config
+    from sgsr.train import run
+
+    tmp = stage_dir(tmp_path, prepared, ema=0.9)
+    monkeypatch.chdir(tmp)
+    cfg = load_config("params.yaml")
+    out = run(cfg, "tiny-sgl-x2")
+    assert out == Path("models/tiny-sgl-x2/model.safetensors")
+    card = json.loads(Path("models/tiny-sgl-x2/run.json").read_text())
+    assert card["arch"] == "edsr_baseline" and card["scale"] == 2 and card["iterations"] == 40
+    assert card["loss_spec"] == {"l1": 1.0, "sgl": 0.1} and card["seed"] == 3
+    assert card["weights"] == "ema" and card["raw_weights"] == "model-raw.safetensors"
+    assert 10 < card["val_psnr_y"] < 60
+    ema, raw = load_weights(out), load_weights(Path("models/tiny-sgl-x2/model-raw.safetensors"))
+    from safetensors import safe_open
+
+    for name, kind in (("model.safetensors", "ema"), ("model-raw.safetensors", "raw")):
+        with safe_open(f"models/tiny-sgl-x2/{name}", "pt") as fh:
+            meta = fh.metadata()
+        assert meta["sgsr_weights"] == kind
+        embedded = json.loads(meta["sgsr_run"])
+        assert embedded["arch"] == "edsr_baseline" and embedded["scale"] == 2
+        assert embedded["model_kwargs"] == {"n_resblocks": 1, "n_feats": 8}
+        assert "wall_time_s" not in embedded
+    model = build_model("edsr_baseline", scale=2, n_resblocks=1, n_feats=8)
+    model.load_state_dict(ema)  # strict: the file is a plain state dict
+    assert any(not torch.equal(ema[k], raw[k]) for k in ema)
+    metrics = Path("models/live/tiny-sgl-x2/plots/metrics")
+    total = read_tsv(metrics / "train/total.tsv")
+    assert [s for s, _ in total] == list(range(5, 41, 5))
+    assert total[-1][1] < total[0][1]
+    assert [s for s, _ in read_tsv(metrics / "val/psnr_y.tsv")] == [20, 40]
+    assert {p.name for p in (metrics / "train").iterdir()} == {
+        "total.tsv", "l1.tsv", "sgl.tsv", "lr.tsv",
+    }  # fmt: skip
+    assert load_checkpoint(Path("models/checkpoints/tiny-sgl-x2/checkpoint.pt"))["iteration"] == 40
+    # a forced rerun of the finished stage reuses the checkpoint: same weights, no training
+    before = out.read_bytes()
+    t0 = time.perf_counter()
+    run(cfg, "tiny-sgl-x2")
+    assert time.perf_counter() - t0 < 10
+    assert out.read_bytes() == before
+    assert [s for s, _ in read_tsv(metrics / "train/total.tsv")] == list(range(5, 41, 5))
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_gives_bitwise_the_uninterrupted_weights(tmp_path, prepared):
+    ref = stage_dir(tmp_path / "ref", prepared, iterations=120, checkpoint_every=10)
+    job = stage_dir(tmp_path / "job", prepared, iterations=120, checkpoint_every=10)
+    proc = cli(ref, "train", "--run", "tiny-sgl-x2")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+
+    ck = job / "models/checkpoints/tiny-sgl-x2/checkpoint.pt"
+    proc = cli(job, "train", "--run", "tiny-sgl-x2")
+    seen: set[int] = set()  # each checkpoint is a new file (os.replace): count inodes
+    deadline = time.monotonic() + 120
+    while len(seen) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError):
+            seen.add(ck.stat().st_ino)
+        time.sleep(0.005)
+    time.sleep(0.05)  # into the next checkpoint interval, so some log rows follow the checkpoint
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    killed_at = load_checkpoint(ck)["iteration"]
+    assert 10 <= killed_at < 120
+    assert not (job / "models/tiny-sgl-x2/model.safetensors").exists()
+
+    proc = cli(job, "train", "--run", "tiny-sgl-x2")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    a = load_weights(ref / "models/tiny-sgl-x2/model.safetensors")
+    b = load_weights(job / "models/tiny-sgl-x2/model.safetensors")
+    assert_same_state(a, b)
+    card = json.loads((job / "models/tiny-sgl-x2/run.json").read_text())
+    assert (
+        card["params_hash"]
+        == json.loads((ref / "models/tiny-sgl-x2/run.json").read_text())["params_hash"]
+    )
+    live = "models/live/tiny-sgl-x2/plots/metrics/train/total.tsv"
+    assert read_tsv(job / live) == read_tsv(ref / live)
+
+
+@pytest.mark.parametrize("amp", ["fp16", "bf16"])
+def test_mixed_precision_on_cpu_trains_and_resumes_exactly(tmp_path, amp):
+    """fp16 carries a GradScaler whose state must survive the checkpoint; bf16 has none."""
+    o = opts(iterations=8, amp=amp, checkpoint_every=4)
+    spec = {"l1": 1.0, "sgl": 0.1}
+    ref = train(tiny_model(), build_loss(spec), toy_source(), o)
+    ck = tmp_path / "ck.pt"
+    with pytest.raises(_Interrupt):
+        train(tiny_model(), build_loss(spec), _dying_source(6), o, checkpoint=ck)
+    saved = load_checkpoint(ck)
+    assert bool(saved["scaler"]) == (amp == "fp16")
+    resumed = train(tiny_model(), build_loss(spec), toy_source(), o, checkpoint=ck)
+    assert resumed.resumed_from == 4
+    assert_same_state(ref.model_state, resumed.model_state)
+    assert ref.last_losses["total"] < 1.0
+
+
+def test_short_batch_source_is_a_clear_error():
+    hr = smooth_images(0, 1, 16)
+    batches = [(F.avg_pool2d(hr, 2), hr)] * 3
+    with pytest.raises(ValueError, match="ran out after iteration 3"):
+        train(tiny_model(), build_loss({"l1": 1.0}), batches, opts(iterations=5))
+
+
+def test_weights_files_are_byte_reproducible(tmp_path):
+    """safetensors itself writes metadata keys in random order; ours are canonical."""
+    from safetensors.torch import load_file
+
+    from sgsr.train import save_safetensors
+
+    state = tiny_model().state_dict()
+    meta = {"format": "pt", "sgsr_run": '{"arch": "x"}', "sgsr_weights": "raw", "z": "1"}
+    blobs = set()
+    for i in range(6):
+        save_safetensors(state, tmp_path / f"w{i}.safetensors", meta)
+        blobs.add((tmp_path / f"w{i}.safetensors").read_bytes())
+    assert len(blobs) == 1
+    assert_same_state(load_file(str(tmp_path / "w0.safetensors")), state)
