@@ -31,7 +31,7 @@ QUICK = {
     "edsr_baseline_x4": ("edsr_baseline", {"n_resblocks": 2, "n_feats": 16}),
     "rcan_x4": ("rcan", {"n_groups": 1, "n_resblocks": 2, "n_feats": 16}),
 }
-TILE, OVERLAP = 64, 16  # LR pixels; overlap 16 covers EDSR-baseline's receptive field well
+TILE, OVERLAP = 128, 16  # LR pixels; overlap 16 covers EDSR-baseline's receptive field well
 
 
 def _input(quick: bool) -> tuple[np.ndarray, str]:

@@ -63,15 +63,18 @@ def test_small_tiles_stay_within_the_stated_tolerance(small_edsr: torch.nn.Modul
 
 @pytest.mark.parametrize("size", [1, 7, 24, 25, 47, 100, 257])
 @pytest.mark.parametrize(("tile", "overlap"), [(24, 8), (16, 0), (10, 4)])
-def test_tile_starts_cover_the_axis_with_the_minimum_overlap(
+def test_tile_windows_cover_the_axis_with_the_minimum_overlap(
     size: int, tile: int, overlap: int
 ) -> None:
-    starts = infer.tile_starts(size, tile, overlap)
-    length = min(tile, size)
+    starts, length = infer.tile_windows(size, tile, overlap)
+    assert length <= min(tile, size)
     assert starts[0] == 0 and starts[-1] + length == size
     for a, b in itertools.pairwise(starts):
         assert a + length - b >= overlap  # consecutive windows share >= overlap pixels
         assert b > a
+    if len(starts) > 1:  # balanced: one pixel shorter would break the overlap somewhere
+        n = len(starts)
+        assert n * (length - 1) - (n - 1) * overlap < size
 
 
 def test_blending_weights_sum_to_one_across_windows() -> None:

@@ -162,13 +162,19 @@ def load_model(
 # --------------------------------------------------------------------------------------------
 # tiled inference
 # --------------------------------------------------------------------------------------------
-def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
-    """Window starts along one axis: evenly spread, each pair overlapping >= `overlap`."""
+def tile_windows(size: int, tile: int, overlap: int) -> tuple[list[int], int]:
+    """Window starts and common length along one axis.
+
+    As few windows as tiles of side `tile` need, each shrunk to the shortest length that still
+    covers the axis with >= `overlap` shared pixels between neighbours: balanced windows
+    recompute less than full-size tiles pushed against the far edge.
+    """
     if tile <= 0 or tile >= size:
-        return [0]
+        return [0], size
     n = math.ceil((size - overlap) / (tile - overlap))
-    step = (size - tile) / (n - 1)
-    return [round(i * step) for i in range(n)]
+    length = min(tile, math.ceil((size + (n - 1) * overlap) / n))
+    step = (size - length) / (n - 1)
+    return [round(i * step) for i in range(n)], length
 
 
 def _ramp(length: int, lead: int, trail: int) -> torch.Tensor:
@@ -190,8 +196,7 @@ def _ramp(length: int, lead: int, trail: int) -> torch.Tensor:
 
 def _axis_windows(size: int, tile: int, overlap: int, scale: int) -> list[tuple[int, int, Any]]:
     """(LR start, LR length, HR weights) for each window along one axis."""
-    starts = tile_starts(size, tile, overlap)
-    length = size if len(starts) == 1 else tile
+    starts, length = tile_windows(size, tile, overlap)
     out = []
     for i, s in enumerate(starts):
         lead = (starts[i - 1] + length - s) if i > 0 else 0
