@@ -33,7 +33,7 @@ def make_pipeline_copy(dest: Path, params: dict | None = None) -> Path:
         raw = yaml.safe_load((dest / "params.yaml").read_text())
         _deep_update(raw, params)
         (dest / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    env = _env()
+    env = tool_env()
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True, env=env)
     subprocess.run(["dvc", "init", "-q"], cwd=dest, check=True, env=env)
     subprocess.run(["dvc", "config", "core.analytics", "false"], cwd=dest, check=True, env=env)
@@ -50,7 +50,7 @@ def _deep_update(base: dict, extra: dict) -> None:
             base[key] = value
 
 
-def _env() -> dict[str, str]:
+def tool_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("GIT_AUTHOR_NAME", "sgsr")
@@ -62,7 +62,7 @@ def _env() -> dict[str, str]:
 
 def dvc(args: list[str], cwd: Path) -> tuple[float, str]:
     start = time.perf_counter()
-    proc = subprocess.run(["dvc", *args], cwd=cwd, env=_env(), capture_output=True, text=True)
+    proc = subprocess.run(["dvc", *args], cwd=cwd, env=tool_env(), capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"dvc {' '.join(args)} failed in {cwd}:\n{proc.stdout}\n{proc.stderr}")
@@ -74,7 +74,7 @@ def stage_times(cwd: Path) -> dict[str, float]:
     listing = subprocess.run(
         ["dvc", "stage", "list", "--name-only"],
         cwd=cwd,
-        env=_env(),
+        env=tool_env(),
         capture_output=True,
         text=True,
         check=True,

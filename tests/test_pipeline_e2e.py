@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from benchmarks.bench_pipeline import dvc, make_pipeline_copy
+from benchmarks.bench_pipeline import dvc, make_pipeline_copy, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -66,19 +66,22 @@ def test_second_repro_is_a_noop(pipeline: tuple[Path, str]) -> None:
     assert "up to date" in status
 
 
-def test_remote_push_then_pull_into_an_empty_cache_recomputes_nothing(
-    pipeline: tuple[Path, str],
-) -> None:
+def test_teammate_clones_pulls_and_recomputes_nothing(pipeline: tuple[Path, str]) -> None:
+    """The README's team workflow: dvc push + git commit; a fresh clone, dvc pull, dvc repro."""
     repo, _ = pipeline
     dvc(["push"], repo)
-    shutil.rmtree(repo / ".dvc" / "cache")
-    for out in ("data", "models", "results", "reports"):
-        shutil.rmtree(repo / out)
-    dvc(["pull"], repo)
-    assert (repo / "models" / RUNS[1] / "model.safetensors").is_file()
-    _, status = dvc(["status"], repo)
+    env = tool_env()
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True, env=env)
+    subprocess.run(["git", "commit", "-qm", "results"], cwd=repo, check=True, env=env)
+    mate = repo.parent / "teammate"
+    subprocess.run(["git", "clone", "-q", str(repo), str(mate)], check=True, env=env)
+    assert not (mate / "models" / RUNS[1] / "model.safetensors").exists()
+    dvc(["pull"], mate)
+    assert (mate / "models" / RUNS[1] / "model.safetensors").is_file()
+    assert (mate / "reports" / "report.html").is_file()
+    _, status = dvc(["status"], mate)
     assert "up to date" in status, status
-    _, out = dvc(["repro"], repo)
+    _, out = dvc(["repro"], mate)
     assert _ran(out) == set(), out
 
 
