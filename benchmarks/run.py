@@ -62,10 +62,40 @@ def flatten(prefix: str, value, rows: list[tuple[str, str]]) -> None:
         rows.append((prefix, json.dumps(value) if isinstance(value, list) else str(value)))
 
 
+def goals(results: dict) -> dict:
+    """Each goal from the issues, with the measured value and whether it is met."""
+    out: dict = {}
+    train, data = results.get("train"), results.get("data")
+    if train:
+        for op, value in train["sgl_overhead"].items():
+            out[f"sgl_overhead_{op} <= 0.02"] = {"value": value, "met": value <= 0.02}
+    if data:
+        for key in (k for k in data if k.startswith("ratio_w")):
+            out[f"data_store_vs_png_{key} >= 10"] = {"value": data[key], "met": data[key] >= 10}
+    if train and data:
+        consumed = float(train["batch"].split()[0]) / (train["step_ms"]["l1"] / 1000)
+        slowest = min(v for k, v in data["patches_per_s"].items() if k.startswith("store"))
+        ratio = slowest / consumed
+        out["data_store_vs_training_consumption >= 5"] = {"value": ratio, "met": ratio >= 5}
+    for name, modes in (results.get("infer") or {}).get("models", {}).items():
+        ratio = modes["tiled_vs_whole_speed"]
+        out[f"infer_{name}_tiled_speed >= 0.9 x whole"] = {"value": ratio, "met": ratio >= 0.9}
+    pipeline = results.get("pipeline")
+    if pipeline:
+        noop = pipeline["noop_repro_seconds"]
+        out["noop_dvc_repro <= 2 s"] = {"value": noop, "met": noop <= 2.0}
+    return out
+
+
 def to_markdown(report: dict) -> str:
     lines = [f"# Benchmarks ({report['date']}{', quick' if report['quick'] else ''})", ""]
     lines += ["| machine | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in report["machine"].items()]
+    lines += ["", "## goals", "", "| goal | measured | met |", "|---|---|---|"]
+    lines += [
+        f"| {k} | {v['value']:.4g} | {'yes' if v['met'] else 'NO'} |"
+        for k, v in report.get("goals", {}).items()
+    ]
     for name, result in report["results"].items():
         rows: list[tuple[str, str]] = []
         flatten("", result, rows)
@@ -93,6 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name in names:
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
         report["results"][name] = importlib.import_module(BENCHMARKS[name]).run(quick=args.quick)
+    report["goals"] = goals(report["results"])
     out = Path(args.out)
     stem = "quick" if args.quick else "latest"
     from sgsr.fsutil import write_text

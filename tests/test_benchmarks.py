@@ -11,9 +11,9 @@ from benchmarks import run as bench
 
 FIELDS = {
     "train": ["sgl_overhead"],
-    "data": [],
-    "infer": [],
-    "eval": [],
+    "data": ["patches_per_s", "ratio_w0"],
+    "infer": ["models", "tile", "overlap"],
+    "eval": ["seconds_per_image"],
     "gpu": ["measured"],
     "pipeline": ["noop_repro_seconds", "stage_seconds", "pipeline_seconds"],
 }
@@ -34,6 +34,9 @@ def test_every_benchmark_runs_quick_and_writes_json_and_markdown(tmp_path: Path)
     assert set(overhead) >= {"laplacian", "hessian", "gog"}
     assert all(isinstance(v, float) for v in overhead.values())
     assert "## train" in (tmp_path / "quick.md").read_text()
+    goals = written["goals"]
+    assert "sgl_overhead_laplacian <= 0.02" in goals and "noop_dvc_repro <= 2 s" in goals
+    assert all(isinstance(g["met"], bool) for g in goals.values())
 
 
 def test_unknown_benchmark_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
