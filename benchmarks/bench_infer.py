@@ -1,8 +1,8 @@
 """Inference speed and peak memory: whole image vs tiled, EDSR-baseline x4 and RCAN x4.
 
-Input: the largest Urban100 image of ../shared/datasets (1024 px side HR -> 256 px LR) when
+Input: the largest Urban100 image of ../shared/datasets (1280x960 HR -> 320x240 LR) when
 present, else a synthetic 256x256 LR. Weights are random (seeded): speed and memory do not
-depend on them. Each mode runs in its own subprocess so its peak RSS (``ru_maxrss``; torch's
+depend on them. Each mode runs in its own subprocess so its peak RSS (VmHWM; torch's
 allocations are invisible to tracemalloc) is its own; the SR outputs are compared afterwards to
 give the tiling error of that network.
 """
@@ -58,6 +58,19 @@ def _rss_mib() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _peak_rss_mib() -> float:
+    """This process's RSS high-water mark. Not ``ru_maxrss``: Linux keeps that across execve, so
+    a child spawned by a large parent would report the parent's peak."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child(args: dict) -> dict:
     """One mode, in a fresh process: build, run `repeats` times, report the median time and the
     process's peak RSS."""
@@ -89,7 +102,7 @@ def child(args: dict) -> dict:
         "seconds": seconds,
         "repeats": len(times),
         "megapixels_per_s": sr.shape[-1] * sr.shape[-2] / 1e6 / seconds,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": _peak_rss_mib(),
         "rss_before_mib": rss_before,
         "device": str(device),
     }
