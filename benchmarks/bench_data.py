@@ -67,6 +67,8 @@ class DiskPairs(Dataset):
         return arr.astype(np.float32) / 255.0
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        from sgsr.data.patches import augment
+
         index, draw = key
         hr_path, lr_path = self.pairs[int(self.source_of[index])]
         hr, lr = self._read(hr_path), self._read(lr_path)
@@ -77,16 +79,11 @@ class DiskPairs(Dataset):
         lr = lr[y : y + LR_PATCH, x : x + LR_PATCH]
         hr = hr[y * SCALE : (y + LR_PATCH) * SCALE, x * SCALE : (x + LR_PATCH) * SCALE]
         hflip, vflip, rot = (bool(v) for v in rng.integers(0, 2, size=3))
-        out = []
-        for a in (lr, hr):
-            if hflip:
-                a = a[:, ::-1]
-            if vflip:
-                a = a[::-1]
-            if rot:
-                a = a.transpose(1, 0, 2)
-            out.append(torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))))
-        return out[0], out[1]
+        lr, hr = (augment(a, hflip, vflip, rot) for a in (lr, hr))
+        return (
+            torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1))),
+            torch.from_numpy(np.ascontiguousarray(hr.transpose(2, 0, 1))),
+        )
 
 
 def _images(limit: int | None, work: Path) -> tuple[str, list[tuple[str, Path]]]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -31,3 +32,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def smooth_rgb(seed: int, h: int, w: int, noise: float = 8.0) -> np.ndarray:
+    """Random but spatially correlated uint8 RGB (like a photo, unlike white noise)."""
+    rng = np.random.default_rng(seed)
+    small = rng.random((h // 4 + 2, w // 4 + 2, 3))
+    big = np.kron(small, np.ones((4, 4, 1)))[:h, :w]
+    return np.clip(big * 255 + rng.normal(0, noise, big.shape), 0, 255).astype(np.uint8)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import smooth_rgb
 from torch.utils.data import DataLoader
 
 from sgsr.data.patches import PatchDataset, PatchSampler, augment
@@ -19,13 +20,6 @@ from sgsr.imaging import downscale, write_image
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def smooth_rgb(seed: int, h: int, w: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    small = rng.random((h // 4 + 2, w // 4 + 2, 3))
-    big = np.kron(small, np.ones((4, 4, 1)))[:h, :w]
-    return np.clip(big * 255 + rng.normal(0, 10, big.shape), 0, 255).astype(np.uint8)
-
-
 @pytest.fixture(scope="module", params=[2, 4], ids=["x2", "x4"])
 def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     scale = request.param
@@ -33,7 +27,7 @@ def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     images = []
     for i, (h, w) in enumerate([(64, 80), (72, 64), (48, 100)]):
         path = root / "raw" / f"im{i}.png"
-        write_image(path, smooth_rgb(i, h, w))
+        write_image(path, smooth_rgb(i, h, w, noise=10))
         images.append(("raw", path))
     build_patch_store(images, root / "patches", scale, patch_size=32, stride=16)
     return root / "patches"

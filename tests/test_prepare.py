@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import smooth_rgb
 from PIL import Image
 
 from sgsr import layout
@@ -27,14 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def smooth_rgb(seed: int, h: int, w: int) -> np.ndarray:
-    """Random but spatially correlated content (like a photo, unlike white noise)."""
-    rng = np.random.default_rng(seed)
-    small = rng.random((h // 4 + 2, w // 4 + 2, 3))
-    big = np.kron(small, np.ones((4, 4, 1)))[:h, :w]
-    return np.clip(big * 255 + rng.normal(0, 8, big.shape), 0, 255).astype(np.uint8)
 
 
 def save(path: Path, arr: np.ndarray, mode: str | None = None) -> Path:
