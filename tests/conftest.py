@@ -40,3 +40,21 @@ def smooth_rgb(seed: int, h: int, w: int, noise: float = 8.0) -> np.ndarray:
     small = rng.random((h // 4 + 2, w // 4 + 2, 3))
     big = np.kron(small, np.ones((4, 4, 1)))[:h, :w]
     return np.clip(big * 255 + rng.normal(0, noise, big.shape), 0, 255).astype(np.uint8)
+
+
+def install_fake_package(
+    root: Path, module: str, source: str, entry_points: dict[str, str] | None = None
+) -> Path:
+    """Make `module` look pip-installed from `root`: the module file plus a ``.dist-info`` with
+    ``top_level.txt`` (and ``entry_points.txt``), which is what importlib.metadata reads. The
+    caller puts `root` on sys.path (monkeypatch.syspath_prepend)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / f"{module}.py").write_text(source)
+    info = root / f"{module}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
+    (info / "top_level.txt").write_text(module + "\n")
+    if entry_points:
+        lines = "\n".join(f"{k} = {v}" for k, v in entry_points.items())
+        (info / "entry_points.txt").write_text(f"[sgsr.models]\n{lines}\n")
+    return root
