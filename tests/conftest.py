@@ -58,3 +58,35 @@ def install_fake_package(
         lines = "\n".join(f"{k} = {v}" for k, v in entry_points.items())
         (info / "entry_points.txt").write_text(f"[sgsr.models]\n{lines}\n")
     return root
+
+
+def bomb_png(path: Path, width: int = 30000, height: int = 30000) -> Path:
+    """A 167-byte PNG whose header declares `width` x `height` RGB (30000x30000: 2.7 GB once
+    decoded); only its first row is present. Built here, not committed."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    row = b"\x00" + b"\x00" * (3 * width)
+    data = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(row, 9))
+        + chunk(b"IEND", b"")
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def huge_real_png(path: Path, side: int = 10000) -> Path:
+    """A genuine, fully decodable `side` x `side` grey PNG (10000: 97 KB on disk, 100 MB of
+    pixels, 1.2 GB of prepared data before the pixel limit)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("L", (side, side)).save(path)
+    return path

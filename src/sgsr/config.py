@@ -199,7 +199,9 @@ def parse_config(raw: Mapping[str, Any], source: str = "params.yaml") -> Config:
         errors.append(f"seed: must be a non-negative integer, got {seed!r}")
     models = _mapping(raw.get("models") or {}, "models", errors)
     losses = _mapping(raw.get("losses") or {}, "losses", errors)
-    runs = _expand_runs(raw.get("experiment") or {}, models, losses, errors)
+    runs = _expand_runs(
+        _experiment_lists(raw.get("experiment") or {}, errors), models, losses, errors
+    )
     cfg = Config(
         seed=seed if isinstance(seed, int) else 0,
         root=str(raw.get("root", ".")),
@@ -215,11 +217,33 @@ def parse_config(raw: Mapping[str, Any], source: str = "params.yaml") -> Config:
     return cfg
 
 
+def _experiment_lists(experiment: Any, errors: list[str]) -> Any:
+    """`experiment` with any of models/losses/scales that is not a list of names (or of
+    integers, for scales) reported and dropped, so expanding the matrix never meets a value it
+    cannot iterate or hash."""
+    if not isinstance(experiment, Mapping):
+        return experiment
+    clean = dict(experiment)
+    for key, kind in (("models", str), ("losses", str), ("scales", int)):
+        value = clean.get(key)
+        if value is None:
+            continue
+        items = value if isinstance(value, list | tuple) else None
+        if items is None or not all(isinstance(v, kind) and not isinstance(v, bool) for v in items):
+            what = "names" if kind is str else "integers"
+            errors.append(f"experiment.{key}: must be a list of {what}, got {value!r}")
+            clean[key] = [] if key != "scales" else None
+    return clean
+
+
 def _mapping(value: Any, key: str, errors: list[str]) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         errors.append(f"{key}: must be a mapping, got {value!r}")
         return {}
-    return dict(value)
+    for name in value:
+        if not isinstance(name, str):
+            errors.append(f"{key}.{name}: names must be strings (quote it), got {name!r}")
+    return {k: v for k, v in value.items() if isinstance(k, str)}
 
 
 def _build_section(cls: type, raw: Any, name: str, errors: list[str]) -> Any:
@@ -234,12 +258,43 @@ def _build_section(cls: type, raw: Any, name: str, errors: list[str]) -> Any:
             continue
         default = known[key].default
         coerced = _coerce(value, default, f"{name}.{key}", errors)
+        element = _ELEMENT_TYPES.get(f"{name}.{key}")
+        if coerced is not _INVALID and element is not None:
+            coerced = _coerce_elements(coerced, element, f"{name}.{key}", errors)
         if coerced is not _INVALID:
             values[key] = coerced
     return cls(**values)
 
 
 _INVALID = object()
+
+#: What the items of list-valued keys must be (a wrong item type would otherwise crash the
+#: range checks below with a TypeError instead of naming the key).
+_ELEMENT_TYPES: dict[str, type] = {
+    "data.train_sets": str,
+    "data.test_sets": str,
+    "prepare.scales": int,
+    "train.betas": float,
+    "train.milestones": int,
+    "evaluate.metrics": str,
+}
+
+
+def _coerce_elements(values: tuple, kind: type, key: str, errors: list[str]) -> Any:
+    """Check every item of a list key: strings, integers (not booleans) or numbers."""
+    if kind is float:
+        ok = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        what = "numbers"
+    elif kind is int:
+        ok = all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+        what = "integers"
+    else:
+        ok = all(isinstance(v, str) for v in values)
+        what = "strings"
+    if ok:
+        return tuple(float(v) for v in values) if kind is float else values
+    errors.append(f"{key}: must be a list of {what}, got {list(values)!r}")
+    return _INVALID
 
 
 def _coerce(value: Any, default: Any, key: str, errors: list[str]) -> Any:

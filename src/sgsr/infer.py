@@ -357,9 +357,7 @@ def run(cfg: Config, run_name: str) -> None:
     if scale is None:
         run_cfg = cfg.run(run_name)
         scale = run_cfg.scale
-        trusted = TrustedArch(
-            run_cfg.arch, run_cfg.model_kwargs, allows_import(cfg, run_cfg.model)
-        )
+        trusted = TrustedArch(run_cfg.arch, run_cfg.model_kwargs, allows_import(cfg, run_cfg.model))
         model, card_scale = load_model(
             base / layout.weights(run_name), cfg.infer.device, trusted=trusted
         )

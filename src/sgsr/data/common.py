@@ -77,9 +77,7 @@ def pipeline_advice(exc: ImageReadError, max_pixels: int | None) -> ImageReadErr
             f"If the image is genuine, raise data.max_pixels (now {max_pixels:,}); otherwise "
             "remove it, or set data.on_bad_image: skip to leave it out",
         )
-    return with_advice(
-        exc, "Replace or remove it, or set data.on_bad_image: skip to leave it out"
-    )
+    return with_advice(exc, "Replace or remove it, or set data.on_bad_image: skip to leave it out")
 
 
 def read_checked(
