@@ -48,7 +48,7 @@ from sgsr.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from sgsr.config import Config, Run, TrainConfig, allows_import
+from sgsr.config import DEFAULT_MAX_PIXELS, Config, Run, TrainConfig, allows_import
 from sgsr.distributed import DistContext, all_mean, barrier, init_from_env, resolve_device
 from sgsr.fsutil import atomic_write, sha256sum, write_text
 
@@ -680,7 +680,9 @@ def _eval_model(state: TrainState, cached: nn.Module | None) -> nn.Module:
 # --- validation --------------------------------------------------------------------------------
 
 
-def load_val_pairs(folder: str | os.PathLike[str]) -> list[tuple[str, np.ndarray, np.ndarray]]:
+def load_val_pairs(
+    folder: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(name, lr, hr) uint8 RGB images from ``<folder>/{lr,hr}/``, matched by file name."""
     from sgsr.imaging import list_images, read_image
 
@@ -696,7 +698,11 @@ def load_val_pairs(folder: str | os.PathLike[str]) -> list[tuple[str, np.ndarray
             "rerun sgsr prepare"
         )
     return [
-        (stem, read_image(lr_files[stem], mode="rgb"), read_image(hr_files[stem], mode="rgb"))
+        (
+            stem,
+            read_image(lr_files[stem], mode="rgb", max_pixels=max_pixels),
+            read_image(hr_files[stem], mode="rgb", max_pixels=max_pixels),
+        )
         for stem in sorted(hr_files)
     ]
 
@@ -796,7 +802,7 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
         validate = None
         if ctx.is_main:
             val_dir = base / layout.prepared_set(spec.scale, layout.VAL_SET)
-            pairs = load_val_pairs(val_dir)
+            pairs = load_val_pairs(val_dir, cfg.data.max_pixels)
             if pairs:
                 validate = psnr_validator(pairs, spec.scale)
             else:
