@@ -119,13 +119,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_max_pixels(p: argparse.ArgumentParser) -> None:
+def _add_max_pixels(p: argparse.ArgumentParser, note: str = "") -> None:
     p.add_argument(
         "--max-pixels",
         type=_positive_int,
         default=DEFAULT_MAX_PIXELS,
         help="refuse images whose header declares more pixels (width x height) than this, "
-        "before decoding them (default: %(default)s)",
+        f"before decoding them (default: %(default)s){note}",
     )
 
 
@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", help="comma-separated metrics (default: psnr,ssim)")
     p.add_argument("--pretrained", help="folder with LPIPS/FID weights (models/pretrained)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    _add_max_pixels(p)
+    _add_max_pixels(p, "; with --run, data.max_pixels applies")
     add("summarize", _summarize, "results/summary.csv and paired L1-vs-SGL differences")
     add("report", _report, "execute the notebooks and render reports/report.html")
     p = add("upscale", _upscale, "apply trained weights to any image file or folder")
