@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,7 +186,9 @@ def _alpha_kind(im: Image.Image) -> str:
     if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         channel = im.getchannel("A")
     elif "transparency" in im.info:
-        channel = im.convert("RGBA").getchannel("A")
+        with warnings.catch_warnings():  # Pillow's advice to convert such images: we do
+            warnings.simplefilter("ignore", UserWarning)
+            channel = im.convert("RGBA").getchannel("A")
     else:
         return "none"
     low, high = channel.getextrema()
