@@ -181,9 +181,8 @@ def load_model(
     arch, kwargs, allow = card["arch"], card_kwargs, False
     if trusted is not None:
         ours = {k: v for k, v in trusted.model_kwargs.items() if k != "scale"}
-        if card["arch"].strip() != trusted.arch.strip() or _json_normal(
-            card_kwargs
-        ) != _json_normal(ours):
+        same_arch = card["arch"].strip() == trusted.arch.strip()
+        if not same_arch or _json_normal(card_kwargs) != _json_normal(ours):
             raise ValueError(
                 f"{card_src}: the weights were built as {card['arch']!r} {card_kwargs}, but the "
                 f"params define this run as {trusted.arch!r} {dict(ours)}; they belong to another "
@@ -403,20 +402,13 @@ class UpscaleError(ValueError):
     """`sgsr upscale` stopped on one input; the message also says which inputs were done."""
 
 
+class SkippedInputWarning(UserWarning):
+    """`sgsr upscale --on-bad-image skip` left inputs out (the message lists them and why)."""
+
+
 def _listing(paths: list[Path], limit: int = 10) -> str:
     shown = ", ".join(str(p) for p in paths[:limit])
     return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    """Whether writing `b` would replace `a`'s bytes: same path once links are resolved, or
-    the same inode (a hard link)."""
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # b does not exist yet
-        return False
 
 
 def plan_upscale(
@@ -445,14 +437,19 @@ def plan_upscale(
     else:
         raise FileNotFoundError(f"input {src} does not exist")
     inputs = [p for p, _ in plan]
-    for target in {t for _, t in plan}:
-        for image in inputs:
-            if _same_file(image, target):
-                raise FileExistsError(
-                    f"output {target} would overwrite the input {image}"
-                    + (f" ({target} resolves to {target.resolve()})" if target != image else "")
-                    + "; sgsr upscale never replaces its inputs: choose another output path"
-                )
+    by_path = {p.resolve(): p for p in inputs}
+    by_inode = {(st.st_dev, st.st_ino): p for p in inputs for st in [p.stat()]}
+    for _, target in plan:
+        image = by_path.get(target.resolve())
+        if image is None and target.exists():
+            st = target.stat()
+            image = by_inode.get((st.st_dev, st.st_ino))
+        if image is not None:
+            raise FileExistsError(
+                f"output {target} would overwrite the input {image}"
+                + (f" ({target} resolves to {target.resolve()})" if target != image else "")
+                + "; sgsr upscale never replaces its inputs: choose another output path"
+            )
     seen: dict[Path, Path] = {}
     for image, target in plan:
         if target in seen:
@@ -532,7 +529,3 @@ def upscale_path(
         if not done:
             raise UpscaleError(f"every input was skipped; nothing was written ({input})")
     return [t for _, t in done]
-
-
-class SkippedInputWarning(UserWarning):
-    """`sgsr upscale --on-bad-image skip` left inputs out (the message lists them and why)."""
