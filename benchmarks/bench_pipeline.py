@@ -30,7 +30,9 @@ def make_pipeline_copy(dest: Path, params: dict | None = None) -> Path:
     if params:
         import yaml
 
-        raw = yaml.safe_load((dest / "params.yaml").read_text())
+        from sgsr.yamlio import load_yaml  # duplicate keys refused, as load_config does
+
+        raw = load_yaml(dest / "params.yaml")
         _deep_update(raw, params)
         (dest / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     env = tool_env()

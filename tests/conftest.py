@@ -40,3 +40,53 @@ def smooth_rgb(seed: int, h: int, w: int, noise: float = 8.0) -> np.ndarray:
     small = rng.random((h // 4 + 2, w // 4 + 2, 3))
     big = np.kron(small, np.ones((4, 4, 1)))[:h, :w]
     return np.clip(big * 255 + rng.normal(0, noise, big.shape), 0, 255).astype(np.uint8)
+
+
+def install_fake_package(
+    root: Path, module: str, source: str, entry_points: dict[str, str] | None = None
+) -> Path:
+    """Make `module` look pip-installed from `root`: the module file plus a ``.dist-info`` with
+    ``top_level.txt`` (and ``entry_points.txt``), which is what importlib.metadata reads. The
+    caller puts `root` on sys.path (monkeypatch.syspath_prepend)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / f"{module}.py").write_text(source)
+    info = root / f"{module}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
+    (info / "top_level.txt").write_text(module + "\n")
+    if entry_points:
+        lines = "\n".join(f"{k} = {v}" for k, v in entry_points.items())
+        (info / "entry_points.txt").write_text(f"[sgsr.models]\n{lines}\n")
+    return root
+
+
+def bomb_png(path: Path, width: int = 30000, height: int = 30000) -> Path:
+    """A 167-byte PNG whose header declares `width` x `height` RGB (30000x30000: 2.7 GB once
+    decoded); only its first row is present. Built here, not committed."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    row = b"\x00" + b"\x00" * (3 * width)
+    data = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(row, 9))
+        + chunk(b"IEND", b"")
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def huge_real_png(path: Path, side: int = 10000) -> Path:
+    """A genuine, fully decodable `side` x `side` grey PNG (10000: 97 KB on disk, 100 MB of
+    pixels, 1.2 GB of prepared data before the pixel limit)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("L", (side, side)).save(path)
+    return path

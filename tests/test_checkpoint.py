@@ -133,3 +133,65 @@ def test_truncated_and_foreign_files_raise_checkpoint_error(tmp_path):
         load_checkpoint(path)
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "absent.pt")
+
+
+# --- issue 12: each broken checkpoint says what is wrong and that deleting it starts fresh ----
+
+
+def test_random_bytes_are_called_corrupt_not_unsafe(tmp_path):
+    """Random bytes used to be reported as "pickled objects which could run code"."""
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert not isinstance(info.value, UnsafeCheckpointError)
+    msg = str(info.value)
+    assert str(path) in msg and "not a checkpoint sgsr wrote" in msg
+    assert "delete it to start fresh" in msg
+
+
+def _resume_with(tmp_path: Path, edit) -> str:
+    from sgsr.config import TrainConfig
+    from sgsr.losses import build_loss
+    from sgsr.models import build_model
+    from sgsr.train import fixed_batch, train
+
+    opts = TrainConfig(iterations=2, batch_size=1, checkpoint_every=1, device="cpu", amp="off")
+    lr, hr = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 16, 16)
+    path = tmp_path / "checkpoint.pt"
+
+    def run() -> None:  # same options both times: the checkpoint's fingerprint matches
+        model = build_model("edsr_baseline", scale=2, n_resblocks=1, n_feats=8)
+        train(model, build_loss({"l1": 1.0}), fixed_batch(lr, hr), opts, checkpoint=path)
+
+    run()
+    state = load_checkpoint(path)
+    edit(state)
+    save_checkpoint(path, state)
+    with pytest.raises(CheckpointError) as info:
+        run()
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("label", "edit", "words"),
+    [
+        ("missing optimizer", lambda s: s.pop("optimizer"), "has no optimizer"),
+        ("missing rng", lambda s: s.pop("rng"), "has no rng"),
+        (
+            "wrong shape",
+            lambda s: s["model"].__setitem__("head.weight", torch.zeros(3, 3, 3, 3)),
+            "size mismatch for head.weight",
+        ),
+        ("missing tensor", lambda s: s["model"].pop("head.bias"), "Missing key(s) in state_dict"),
+        ("bad log window", lambda s: s.__setitem__("log_window", 3), "TypeError"),
+    ],
+)
+def test_valid_checkpoint_that_does_not_fit_names_file_problem_and_remedy(
+    tmp_path, label, edit, words
+):
+    """A KeyError or a state_dict traceback before; now one message naming the file."""
+    msg = _resume_with(tmp_path, edit)
+    assert str(tmp_path / "checkpoint.pt") in msg, label
+    assert words in msg, f"{label}: {msg}"
+    assert "delete it to start fresh" in msg

@@ -44,3 +44,59 @@ def test_console_script_help_is_fast_and_lists_stages() -> None:
         "upscale",
     ):
         assert stage in out
+
+
+def _pair(tmp_path: Path) -> Path:
+    import numpy as np
+
+    from sgsr.imaging import write_image
+
+    for side in ("sr", "hr"):
+        write_image(tmp_path / side / "x.png", np.full((24, 24, 3), 99, np.uint8))
+    return tmp_path
+
+
+@pytest.mark.parametrize("value", ["0", "-4", "four"])
+def test_evaluate_bad_scale_says_so(tmp_path: Path, capsys, value: str) -> None:
+    """--scale 0 used to say "needs all of --sr DIR --hr DIR --scale S" though all were given."""
+    d = _pair(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(["evaluate", "--sr", str(d / "sr"), "--hr", str(d / "hr"), "--scale", value])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --scale: must be a positive integer, got '{value}'" in err
+    assert "needs all of" not in err
+
+
+def test_evaluate_and_upscale_refuse_images_over_max_pixels(tmp_path: Path, capsys) -> None:
+    """The 167-byte bomb used to end both commands in Pillow's DecompressionBombError
+    traceback; now a named error before decoding, adjustable with --max-pixels."""
+    import json
+
+    from conftest import bomb_png
+    from safetensors.torch import save_file
+
+    from sgsr.models import build_model
+
+    d = _pair(tmp_path)
+    bomb_png(d / "sr" / "x.png")
+    args = ["evaluate", "--sr", str(d / "sr"), "--hr", str(d / "hr"), "--scale", "4"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{d / 'sr' / 'x.png'}: the header declares 30000x30000 = 900,000,000 pixels" in err
+    assert "Traceback" not in err and "DecompressionBomb" not in err
+    assert main([*args, "--max-pixels", "1000"]) == 2
+    assert "over the limit of 1,000" in capsys.readouterr().err
+
+    model = build_model("edsr_baseline", scale=2, n_resblocks=1, n_feats=8)
+    (d / "run").mkdir()
+    save_file({k: v.clone() for k, v in model.state_dict().items()}, str(d / "run/w.safetensors"))
+    card = {"arch": "edsr_baseline", "model_kwargs": {"n_resblocks": 1, "n_feats": 8}, "scale": 2}
+    (d / "run/run.json").write_text(json.dumps(card))
+    up = ["upscale", str(d / "sr"), str(d / "up"), "--weights", str(d / "run/w.safetensors")]
+    assert main([*up, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "the header declares 30000x30000" in err and "raise --max-pixels" in err
+    assert "data.max_pixels" not in err and "data.on_bad_image" not in err
+    assert main([*up, "--device", "cpu", "--max-pixels", "100"]) == 2
+    assert "over the limit of 100" in capsys.readouterr().err

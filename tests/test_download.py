@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import bomb_png, huge_real_png
 from PIL import Image
 
 from sgsr.config import parse_config
@@ -32,7 +33,7 @@ from sgsr.data.fetch import (
     fetch,
 )
 from sgsr.data.sources import Remote
-from sgsr.imaging import ImageReadError, read_image
+from sgsr.imaging import ImageReadError, ImageTooLargeError, read_image
 
 # --- a small HTTP server with Range support and the ability to cut a transfer halfway ----------
 
@@ -570,6 +571,86 @@ def test_dir_bad_image_policy(tmp_path: Path, bad_name: str, content: bytes) -> 
     with pytest.warns(BadImageWarning, match=re.escape(bad_name)):
         download.run(lenient, root=tmp_path)
     assert sorted(p.name for p in (tmp_path / "data" / "raw" / "Set5").iterdir()) == ["g.bmp"]
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "size"),
+    [("bomb.png", bomb_png, "30000x30000"), ("huge.png", huge_real_png, "10000x10000")],
+)
+def test_dir_pixel_limit_follows_the_bad_image_policy(
+    tmp_path: Path, name: str, make: Any, size: str
+) -> None:
+    """The 167-byte bomb crashed `download` with Pillow's traceback even under skip; the real
+    10000x10000 PNG was accepted (1.2 GB of prepared data later). Both are now refused from
+    their header, named with their declared size."""
+    mirror = make_mirror(tmp_path)
+    make(mirror / "Set5" / name)
+    strict = cfg_for(
+        tmp_path, source="dir", dir=str(mirror), train_sets=["Set5"], test_sets=["Set5"]
+    )
+    with pytest.raises(ImageTooLargeError) as info:
+        download.run(strict, root=tmp_path)
+    msg = str(info.value)
+    assert f"{mirror / 'Set5' / name}: the header declares {size}" in msg
+    assert "data.max_pixels" in msg and "data.on_bad_image: skip" in msg
+    lenient = cfg_for(
+        tmp_path,
+        source="dir",
+        dir=str(mirror),
+        train_sets=["Set5"],
+        test_sets=["Set5"],
+        on_bad_image="skip",
+    )
+    with pytest.warns(BadImageWarning, match=re.escape(f"{name}: the header declares {size}")):
+        download.run(lenient, root=tmp_path)
+    assert sorted(p.name for p in (tmp_path / "data" / "raw" / "Set5").iterdir()) == ["g.bmp"]
+    raised = cfg_for(
+        tmp_path, source="dir", dir=str(mirror), train_sets=["Set5"], test_sets=["Set5"],
+        max_pixels=10**8, on_bad_image="skip",
+    )  # fmt: skip
+    if name == "huge.png":  # a genuine image passes once the limit allows it
+        download.run(raised, root=tmp_path)
+        assert (tmp_path / "data" / "raw" / "Set5" / name).is_file()
+
+
+def test_dir_symlink_to_a_file_outside_the_mirror_is_refused(tmp_path: Path) -> None:
+    """A shared mirror must not pull any readable image on this machine into data/raw (and on
+    to a DVC remote); archives refuse links for the same reason."""
+    mirror = make_mirror(tmp_path)
+    secret = tmp_path / "private" / "photo.png"
+    secret.parent.mkdir()
+    secret.write_bytes(png_bytes(9))
+    (mirror / "Set5" / "photo.png").symlink_to(secret)
+    cfg = cfg_for(tmp_path, source="dir", dir=str(mirror), train_sets=["Set5"], test_sets=["Set5"],
+                  on_bad_image="skip")  # fmt: skip
+    with pytest.raises(download.UnsafeSourceError) as info:
+        download.run(cfg, root=tmp_path)
+    assert f"{mirror / 'Set5' / 'photo.png'} -> {secret}" in str(info.value)
+    assert "Nothing was copied" in str(info.value)
+    assert not (tmp_path / "data" / "raw").exists()
+    # a set folder that links outside is the same escape
+    (mirror / "Set5" / "photo.png").unlink()
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "Set14").mkdir(parents=True)
+    (elsewhere / "Set14" / "x.png").write_bytes(png_bytes(4))
+    (mirror / "Set14").symlink_to(elsewhere / "Set14", target_is_directory=True)
+    cfg = cfg_for(
+        tmp_path, source="dir", dir=str(mirror), train_sets=["Set14"], test_sets=["Set14"]
+    )
+    with pytest.raises(download.UnsafeSourceError, match=r"Set14/x\.png ->"):
+        download.run(cfg, root=tmp_path)
+
+
+def test_dir_symlink_inside_the_mirror_is_copied(tmp_path: Path) -> None:
+    mirror = make_mirror(tmp_path)
+    (mirror / "Set5" / "again.png").symlink_to(mirror / "BSD100" / "a.png")
+    cfg = cfg_for(tmp_path, source="dir", dir=str(mirror), train_sets=["Set5"], test_sets=["Set5"])
+    download.run(cfg, root=tmp_path)
+    copied = tmp_path / "data" / "raw" / "Set5" / "again.png"
+    assert (
+        not copied.is_symlink()
+        and copied.read_bytes() == (mirror / "BSD100" / "a.png").read_bytes()
+    )
 
 
 # --- metric weights ------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ read_image on the image modes found in the wild (and on broken files)."""
 from __future__ import annotations
 
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -11,11 +12,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import bomb_png, huge_real_png
 from PIL import Image
 
 from sgsr.imaging import (
     ImageReadError,
+    ImageTooLargeError,
+    decode_image,
     downscale,
+    image_size,
     mod_crop,
     read_image,
     resize_bicubic,
@@ -273,3 +278,74 @@ def test_read_non_image_names_it(tmp_path: Path) -> None:
 def test_read_missing_file_is_file_not_found(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nothere"):
         read_image(tmp_path / "nothere.png")
+
+
+# --- issue 12: decompression bombs, transparency -------------------------------------------
+
+
+def test_header_bomb_is_refused_before_decoding_naming_file_and_size(tmp_path: Path) -> None:
+    path = bomb_png(tmp_path / "bomb.png")
+    assert path.stat().st_size == 167
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    for call in (read_image, image_size):
+        with pytest.raises(ImageTooLargeError) as info:
+            call(path)
+        msg = str(info.value)
+        assert str(path) in msg and "30000x30000" in msg and "40,000,000" in msg
+        assert isinstance(info.value, ImageReadError)  # so the bad-image policy routes it
+    assert pillow_limit == Image.MAX_IMAGE_PIXELS, "Pillow's own limit must be restored"
+
+
+def test_genuine_huge_png_is_refused_by_default_and_readable_when_allowed(tmp_path: Path) -> None:
+    path = huge_real_png(tmp_path / "big.png")
+    assert path.stat().st_size < 120_000
+    with pytest.raises(ImageTooLargeError, match=r"big\.png: the header declares 10000x10000"):
+        read_image(path)
+    assert image_size(path, max_pixels=10**8) == (10000, 10000)
+    # the limit is sgsr's: above Pillow's own threshold (89 M pixels) no Pillow warning/error
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_image(path, max_pixels=10**8).shape == (10000, 10000, 1)
+
+
+def test_max_pixels_none_means_no_limit_and_small_limits_apply(tmp_path: Path) -> None:
+    path = tmp_path / "a.png"
+    Image.fromarray(np.zeros((10, 20, 3), np.uint8)).save(path)
+    assert read_image(path, max_pixels=200).shape == (10, 20, 3)
+    with pytest.raises(ImageTooLargeError, match="20x10 = 200 pixels, over the limit of 199"):
+        read_image(path, max_pixels=199)
+    assert read_image(path, max_pixels=None).shape == (10, 20, 3)
+
+
+@pytest.mark.parametrize(
+    ("mode", "alpha", "kind"),
+    [("RGBA", 255, "opaque"), ("RGBA", 128, "partial"), ("RGBA", 0, "transparent"),
+     ("LA", 0, "transparent"), ("RGB", None, "none")],
+)  # fmt: skip
+def test_decode_image_says_whether_transparency_was_dropped(
+    tmp_path: Path, mode: str, alpha: int | None, kind: str
+) -> None:
+    channels = {"RGBA": 4, "LA": 2, "RGB": 3}[mode]
+    arr = np.full((5, 6, channels), 90, np.uint8)
+    if alpha is not None:
+        arr[..., -1] = alpha
+    Image.fromarray(arr, mode).save(tmp_path / "x.png")
+    decoded = decode_image(tmp_path / "x.png")
+    assert decoded.alpha == kind
+    assert decoded.array.shape == (5, 6, 1 if mode == "LA" else 3)
+
+
+def test_palette_transparency_counts_as_alpha(tmp_path: Path) -> None:
+    im = Image.fromarray(np.zeros((4, 4), np.uint8), "P")
+    im.putpalette([0, 0, 0] * 256)
+    im.save(tmp_path / "p.png", transparency=0)
+    assert decode_image(tmp_path / "p.png").alpha == "transparent"
+
+
+def test_decoder_failures_of_any_type_become_image_read_errors(tmp_path: Path) -> None:
+    """Hostile bytes make Pillow raise more than OSError: this PPM header gives a bare
+    ValueError without the file name."""
+    path = tmp_path / "odd.ppm"
+    path.write_bytes(b"P6\n" + b"1" * 40 + b" 4\n255\n" + b"\0" * 48)
+    with pytest.raises(ImageReadError, match=r"odd\.ppm: not a readable image \(ValueError"):
+        read_image(path)

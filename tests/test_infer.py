@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -282,3 +283,193 @@ def test_cli_upscale(tmp_path: Path) -> None:
     )
     assert rc == 0
     assert imaging.read_image(tmp_path / "y.png").shape == (12, 12, 3)
+
+
+# --------------------------------------------------------------------------------------------
+# issue 12: a model folder cannot run code; upscale never overwrites its inputs
+# --------------------------------------------------------------------------------------------
+HUBCONF = """
+import pathlib
+pathlib.Path({marker!r}).write_text("hubconf.py ran")
+
+def load(**kwargs):
+    raise SystemExit("hubconf.py ran")
+"""
+
+
+def _hub_folder(folder: Path, marker: Path, via: str) -> Path:
+    """A model folder whose card names ``torch.hub:load`` on itself: loading it the old way ran
+    the hubconf.py beside the weights (before the weights were even checked)."""
+    card = {
+        "arch": "torch.hub:load",
+        "model_kwargs": {"repo_or_dir": str(folder), "model": "load", "source": "local"},
+        "scale": 2,
+    }
+    model = build_model("edsr_baseline", scale=2, n_resblocks=2, n_feats=16)
+    folder.mkdir(parents=True)
+    (folder / "hubconf.py").write_text(HUBCONF.format(marker=str(marker)))
+    path = folder / "model.safetensors"
+    tensors = {k: v.clone() for k, v in model.state_dict().items()}
+    if via == "run.json":
+        save_file(tensors, str(path))
+        (folder / "run.json").write_text(json.dumps(card))
+    else:
+        save_file(tensors, str(path), metadata={"sgsr_run": json.dumps(card)})
+    return path
+
+
+@pytest.mark.parametrize("via", ["run.json", "metadata"])
+def test_upscale_weights_folder_cannot_run_code(tmp_path: Path, via: str, capsys) -> None:
+    from sgsr.cli import main
+
+    marker = tmp_path / "MARKER"
+    weights = _hub_folder(tmp_path / "model", marker, via)
+    imaging.write_image(tmp_path / "x.png", np.full((6, 6, 3), 10, np.uint8))
+    args = ["upscale", str(tmp_path / "x.png"), str(tmp_path / "y.png"), "--weights", str(weights)]
+    assert main([*args, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "'torch.hub:load' is an import path" in err and "Nothing was imported" in err
+    assert ("run.json" if via == "run.json" else "metadata sgsr_run") in err
+    assert not marker.exists(), "code from the model folder ran"
+    assert not (tmp_path / "y.png").exists()
+
+
+def test_infer_run_builds_what_params_say_not_what_the_model_folder_says(
+    tmp_path: Path, capsys
+) -> None:
+    """models/<run>/ comes from `dvc pull`: its run.json cannot pick the code that runs."""
+    from sgsr.cli import main
+
+    base = _pipeline(tmp_path)
+    marker = tmp_path / "MARKER"
+    _hub_folder(base / "models/m-l1-x2", marker, "run.json")
+    assert main(["--params", str(base / "params.yaml"), "infer", "--run", "m-l1-x2"]) == 2
+    err = capsys.readouterr().err
+    assert "run.json" in err and "'torch.hub:load'" in err and "'edsr_baseline'" in err
+    assert not marker.exists(), "code from the model folder ran"
+    # a card that agrees with the params but differs in a knob is refused too
+    model = build_model("edsr_baseline", scale=2, n_resblocks=2, n_feats=16)
+    card = {"arch": "edsr_baseline", "model_kwargs": {"n_resblocks": 2, "n_feats": 8}, "scale": 2}
+    _save_run(base / "models/m-l1-x2", model, card)
+    assert main(["--params", str(base / "params.yaml"), "infer", "--run", "m-l1-x2"]) == 2
+    assert "belong to another model" in capsys.readouterr().err
+
+
+def test_upscale_accepts_an_architecture_registered_by_an_installed_package(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from conftest import install_fake_package
+
+    source = (
+        "from sgsr.models import edsr_baseline\n"
+        "def tiny(*, scale, n_feats=16):\n"
+        "    return edsr_baseline(scale=scale, n_resblocks=2, n_feats=n_feats)\n"
+    )
+    root = install_fake_package(
+        tmp_path / "site", "sgsr_infer_ep", source, {"tiny": "sgsr_infer_ep:tiny"}
+    )
+    monkeypatch.syspath_prepend(str(root))
+    model = build_model("edsr_baseline", scale=2, n_resblocks=2, n_feats=16)
+    weights = _save_run(tmp_path / "run", model, {"arch": "tiny", "model_kwargs": {}, "scale": 2})
+    loaded, scale = infer.load_model(weights)
+    assert scale == 2 and torch.equal(loaded.head.weight, model.head.weight)
+
+
+def _png(path: Path, value: int = 100) -> Path:
+    imaging.write_image(path, np.full((6, 7, 3), value, np.uint8))
+    return path
+
+
+def _digest(paths: list[Path]) -> list[bytes]:
+    return [p.read_bytes() for p in paths]
+
+
+def _overwrite_cases(tmp: Path) -> list[tuple[str, str, str, str]]:
+    """(label, input, output, words in the error) for every way an output can hit an input."""
+    _png(tmp / "same.png")
+    _png(tmp / "dir/a.png")
+    _png(tmp / "dir/b.png", 50)
+    (tmp / "link_dir").symlink_to(tmp / "dir", target_is_directory=True)
+    (tmp / "alias.png").symlink_to(tmp / "same.png")
+    os.link(tmp / "same.png", tmp / "hard.png")
+    (tmp / "out").mkdir()
+    (tmp / "out/a.png").symlink_to(tmp / "dir/a.png")
+    return [
+        ("same file", "same.png", "same.png", "would overwrite the input"),
+        ("folder onto itself", "dir", "dir", "is the input folder"),
+        ("file into its own folder", "dir/a.png", "dir", "would overwrite the input"),
+        ("folder onto a link to it", "dir", "link_dir", "resolves to"),
+        ("output is a symlink to the input", "same.png", "alias.png", "would overwrite"),
+        ("input is a symlink to the output", "alias.png", "same.png", "resolves to"),
+        ("hard link", "same.png", "hard.png", "would overwrite the input"),
+        ("existing output links to an input", "dir", "out", "would overwrite the input"),
+    ]
+
+
+def test_upscale_never_overwrites_its_inputs(tmp_path: Path, capsys) -> None:
+    """Each refused before any work: the weights path does not even exist."""
+    from sgsr.cli import main
+
+    cases = _overwrite_cases(tmp_path)
+    originals = sorted(p for p in tmp_path.rglob("*.png") if p.is_file() and not p.is_symlink())
+    before = _digest(originals)
+    for label, src, dst, words in cases:
+        rc = main(["upscale", str(tmp_path / src), str(tmp_path / dst), "--weights", "absent.st"])
+        err = capsys.readouterr().err
+        assert rc == 2, label
+        assert words in err, f"{label}: {err}"
+        assert "absent.st" not in err, f"{label}: the refusal must come before loading weights"
+    assert _digest(originals) == before
+
+
+def test_upscale_refuses_two_inputs_with_one_output(tmp_path: Path) -> None:
+    _png(tmp_path / "in/a.png")
+    imaging.write_image(tmp_path / "in/a.jpg", np.full((6, 7, 3), 9, np.uint8))
+    with pytest.raises(FileExistsError, match=r"a\.jpg and .*a\.png would both be written"):
+        infer.upscale_path(tmp_path / "in", tmp_path / "out", tmp_path / "absent.safetensors")
+
+
+def _bad_in_the_middle(tmp_path: Path) -> tuple[Path, Path]:
+    model = build_model("edsr_baseline", scale=2, n_resblocks=2, n_feats=16)
+    weights = _save_run(tmp_path / "run", model, CARD)
+    _png(tmp_path / "in/a.png")
+    (tmp_path / "in/b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    _png(tmp_path / "in/c.png")
+    return weights, tmp_path / "in"
+
+
+def test_upscale_error_part_way_says_what_was_done_and_leaves_no_partial_file(
+    tmp_path: Path, capsys
+) -> None:
+    from sgsr.cli import main
+
+    weights, src = _bad_in_the_middle(tmp_path)
+    out = tmp_path / "out"
+    assert main(["upscale", str(src), str(out), "--weights", str(weights), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert f"{src / 'b.png'}: not a readable image" in err
+    assert f"Done before the error (1 of 3): {src / 'a.png'} -> {out / 'a.png'}" in err
+    assert f"not written: {src / 'b.png'}, {src / 'c.png'}" in err
+    assert "--on-bad-image skip" in err
+    assert "data.on_bad_image" not in err, "upscale does not read params"
+    assert sorted(p.name for p in out.iterdir()) == ["a.png"]  # no temp file, no partial c.png
+
+
+def test_upscale_on_bad_image_skip_leaves_it_out_with_a_warning(tmp_path: Path) -> None:
+    weights, src = _bad_in_the_middle(tmp_path)
+    with pytest.warns(infer.SkippedInputWarning, match=r"b\.png: not a readable image"):
+        written = infer.upscale_path(src, tmp_path / "out", weights, on_bad_image="skip")
+    assert [p.name for p in written] == ["a.png", "c.png"]
+
+
+def test_upscale_write_failure_keeps_earlier_outputs_whole(tmp_path: Path) -> None:
+    """An error while writing (here: the target is a folder) leaves no temp or partial file."""
+    model = build_model("edsr_baseline", scale=2, n_resblocks=2, n_feats=16)
+    weights = _save_run(tmp_path / "run", model, CARD)
+    _png(tmp_path / "in/a.png")
+    _png(tmp_path / "in/b.png")
+    (tmp_path / "out/b.png").mkdir(parents=True)
+    with pytest.raises(infer.UpscaleError, match=r"b\.png.*Done before the error \(1 of 2\)"):
+        infer.upscale_path(tmp_path / "in", tmp_path / "out", weights, device="cpu")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]
+    assert imaging.read_image(tmp_path / "out/a.png").shape == (12, 14, 3)

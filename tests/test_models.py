@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import sys
 import textwrap
 
 import pytest
 import torch
+from conftest import install_fake_package
 from torch import nn
 
 from sgsr.models import (
     MODELS,
     RCAN,
     MeanShift,
+    ModelArgumentError,
+    UntrustedModelError,
     build_model,
+    check_model_args,
     count_parameters,
+    registered,
 )
 from sgsr.models.common import DIV2K_RGB_MEAN
 
@@ -236,42 +242,85 @@ def test_missing_scale_is_named() -> None:
         build_model("rcan")
 
 
-def test_import_path_builtin() -> None:
-    assert isinstance(build_model("torch.nn:Identity"), nn.Identity)
+USER_NET = textwrap.dedent(
+    """
+    import pathlib
+    import torch.nn.functional as F
+    from torch import nn
+
+    MARKER = pathlib.Path(__file__).with_name("imported.marker")
+    MARKER.write_text("module code ran")
+
+    class TinyNet(nn.Module):
+        def __init__(self, *, scale: int, width: int = 4) -> None:
+            super().__init__()
+            self.scale = scale
+            self.conv = nn.Conv2d(3, width, 3, padding=1)
+
+        def forward(self, x):
+            return F.interpolate(self.conv(x)[:, :3], scale_factor=self.scale)
+
+    def not_a_model(**kwargs):
+        return 42
+    """
+)
 
 
-def test_import_path_user_module(tmp_path, monkeypatch) -> None:
-    (tmp_path / "sgsr_test_user_net.py").write_text(
-        textwrap.dedent(
-            """
-            import torch.nn.functional as F
-            from torch import nn
+def test_import_path_needs_allow_import_and_imports_nothing_without(tmp_path, monkeypatch) -> None:
+    root = install_fake_package(tmp_path / "site", "sgsr_test_user_net", USER_NET)
+    monkeypatch.syspath_prepend(str(root))
+    with pytest.raises(UntrustedModelError, match=r"allow_import: true.*Nothing was imported"):
+        build_model("sgsr_test_user_net:TinyNet", scale=3)
+    assert not (root / "imported.marker").exists()
+    assert "sgsr_test_user_net" not in sys.modules
 
-            class TinyNet(nn.Module):
-                def __init__(self, *, scale: int, width: int = 4) -> None:
-                    super().__init__()
-                    self.scale = scale
-                    self.conv = nn.Conv2d(3, width, 3, padding=1)
 
-                def forward(self, x):
-                    return F.interpolate(self.conv(x)[:, :3], scale_factor=self.scale)
-
-            def not_a_model(**kwargs):
-                return 42
-            """
-        )
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    model = build_model("sgsr_test_user_net:TinyNet", scale=3, width=5)
+def test_import_path_from_an_installed_package(tmp_path, monkeypatch) -> None:
+    root = install_fake_package(tmp_path / "site", "sgsr_test_user_net2", USER_NET)
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.delitem(sys.modules, "sgsr_test_user_net2", raising=False)
+    model = build_model("sgsr_test_user_net2:TinyNet", allow_import=True, scale=3, width=5)
     assert model.conv.out_channels == 5
     assert model(torch.rand(1, 3, 4, 4)).shape == (1, 3, 12, 12)
     with pytest.raises(ValueError, match=r"'depth'.*width"):
-        build_model("sgsr_test_user_net:TinyNet", scale=3, depth=2)
-    with pytest.raises(ValueError, match=r"not a torch\.nn\.Module"):
-        build_model("sgsr_test_user_net:not_a_model")
-    # registering is just a dict assignment
+        build_model("sgsr_test_user_net2:TinyNet", allow_import=True, scale=3, depth=2)
+    # a function is never called, even from an installed package
+    with pytest.raises(UntrustedModelError, match=r"not a torch\.nn\.Module subclass"):
+        build_model("sgsr_test_user_net2:not_a_model", allow_import=True)
+    # registering is just a dict assignment, and then no import path is needed
     monkeypatch.setitem(MODELS, "tiny", model.__class__)
     assert build_model("tiny", scale=2).scale == 2
+
+
+def test_import_path_outside_installed_packages_is_refused_before_import(
+    tmp_path, monkeypatch
+) -> None:
+    """A loose module on sys.path (a file dropped in the working folder) is not an installed
+    package: refused from metadata alone, its code never runs."""
+    (tmp_path / "sgsr_loose_net.py").write_text(USER_NET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(UntrustedModelError, match=r"'sgsr_loose_net' is not part of any install"):
+        build_model("sgsr_loose_net:TinyNet", allow_import=True, scale=2)
+    assert not (tmp_path / "imported.marker").exists()
+    with pytest.raises(UntrustedModelError, match=r"standard library module 'os'"):
+        build_model("os:system", allow_import=True)
+    # an installed package, but a callable that is not a Module class: imported, never called
+    with pytest.raises(UntrustedModelError, match=r"'load'.*not a torch\.nn\.Module subclass"):
+        build_model("torch.hub:load", allow_import=True, repo_or_dir=str(tmp_path))
+
+
+def test_import_path_builtin_module_class() -> None:
+    assert isinstance(build_model("torch.nn:Identity", allow_import=True), nn.Identity)
+
+
+def test_entry_point_registers_a_model_by_name(tmp_path, monkeypatch) -> None:
+    root = install_fake_package(
+        tmp_path / "site", "sgsr_test_ep_net", USER_NET, {"ep_tiny": "sgsr_test_ep_net:TinyNet"}
+    )
+    monkeypatch.syspath_prepend(str(root))
+    assert registered("ep_tiny") is not None
+    assert build_model("ep_tiny", scale=2, width=3).conv.out_channels == 3
+    assert registered("sgsr_test_ep_net:TinyNet") is None  # never an import path
 
 
 @pytest.mark.parametrize(
@@ -285,7 +334,39 @@ def test_import_path_user_module(tmp_path, monkeypatch) -> None:
 )
 def test_bad_import_path(path: str, named: str) -> None:
     with pytest.raises(ValueError, match=named):
-        build_model(path)
+        build_model(path, allow_import=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "argument"),
+    [
+        ("edsr_baseline", {"n_feats": -16}, "n_feats"),
+        ("edsr", {"res_scale": float("nan")}, "res_scale"),
+        ("rcan", {"n_feats": 16, "reduction": 32}, "reduction"),
+        ("rcan", {"n_groups": "2"}, "n_groups"),
+        ("srresnet", {"n_colors": 2}, "n_colors"),
+        ("edsr_baseline", {"n_feets": 16}, "n_feets"),
+        ("edsr_baseline", {"scale": 5}, "scale"),
+    ],
+)
+def test_check_model_args_names_the_argument_without_building(
+    name: str, kwargs: dict, argument: str
+) -> None:
+    """The validation hook params use: same verdict as the constructor, names the argument."""
+    kwargs = {"scale": 2, **kwargs}
+    ctor = MODELS[name]
+    with pytest.raises(ModelArgumentError) as hook_err:
+        check_model_args(name, ctor, kwargs)
+    assert hook_err.value.argument == argument
+    with pytest.raises(ValueError) as build_err:
+        build_model(name, **kwargs)
+    assert str(build_err.value) == str(hook_err.value)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_check_model_args_accepts_what_builds(name: str) -> None:
+    check_model_args(name, MODELS[name], {"scale": 3, **SMALL[name]})
+    build_model(name, scale=3, **SMALL[name])
 
 
 # ------------------------------------------------------------------ determinism

@@ -9,19 +9,28 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import smooth_rgb
+from conftest import bomb_png, smooth_rgb
 from PIL import Image
 
 from sgsr import layout
 from sgsr.config import parse_config
 from sgsr.data import download, prepare
-from sgsr.data.common import BadImageWarning, SkippedImageWarning
-from sgsr.imaging import ImageReadError, downscale, mod_crop, read_image, upscale_bicubic
+from sgsr.data.common import BadImageWarning, ImageTooSmallError, SkippedImageWarning
+from sgsr.imaging import (
+    AlphaDroppedWarning,
+    ImageReadError,
+    ImageTooLargeError,
+    downscale,
+    mod_crop,
+    read_image,
+    upscale_bicubic,
+)
 from sgsr.metrics import psnr
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,6 +67,8 @@ def config(root: Path, **over: Any):
         "data": {"train_sets": ["trA", "trB"], "test_sets": ["te"], "metric_weights": False},
         "prepare": {"scales": [2, 4], "patch_size": 16, "stride": 8, "val_images": 1},
         "train": {"lr_patch": 4},
+        # small test images: PSNR/SSIM need 2 x scale + 11 px; LPIPS would need 2 x scale + 31
+        "evaluate": {"metrics": ["psnr", "ssim"]},
     }
     for key, value in over.items():
         section, name = key.split("__")
@@ -178,7 +189,8 @@ def test_rgba_and_16bit_training_images_are_normalised(tmp_path: Path) -> None:
     save(raw / "tr" / "c_last.png", smooth_rgb(3, 32, 32))
     save(raw / "te" / "t.png", smooth_rgb(4, 32, 32))
     cfg = config(tmp_path, data__train_sets=["tr"], prepare__scales=[4])
-    prepare.run(cfg, root=tmp_path)
+    with pytest.warns(AlphaDroppedWarning, match=r"partly transparent: .*a_rgba\.png"):
+        prepare.run(cfg, root=tmp_path)
     store = tmp_path / layout.patch_store(4)
     hr = np.load(store / "hr.npy")
     meta = json.loads((store / "meta.json").read_text())
@@ -243,6 +255,104 @@ def test_on_bad_image_through_download_and_prepare(tmp_path: Path) -> None:
     raw = sorted(p.name for p in (tmp_path / layout.RAW / "Tr").iterdir())
     assert raw == ["good.png", "other.png"]
     assert (tmp_path / layout.prepared_set(4, "val") / "hr" / "other.png").is_file()
+
+
+# --- issue 12: images too small to score, too large to decode, transparent ---------------------
+
+
+def _tiny_test_set(tmp_path: Path) -> Path:
+    make_raw(tmp_path)
+    return save(tmp_path / layout.RAW / "te" / "tiny.png", smooth_rgb(8, 8, 8))
+
+
+def test_test_image_too_small_for_the_protocol_is_refused_naming_it(tmp_path: Path) -> None:
+    """An 8x8 test image at x4 used to be prepared, then scored PSNR NaN ("identical")."""
+    tiny = _tiny_test_set(tmp_path)
+    with pytest.raises(ImageTooSmallError) as info:
+        prepare.run(config(tmp_path, prepare__scales=[4]), root=tmp_path)
+    msg = str(info.value)
+    assert f"{tiny}: 8x8 px" in msg and "at least 19x19 px" in msg
+    assert "data.on_bad_image: skip" in msg
+    assert not (tmp_path / layout.prepared_set(4, "te")).exists()
+
+
+def test_test_image_too_small_is_skipped_under_skip(tmp_path: Path) -> None:
+    tiny = _tiny_test_set(tmp_path)
+    cfg = config(tmp_path, prepare__scales=[2, 4], data__on_bad_image="skip")
+    with pytest.warns(BadImageWarning, match=re.escape(f"{tiny}: 8x8 px")):
+        prepare.run(cfg, root=tmp_path)
+    for s in (2, 4):
+        hr = tmp_path / layout.prepared_set(s, "te") / "hr"
+        assert sorted(p.name for p in hr.iterdir()) == ["t_gray.png", "t_rgb.png"]
+
+
+def test_the_minimum_follows_the_configured_metrics() -> None:
+    assert prepare.protocol_min_side(4, ["psnr"]) == 9
+    assert prepare.protocol_min_side(4, ["psnr", "ssim"]) == 19
+    assert prepare.protocol_min_side(2, ["psnr", "ssim", "ms_ssim"]) == 15
+    assert prepare.protocol_min_side(4, ["psnr", "lpips"]) == 39
+
+
+@pytest.mark.parametrize("metric", sorted(set(prepare.METRIC_MIN_SIDE) - {"fid"}))
+def test_metric_min_side_is_what_the_metric_needs(metric: str) -> None:
+    """Each number in METRIC_MIN_SIDE is measured: the metric is finite at that side (border 0)
+    and fails or is not finite one pixel below. (FID pools patches over a set: no minimum.)"""
+    from sgsr import metrics
+
+    need = prepare.METRIC_MIN_SIDE[metric]
+    rng = np.random.default_rng(0)
+    kwargs = {}
+    if metric == "lpips":
+        import lpips  # random backbone: only the network's input-size limits are exercised
+
+        kwargs["net"] = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)
+    fn = {"lpips": metrics.lpips_distance}.get(metric) or getattr(metrics, metric)
+
+    def value(side: int) -> float:
+        a, b = (rng.integers(0, 256, (side, side, 3), dtype=np.uint8) for _ in range(2))
+        return fn(a, b, 0, **kwargs)
+
+    assert np.isfinite(value(need))
+    if need > 1:
+        try:
+            below = value(need - 1)
+        except (ValueError, RuntimeError):
+            return
+        assert not np.isfinite(below)
+
+
+@pytest.mark.parametrize("where", ["tr", "te"])
+def test_huge_images_in_raw_are_refused_from_the_header(tmp_path: Path, where: str) -> None:
+    """A bomb that reached data/raw (copied by hand, or from an archive) is never decoded:
+    the patch store's size pass and the test pairs both check the header first."""
+    make_raw(tmp_path)
+    bomb = bomb_png(tmp_path / layout.RAW / ("trA" if where == "tr" else "te") / "0bomb.png")
+    cfg = config(tmp_path, prepare__scales=[4])
+    with pytest.raises(ImageTooLargeError, match=re.escape(f"{bomb}: the header declares")):
+        prepare.run(cfg, root=tmp_path)
+    skip = config(tmp_path, prepare__scales=[4], data__on_bad_image="skip")
+    with pytest.warns(BadImageWarning, match=re.escape(f"{bomb}: the header declares 30000x30000")):
+        prepare.run(skip, root=tmp_path)
+
+
+def test_transparency_is_reported_once_per_set_naming_the_files(tmp_path: Path) -> None:
+    make_raw(tmp_path)
+    clear = np.dstack([smooth_rgb(1, 40, 40), np.zeros((40, 40), np.uint8)])
+    half = np.dstack([smooth_rgb(2, 40, 40), np.full((40, 40), 128, np.uint8)])
+    opaque = np.dstack([smooth_rgb(3, 40, 40), np.full((40, 40), 255, np.uint8)])
+    save(tmp_path / layout.RAW / "te" / "clear.png", clear)
+    save(tmp_path / layout.RAW / "te" / "half.png", half)
+    save(tmp_path / layout.RAW / "te" / "opaque.png", opaque)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prepare.run(config(tmp_path), root=tmp_path)  # two scales, one warning
+    notes = [str(w.message) for w in caught if issubclass(w.category, AlphaDroppedWarning)]
+    assert len(notes) == 1, notes
+    note = notes[0]
+    assert "test set te" in note
+    assert re.search(r"fully transparent .*clear\.png", note)
+    assert re.search(r"partly transparent: .*half\.png", note)
+    assert "opaque.png" not in note  # an all-opaque alpha channel loses nothing
 
 
 def test_geometry_and_split_errors_name_the_keys(tmp_path: Path) -> None:

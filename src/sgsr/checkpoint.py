@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,14 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if not zipfile.is_zipfile(path):
+        # torch.save has written zip archives since torch 1.6 and so does save_checkpoint;
+        # anything else (random bytes, a truncated file) is not unpickled at all.
+        raise CheckpointError(
+            f"checkpoint {path} is not a checkpoint sgsr wrote: torch.save writes a zip archive "
+            "and this file is not one (it is truncated, corrupt, or another kind of file). "
+            "Nothing in it was loaded or run; delete it to start fresh"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from sgsr.config import Config, ConfigError, load_config
+from sgsr.config import DEFAULT_MAX_PIXELS, Config, ConfigError, load_config
 
 
 def _cfg(args: argparse.Namespace) -> Config:
@@ -53,7 +53,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     from sgsr import evaluate
 
     if args.sr or args.hr:
-        if not (args.sr and args.hr and args.scale):
+        if not (args.sr and args.hr and args.scale is not None):
             raise ValueError("scoring folders needs all of --sr DIR --hr DIR --scale S")
         metrics = tuple(args.metrics.split(",")) if args.metrics else ("psnr", "ssim")
         result = evaluate.score_folders(
@@ -62,6 +62,7 @@ def _evaluate(args: argparse.Namespace) -> None:
             args.scale,
             metrics=metrics,
             pretrained=Path(args.pretrained) if args.pretrained else None,
+            max_pixels=args.max_pixels,
         )
         if args.json:
             print(json.dumps(result, indent=2, allow_nan=True))
@@ -97,12 +98,35 @@ def _upscale(args: argparse.Namespace) -> None:
         tile=args.tile,
         overlap=args.overlap,
         device=args.device,
+        on_bad_image=args.on_bad_image,
+        max_pixels=args.max_pixels,
     )
 
 
 def _runs(args: argparse.Namespace) -> None:
     for run in _cfg(args).runs:
         print(run.name)
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (the message names the value)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _add_max_pixels(p: argparse.ArgumentParser, note: str = "") -> None:
+    p.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        default=DEFAULT_MAX_PIXELS,
+        help="refuse images whose header declares more pixels (width x height) than this, "
+        f"before decoding them (default: %(default)s){note}",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,10 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", help="pipeline run to score")
     p.add_argument("--sr", help="folder of SR images (matched to --hr by file stem)")
     p.add_argument("--hr", help="folder of ground-truth HR images")
-    p.add_argument("--scale", type=int, help="SR scale; also the border cropped before scoring")
+    p.add_argument(
+        "--scale", type=_positive_int, help="SR scale; also the border cropped before scoring"
+    )
     p.add_argument("--metrics", help="comma-separated metrics (default: psnr,ssim)")
     p.add_argument("--pretrained", help="folder with LPIPS/FID weights (models/pretrained)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_max_pixels(p, "; with --run, data.max_pixels applies")
     add("summarize", _summarize, "results/summary.csv and paired L1-vs-SGL differences")
     add("report", _report, "execute the notebooks and render reports/report.html")
     p = add("upscale", _upscale, "apply trained weights to any image file or folder")
@@ -146,6 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, default=0, help="tile side in LR pixels (0 = whole image)")
     p.add_argument("--overlap", type=int, default=16, help="tile overlap in LR pixels")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument(
+        "--on-bad-image",
+        choices=("error", "skip"),
+        default="error",
+        help="an unreadable or too large input stops the run (error, default) or is left out "
+        "with a warning (skip)",
+    )
+    _add_max_pixels(p)
     add("runs", _runs, "list the runs the params define")
     return parser
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from sgsr import yamlio
+
 SOURCES = ("sample", "official", "dir")
 SCALES = (2, 3, 4)
 SCHEDULES = ("multistep", "cosine", "constant")
@@ -23,6 +25,12 @@ DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 BAD_IMAGE_POLICIES = ("error", "skip")
 METRICS = ("psnr", "ssim", "ms_ssim", "gmsd", "haarpsi", "lpips", "fid")
+#: Largest image (width x height) any stage decodes, checked from the header first: a 167-byte
+#: PNG can declare 30000x30000 (2.7 GB of RGB). 40 MP holds 8K UHD (33 MP) and every SR
+#: benchmark image; `data.max_pixels` (pipeline) and `--max-pixels` (upscale, evaluate) raise it.
+DEFAULT_MAX_PIXELS = 40_000_000
+#: Keys of a `models.<name>` entry that are not constructor arguments.
+MODEL_META_KEYS = ("arch", "allow_import")
 
 
 class ConfigError(ValueError):
@@ -37,6 +45,7 @@ class DataConfig:
     test_sets: tuple[str, ...] = ("sample_test",)
     on_bad_image: str = "error"
     metric_weights: bool = True
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 @dataclass(frozen=True)
@@ -151,14 +160,26 @@ _TOP_KEYS = ("seed", "root", *_SECTIONS, "models", "losses", "experiment")
 
 
 def load_config(path: str | os.PathLike[str] = "params.yaml") -> Config:
-    """Read and validate a params file; raises ConfigError listing every bad key."""
+    """Read and validate a params file; raises ConfigError listing every bad key.
+
+    Duplicate keys are refused (sgsr.yamlio), and so is an empty file: running every stage on
+    built-in defaults because the params file was truncated is never what was meant.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"params file {path} not found (run from the pipeline folder)")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
+        raw = yamlio.loads(path.read_text(), source=str(path))
+    except yamlio.DuplicateKeyError as exc:
+        raise ConfigError(str(exc)) from None
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if raw is None:
+        raise ConfigError(
+            f"{path}: the file is empty (nothing but whitespace or comments), so no stage would "
+            "know what to do; start from the repository's params.yaml or a profile's "
+            "(profiles/<name>/params.yaml)"
+        )
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
     return parse_config(raw, source=str(path))
@@ -178,7 +199,9 @@ def parse_config(raw: Mapping[str, Any], source: str = "params.yaml") -> Config:
         errors.append(f"seed: must be a non-negative integer, got {seed!r}")
     models = _mapping(raw.get("models") or {}, "models", errors)
     losses = _mapping(raw.get("losses") or {}, "losses", errors)
-    runs = _expand_runs(raw.get("experiment") or {}, models, losses, errors)
+    runs = _expand_runs(
+        _experiment_lists(raw.get("experiment") or {}, errors), models, losses, errors
+    )
     cfg = Config(
         seed=seed if isinstance(seed, int) else 0,
         root=str(raw.get("root", ".")),
@@ -194,11 +217,33 @@ def parse_config(raw: Mapping[str, Any], source: str = "params.yaml") -> Config:
     return cfg
 
 
+def _experiment_lists(experiment: Any, errors: list[str]) -> Any:
+    """`experiment` with any of models/losses/scales that is not a list of names (or of
+    integers, for scales) reported and dropped, so expanding the matrix never meets a value it
+    cannot iterate or hash."""
+    if not isinstance(experiment, Mapping):
+        return experiment
+    clean = dict(experiment)
+    for key, kind in (("models", str), ("losses", str), ("scales", int)):
+        value = clean.get(key)
+        if value is None:
+            continue
+        items = value if isinstance(value, list | tuple) else None
+        if items is None or not all(isinstance(v, kind) and not isinstance(v, bool) for v in items):
+            what = "names" if kind is str else "integers"
+            errors.append(f"experiment.{key}: must be a list of {what}, got {value!r}")
+            clean[key] = [] if key != "scales" else None
+    return clean
+
+
 def _mapping(value: Any, key: str, errors: list[str]) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         errors.append(f"{key}: must be a mapping, got {value!r}")
         return {}
-    return dict(value)
+    for name in value:
+        if not isinstance(name, str):
+            errors.append(f"{key}.{name}: names must be strings (quote it), got {name!r}")
+    return {k: v for k, v in value.items() if isinstance(k, str)}
 
 
 def _build_section(cls: type, raw: Any, name: str, errors: list[str]) -> Any:
@@ -213,12 +258,43 @@ def _build_section(cls: type, raw: Any, name: str, errors: list[str]) -> Any:
             continue
         default = known[key].default
         coerced = _coerce(value, default, f"{name}.{key}", errors)
+        element = _ELEMENT_TYPES.get(f"{name}.{key}")
+        if coerced is not _INVALID and element is not None:
+            coerced = _coerce_elements(coerced, element, f"{name}.{key}", errors)
         if coerced is not _INVALID:
             values[key] = coerced
     return cls(**values)
 
 
 _INVALID = object()
+
+#: What the items of list-valued keys must be (a wrong item type would otherwise crash the
+#: range checks below with a TypeError instead of naming the key).
+_ELEMENT_TYPES: dict[str, type] = {
+    "data.train_sets": str,
+    "data.test_sets": str,
+    "prepare.scales": int,
+    "train.betas": float,
+    "train.milestones": int,
+    "evaluate.metrics": str,
+}
+
+
+def _coerce_elements(values: tuple, kind: type, key: str, errors: list[str]) -> Any:
+    """Check every item of a list key: strings, integers (not booleans) or numbers."""
+    if kind is float:
+        ok = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        what = "numbers"
+    elif kind is int:
+        ok = all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+        what = "integers"
+    else:
+        ok = all(isinstance(v, str) for v in values)
+        what = "strings"
+    if ok:
+        return tuple(float(v) for v in values) if kind is float else values
+    errors.append(f"{key}: must be a list of {what}, got {list(values)!r}")
+    return _INVALID
 
 
 def _coerce(value: Any, default: Any, key: str, errors: list[str]) -> Any:
@@ -285,7 +361,7 @@ def _expand_runs(
             if m in models:
                 errors.append(f"models.{m}: needs an 'arch' key (e.g. arch: edsr_baseline)")
             continue
-        kwargs = {k: v for k, v in spec.items() if k != "arch"}
+        kwargs = {k: v for k, v in spec.items() if k not in MODEL_META_KEYS}
         for loss in loss_names:
             if loss not in losses:
                 continue
@@ -313,6 +389,7 @@ def _check_values(cfg: Config, errors: list[str]) -> None:
         bad("data.source", d.source, f"must be one of {', '.join(SOURCES)}")
     if d.source == "dir" and not d.dir:
         bad("data.dir", d.dir, "must name a folder laid out <dir>/<Set>/*.png when source is dir")
+    _positive(errors, "data.max_pixels", d.max_pixels)
     if d.on_bad_image not in BAD_IMAGE_POLICIES:
         bad("data.on_bad_image", d.on_bad_image, f"must be one of {', '.join(BAD_IMAGE_POLICIES)}")
     if not d.train_sets:
@@ -393,23 +470,84 @@ def _positive(errors: list[str], key: str, value: Any) -> None:
         errors.append(f"{key}: must be a positive integer, got {value!r}")
 
 
+def allows_import(cfg: Config, model: str) -> bool:
+    """Whether ``models.<model>.allow_import`` is true: the only way an import path is used."""
+    spec = cfg.models.get(model)
+    return isinstance(spec, Mapping) and spec.get("allow_import") is True
+
+
 def _check_models_and_losses(cfg: Config, errors: list[str]) -> None:
     """Ask the model registry and the loss builder, so params fail before training starts."""
-    from sgsr.losses import build_loss
-    from sgsr.models import MODELS
-
     for name, spec in cfg.models.items():
         if not isinstance(spec, Mapping):
             errors.append(f"models.{name}: must be a mapping with an arch key, got {spec!r}")
             continue
-        arch = spec.get("arch")
-        if arch not in MODELS and ":" not in str(arch):
-            errors.append(
-                f"models.{name}.arch: unknown model {arch!r} "
-                f"(available: {', '.join(MODELS)}, or package.module:Class)"
-            )
+        scales = sorted({r.scale for r in cfg.runs if r.model == name}) or [max(SCALES)]
+        errors.extend(f"models.{name}{msg}" for msg in _model_problems(spec, scales))
+    from sgsr.losses import build_loss
+
     for name, spec in cfg.losses.items():
         try:
             build_loss(spec)
-        except (ValueError, TypeError) as exc:
+        except Exception as exc:  # any failure of a bad spec is a bad key, never a traceback
             errors.append(f"losses.{name}: {exc}")
+
+
+def _model_problems(spec: Mapping[str, Any], scales: list[int]) -> list[str]:
+    """What is wrong with one ``models.<name>`` entry, each as ``.<key>: message``.
+
+    A registered arch is checked against its constructor's signature and its ``check_args``
+    hook (the constructor's own checks, nothing built), at every scale the experiment uses. An
+    import path needs ``allow_import: true`` and an installed package; it is not imported here
+    (its arguments are checked when the run builds it).
+    """
+    from sgsr.models import (
+        ModelArgumentError,
+        available,
+        check_model_args,
+        installed_problem,
+        is_import_path,
+        registered,
+    )
+
+    arch, allow = spec.get("arch"), spec.get("allow_import", False)
+    if not isinstance(allow, bool):
+        return [f".allow_import: must be true or false, got {allow!r}"]
+    if not isinstance(arch, str) or not arch.strip():
+        return [
+            f".arch: must name a model ({', '.join(available())}, or package.module:Class "
+            f"with allow_import: true), got {arch!r}"
+        ]
+    if is_import_path(arch):
+        if not allow:
+            return [
+                f".arch: {arch!r} is an import path, which imports and runs code; sgsr does so "
+                "only when the params say so: add allow_import: true to this model (the "
+                "package must be installed), or register the class as an entry point in group "
+                "sgsr.models and name it"
+            ]
+        problem = installed_problem(arch)
+        return [f".arch: {problem}"] if problem else []
+    try:
+        ctor = registered(arch)
+    except ValueError as exc:  # a broken entry point
+        return [f".arch: {exc}"]
+    if ctor is None:
+        return [
+            f".arch: unknown model {arch!r} (available: {', '.join(available())}, or "
+            "package.module:Class with allow_import: true)"
+        ]
+    kwargs = {k: v for k, v in spec.items() if k not in MODEL_META_KEYS}
+    if "scale" in kwargs:
+        return [
+            f".scale: the scale is not a model setting; list it under experiment.scales "
+            f"(got {kwargs['scale']!r})"
+        ]
+    for s in scales:
+        try:
+            check_model_args(arch, ctor, {**kwargs, "scale": s})
+        except ModelArgumentError as exc:
+            return [f".{exc.argument}: {exc}"]
+        except Exception as exc:  # a third-party hook: still a bad key, not a traceback
+            return [f": {arch} rejects {kwargs} at x{s}: {type(exc).__name__}: {exc}"]
+    return []

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from sgsr import layout
-from sgsr.config import Config
+from sgsr.config import DEFAULT_MAX_PIXELS, Config
 from sgsr.fsutil import write_text
 from sgsr.imaging import list_images, read_image
 from sgsr.infer import bicubic_scale, resolve_device
@@ -139,8 +139,10 @@ class Scorer:
         fid_patch: int = 64,
         device: str = "auto",
         nets: dict[str, Any] | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.metrics = check_metric_names(metrics)
+        self.max_pixels = max_pixels  # images declaring more are refused before decoding
         if fid_patch < 1:
             raise ValueError(f"fid_patch must be a positive integer, got {fid_patch}")
         self.fid_patch = fid_patch
@@ -167,7 +169,8 @@ class Scorer:
         use_fid = "fid" in self.metrics and "fid" not in self.unavailable
         sr_feats, hr_feats = [], []
         for stem, sr_path, hr_path in tqdm(pairs, desc=f"score {Path(sr_dir).name}", leave=False):
-            sr, hr = read_image(sr_path), read_image(hr_path)
+            sr = read_image(sr_path, max_pixels=self.max_pixels)
+            hr = read_image(hr_path, max_pixels=self.max_pixels)
             if sr.shape != hr.shape:
                 raise ValueError(
                     f"{sr_path}: size {sr.shape[1]}x{sr.shape[0]}x{sr.shape[2]} differs from "
@@ -233,6 +236,7 @@ def score_folders(
     pretrained: str | os.PathLike[str] | None = None,
     fid_patch: int = 64,
     device: str = "auto",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> dict:
     """Score every SR image against the HR image with the same stem; `scale` px border cropped.
 
@@ -244,7 +248,7 @@ def score_folders(
     """
     if not isinstance(scale, int) or scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale!r}")
-    scorer = Scorer(metrics, pretrained, fid_patch, device)
+    scorer = Scorer(metrics, pretrained, fid_patch, device, max_pixels=max_pixels)
     score = scorer.score(sr_dir, hr_dir, scale)
     return _as_json(score, scorer, scale, Path(sr_dir), Path(hr_dir))
 
@@ -304,7 +308,13 @@ def run(cfg: Config, run_name: str) -> dict:
     base = _base(cfg)
     model, loss, scale = _run_identity(cfg, run_name)
     ev = cfg.evaluate
-    scorer = Scorer(ev.metrics, base / layout.PRETRAINED, ev.fid_patch, cfg.infer.device)
+    scorer = Scorer(
+        ev.metrics,
+        base / layout.PRETRAINED,
+        ev.fid_patch,
+        cfg.infer.device,
+        max_pixels=cfg.data.max_pixels,
+    )
     sets: dict[str, dict[str, Any]] = {}
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")

@@ -4,9 +4,13 @@ Conventions (DESIGN.md section 4):
 
 - Images are ``uint8`` arrays of shape (H, W, C) with C = 1 (grayscale) or 3 (RGB). Reading
   normalises what comes in the wild: palette and CMYK images become RGB, an alpha channel is
-  dropped, 16-bit images are scaled to 8 bit (``round(v / 257)``), and a grayscale file stays
-  single-channel unless ``mode="rgb"`` asks for three channels (training does; evaluation scores
-  a single-channel image on its own channel).
+  dropped (`decode_image` says so, and the stages warn), 16-bit images are scaled to 8 bit
+  (``round(v / 257)``), and a grayscale file stays single-channel unless ``mode="rgb"`` asks
+  for three channels (training does; evaluation scores a single-channel image on its own
+  channel).
+- Untrusted files: the header's declared size is checked against a pixel limit before
+  anything is decoded (decompression bombs), and every decoder failure becomes an
+  ImageReadError naming the file.
 - Resizing is MATLAB ``imresize`` bicubic (Keys kernel a = -0.5, antialiased when shrinking):
   torch's antialiased bicubic equals MATLAB in the interior, and padding symmetrically first and
   cropping afterwards makes it equal at the border too.
@@ -16,14 +20,20 @@ Conventions (DESIGN.md section 4):
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from sgsr.config import DEFAULT_MAX_PIXELS
 from sgsr.fsutil import atomic_path
 
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".ppm", ".webp")
@@ -34,7 +44,42 @@ _PAD_LR = 4
 
 
 class ImageReadError(ValueError):
-    """A file that should be an image could not be decoded; the message names the file."""
+    """A file that should be an image could not be decoded; the message names the file.
+
+    The message says what is wrong with the file, not what to do about it: the caller knows
+    which knob applies (``data.on_bad_image`` in the pipeline, ``--on-bad-image`` for
+    ``sgsr upscale``) and adds it with :func:`with_advice`.
+    """
+
+
+class ImageTooLargeError(ImageReadError):
+    """The header declares more pixels than the limit: refused before anything is decoded."""
+
+
+class AlphaDroppedWarning(UserWarning):
+    """Images whose transparency was dropped on reading (the message lists them)."""
+
+
+def with_advice(exc: ImageReadError, advice: str) -> ImageReadError:
+    """The same error (same class) with what-to-do appended, for a caller that knows the knob."""
+    return type(exc)(f"{exc}. {advice}")
+
+
+#: The ``alpha`` of a decoded image: no alpha channel, all opaque (nothing lost by dropping
+#: it), partly transparent, or fully transparent (nothing of it is visible).
+ALPHA_KINDS = ("none", "opaque", "partial", "transparent")
+
+#: Pillow's own bomb check (MAX_IMAGE_PIXELS) is a process-wide setting; sgsr lifts it only
+#: while it opens a file whose size it checks itself, under this lock.
+_PILLOW_LIMIT_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded image and whether an alpha channel was dropped to get it."""
+
+    array: np.ndarray
+    alpha: str = "none"
 
 
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:
@@ -49,27 +94,128 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     )
 
 
-def read_image(path: str | os.PathLike[str], mode: str = "keep") -> np.ndarray:
-    """Decode `path` to uint8 (H, W, C); ``mode`` is "keep" (1 or 3 channels) or "rgb"."""
-    if mode not in ("keep", "rgb"):
-        raise ValueError(f"read_image mode must be 'keep' or 'rgb', got {mode!r}")
-    path = Path(path)
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _opened(path: Path, max_pixels: int | None) -> Iterator[Image.Image]:
+    """Open `path` lazily (header only) and refuse it if it declares more than `max_pixels`.
+
+    Pillow's MAX_IMAGE_PIXELS would raise its own DecompressionBombError (a traceback, no file
+    name) before the size can be read, so it is lifted here and sgsr's limit applies instead;
+    the block runs under the same lifting, so a decoder that re-checks at load time agrees.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"image {path} does not exist")
     if path.stat().st_size == 0:
-        raise ImageReadError(f"{path}: file is empty (0 bytes); re-download or remove it")
-    try:
-        with Image.open(path) as im:
+        raise ImageReadError(f"{path}: file is empty (0 bytes)")
+    with _PILLOW_LIMIT_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            try:
+                im = Image.open(path)
+            except Exception as exc:  # a decoder raises anything on hostile bytes
+                raise ImageReadError(
+                    f"{path}: not a readable image ({_describe(exc)}); the file is truncated, "
+                    "corrupt or not an image"
+                ) from exc
+            with im:
+                w, h = im.size
+                if max_pixels is not None and w * h > max_pixels:
+                    raise ImageTooLargeError(
+                        f"{path}: the header declares {w}x{h} = {w * h:,} pixels, over the "
+                        f"limit of {max_pixels:,}; not decoded (a decompression bomb, or a "
+                        "genuinely huge image)"
+                    )
+                yield im
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def image_size(
+    path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> tuple[int, int]:
+    """(height, width) from the header alone; raises like `read_image` (nothing is decoded)."""
+    with _opened(Path(path), max_pixels) as im:
+        w, h = im.size
+    return h, w
+
+
+def decode_image(
+    path: str | os.PathLike[str],
+    mode: str = "keep",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> Decoded:
+    """`read_image`, also saying whether an alpha channel was dropped (``Decoded.alpha``)."""
+    if mode not in ("keep", "rgb"):
+        raise ValueError(f"read_image mode must be 'keep' or 'rgb', got {mode!r}")
+    path = Path(path)
+    with _opened(path, max_pixels) as im:
+        try:
             im.load()
+            alpha = _alpha_kind(im)
             arr = _to_uint8_array(im)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ImageReadError(
-            f"{path}: not a readable image ({exc}); the file is truncated, corrupt or not an "
-            "image: replace it, remove it, or set data.on_bad_image: skip"
-        ) from exc
+        except Exception as exc:  # truncated data, bad chunks, decoder limits: all "bad file"
+            raise ImageReadError(
+                f"{path}: not a readable image ({_describe(exc)}); the file is truncated, "
+                "corrupt or not an image"
+            ) from exc
     if mode == "rgb" and arr.shape[2] == 1:
         arr = np.repeat(arr, 3, axis=2)
-    return arr
+    return Decoded(arr, alpha)
+
+
+def read_image(
+    path: str | os.PathLike[str],
+    mode: str = "keep",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
+    """Decode `path` to uint8 (H, W, C); ``mode`` is "keep" (1 or 3 channels) or "rgb".
+
+    The header is checked first: more than `max_pixels` pixels (None: no limit) raises
+    ImageTooLargeError before any decoding. Any failure raises ImageReadError naming the file.
+    """
+    return decode_image(path, mode, max_pixels).array
+
+
+def _alpha_kind(im: Image.Image) -> str:
+    """One of ALPHA_KINDS for an opened image (alpha channel or a palette/tRNS transparency)."""
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        channel = im.getchannel("A")
+    elif "transparency" in im.info:
+        with warnings.catch_warnings():  # Pillow's advice to convert such images: we do
+            warnings.simplefilter("ignore", UserWarning)
+            channel = im.convert("RGBA").getchannel("A")
+    else:
+        return "none"
+    low, high = channel.getextrema()
+    if low == 255:
+        return "opaque"
+    return "transparent" if high == 0 else "partial"
+
+
+def alpha_note(files: Sequence[tuple[Path, str]], what: str) -> str | None:
+    """One message for every image of `what` whose transparency was dropped, or None."""
+    dropped = [(p, kind) for p, kind in files if kind in ("partial", "transparent")]
+    if not dropped:
+        return None
+    clear = [str(p) for p, kind in dropped if kind == "transparent"]
+    partial = [str(p) for p, kind in dropped if kind == "partial"]
+    parts = []
+    if clear:
+        parts.append(
+            f"fully transparent (nothing of them is visible; their RGB is whatever the encoder "
+            f"left there): {', '.join(clear)}"
+        )
+    if partial:
+        parts.append(f"partly transparent: {', '.join(partial)}")
+    return (
+        f"{len(dropped)} image(s) of {what} have an alpha channel, which is dropped (RGB kept, "
+        f"not composited onto a background): " + "; ".join(parts)
+    )
 
 
 def _to_uint8_array(im: Image.Image) -> np.ndarray:

@@ -15,7 +15,9 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +26,14 @@ import torch
 from torch import nn
 
 from sgsr import layout
-from sgsr.config import Config
+from sgsr.config import DEFAULT_MAX_PIXELS, Config, allows_import
 from sgsr.imaging import (
     IMAGE_SUFFIXES,
+    AlphaDroppedWarning,
+    ImageReadError,
+    ImageTooLargeError,
+    alpha_note,
+    decode_image,
     list_images,
     read_image,
     to_tensor,
@@ -119,15 +126,36 @@ def _run_card(path: Path, meta: dict[str, str]) -> tuple[dict[str, Any], Path | 
     )
 
 
+@dataclass(frozen=True)
+class TrustedArch:
+    """The architecture as params.yaml defines a run (trusted, unlike a run card in
+    ``models/<run>/``, which arrives as data, e.g. from ``dvc pull``)."""
+
+    arch: str
+    model_kwargs: Mapping[str, Any]
+    allow_import: bool = False
+
+
+def _json_normal(value: Any) -> Any:
+    """What `value` looks like after a trip through run.json (tuples become lists, ...)."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
 def load_model(
-    weights_path: str | os.PathLike[str], device: str | torch.device = "cpu"
+    weights_path: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    trusted: TrustedArch | None = None,
 ) -> tuple[nn.Module, int]:
     """Rebuild the network from ``run.json`` beside `weights_path` and load its weights.
 
     run.json (or, when absent, the run card in the file's metadata) needs ``arch``,
-    ``model_kwargs`` and ``scale``. Returns ``(model in eval mode on device, scale)``; the model
-    gets ``.sgsr_weights`` ("ema", "raw" or "as stored"). Loading is strict: a tensor missing
-    or extra for the architecture is an error naming the file.
+    ``model_kwargs`` and ``scale``. A card is data, so its ``arch`` may only name a registered
+    architecture (sgsr.models.registered): an import path there is refused before anything is
+    imported. With `trusted` (the pipeline passes the params' definition of the run) the card
+    must agree with it and the params' arch is what gets built. Returns ``(model in eval mode
+    on device, scale)``; the model gets ``.sgsr_weights`` ("ema", "raw" or "as stored").
+    Loading is strict: a tensor missing or extra for the architecture is an error naming the
+    file.
     """
     from sgsr.models import build_model
 
@@ -136,16 +164,33 @@ def load_model(
         raise FileNotFoundError(f"weights {path} not found (train the run first: sgsr train)")
     tensors, meta = _read_weights(path)
     card, card_src = _run_card(path, meta)
+    if not isinstance(card, dict):
+        raise ValueError(f"{card_src}: must be a JSON object, got {type(card).__name__}")
     missing = [k for k in ("arch", "model_kwargs", "scale") if k not in card]
     if missing:
         raise ValueError(f"{card_src}: missing key(s) {missing} (need arch, model_kwargs, scale)")
     scale = card["scale"]
     if not isinstance(scale, int) or isinstance(scale, bool):
         raise ValueError(f"{card_src}: scale must be an integer, got {scale!r}")
-    kwargs = dict(card["model_kwargs"] or {})
-    kwargs.pop("scale", None)
+    card_kwargs = card["model_kwargs"] or {}
+    if not isinstance(card_kwargs, dict):
+        raise ValueError(f"{card_src}: model_kwargs must be an object, got {card_kwargs!r}")
+    card_kwargs = {k: v for k, v in card_kwargs.items() if k != "scale"}
+    if not isinstance(card["arch"], str):
+        raise ValueError(f"{card_src}: arch must be a string, got {card['arch']!r}")
+    arch, kwargs, allow = card["arch"], card_kwargs, False
+    if trusted is not None:
+        ours = {k: v for k, v in trusted.model_kwargs.items() if k != "scale"}
+        same_arch = card["arch"].strip() == trusted.arch.strip()
+        if not same_arch or _json_normal(card_kwargs) != _json_normal(ours):
+            raise ValueError(
+                f"{card_src}: the weights were built as {card['arch']!r} {card_kwargs}, but the "
+                f"params define this run as {trusted.arch!r} {dict(ours)}; they belong to another "
+                "model: retrain the run (sgsr train, or dvc repro)"
+            )
+        arch, kwargs, allow = trusted.arch, dict(ours), trusted.allow_import
     try:
-        model = build_model(str(card["arch"]), scale=scale, **kwargs)
+        model = build_model(arch, allow_import=allow, scale=scale, **kwargs)
     except ValueError as exc:
         raise ValueError(f"{card_src}: cannot build the model ({exc})") from exc
     # The file's own label wins: run.json's "weights" describes model.safetensors only.
@@ -154,7 +199,7 @@ def load_model(
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ValueError(f"{path}: weights do not fit {card['arch']} {kwargs}: {exc}") from exc
+        raise ValueError(f"{path}: weights do not fit {arch} {kwargs}: {exc}") from exc
     model.sgsr_weights = kind
     return model.eval().to(resolve_device(device)), scale
 
@@ -311,7 +356,10 @@ def run(cfg: Config, run_name: str) -> None:
     if scale is None:
         run_cfg = cfg.run(run_name)
         scale = run_cfg.scale
-        model, card_scale = load_model(base / layout.weights(run_name), cfg.infer.device)
+        trusted = TrustedArch(run_cfg.arch, run_cfg.model_kwargs, allows_import(cfg, run_cfg.model))
+        model, card_scale = load_model(
+            base / layout.weights(run_name), cfg.infer.device, trusted=trusted
+        )
         if card_scale != scale:
             raise ValueError(
                 f"{base / layout.run_card(run_name)}: scale {card_scale} but run {run_name} "
@@ -329,7 +377,7 @@ def run(cfg: Config, run_name: str) -> None:
             raise FileNotFoundError(f"{lr_dir} holds no images (run sgsr prepare)")
         for path in _progress(files, f"{run_name} {set_name}"):
             try:
-                lr = read_image(path)
+                lr = read_image(path, max_pixels=cfg.data.max_pixels)
                 if model is None:
                     sr = upscale_bicubic(lr, scale)
                 else:
@@ -347,6 +395,72 @@ def _remove_stale(out_dir: Path, stems: set[str]) -> None:
             old.unlink()
 
 
+UPSCALE_POLICIES = ("error", "skip")
+
+
+class UpscaleError(ValueError):
+    """`sgsr upscale` stopped on one input; the message also says which inputs were done."""
+
+
+class SkippedInputWarning(UserWarning):
+    """`sgsr upscale --on-bad-image skip` left inputs out (the message lists them and why)."""
+
+
+def _listing(paths: list[Path], limit: int = 10) -> str:
+    shown = ", ".join(str(p) for p in paths[:limit])
+    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+def plan_upscale(
+    input: str | os.PathLike[str], output: str | os.PathLike[str]
+) -> list[tuple[Path, Path]]:
+    """(input image, output path) pairs for `sgsr upscale`, refusing before any work an output
+    that would replace an input: the same file (through symlinks or hard links too), the input
+    folder itself as the output folder, or two inputs written to one output."""
+    src, dst = Path(input), Path(output)
+    if src.is_dir():
+        files = list_images(src)
+        if not files:
+            raise FileNotFoundError(f"{src} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        if dst.exists() and not dst.is_dir():
+            raise FileExistsError(f"output {dst} is a file; a folder input needs an output folder")
+        if dst.resolve() == src.resolve():
+            raise FileExistsError(
+                f"output folder {dst} is the input folder {src}"
+                + (f" (it resolves to {src.resolve()})" if dst.is_symlink() else "")
+                + ": the results would replace or mix with the originals; choose another folder"
+            )
+        plan = [(p, dst / f"{p.stem}.png") for p in files]
+    elif src.is_file():
+        is_file_target = dst.suffix.lower() in IMAGE_SUFFIXES and not dst.is_dir()
+        plan = [(src, dst if is_file_target else dst / f"{src.stem}.png")]
+    else:
+        raise FileNotFoundError(f"input {src} does not exist")
+    inputs = [p for p, _ in plan]
+    by_path = {p.resolve(): p for p in inputs}
+    by_inode = {(st.st_dev, st.st_ino): p for p in inputs for st in [p.stat()]}
+    for _, target in plan:
+        image = by_path.get(target.resolve())
+        if image is None and target.exists():
+            st = target.stat()
+            image = by_inode.get((st.st_dev, st.st_ino))
+        if image is not None:
+            raise FileExistsError(
+                f"output {target} would overwrite the input {image}"
+                + (f" ({target} resolves to {target.resolve()})" if target != image else "")
+                + "; sgsr upscale never replaces its inputs: choose another output path"
+            )
+    seen: dict[Path, Path] = {}
+    for image, target in plan:
+        if target in seen:
+            raise FileExistsError(
+                f"{seen[target]} and {image} would both be written to {target}; rename one "
+                "or upscale them separately"
+            )
+        seen[target] = image
+    return plan
+
+
 def upscale_path(
     input: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -354,31 +468,64 @@ def upscale_path(
     tile: int = 0,
     overlap: int = 8,
     device: str = "auto",
+    on_bad_image: str = "error",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> list[Path]:
     """Apply trained weights to an image file or to every image in a folder.
 
     A file goes to `output` (a file path, or a folder to hold ``<stem>.png``); a folder goes to
-    ``output/<stem>.png``. Returns the written paths. Errors name the offending file.
+    ``output/<stem>.png``. An output that would replace an input is refused before anything is
+    loaded (see plan_upscale). Each output is written atomically, so an error part-way leaves
+    only complete files, and its message says which inputs were done. `on_bad_image`: "error"
+    stops at an unreadable or over-`max_pixels` image, "skip" leaves it out with a warning.
+    Returns the written paths.
     """
-    src, dst = Path(input), Path(output)
-    if src.is_dir():
-        files = list_images(src)
-        if not files:
-            raise FileNotFoundError(f"{src} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        targets = [dst / f"{p.stem}.png" for p in files]
-    elif src.is_file():
-        files = [src]
-        is_file_target = dst.suffix.lower() in IMAGE_SUFFIXES and not dst.is_dir()
-        targets = [dst if is_file_target else dst / f"{src.stem}.png"]
-    else:
-        raise FileNotFoundError(f"input {src} does not exist")
+    if on_bad_image not in UPSCALE_POLICIES:
+        raise ValueError(f"on_bad_image must be one of {UPSCALE_POLICIES}, got {on_bad_image!r}")
+    plan = plan_upscale(input, output)
     model, scale = load_model(weights, device)
-    written = []
-    for path, target in zip(_progress(files, "upscale"), targets, strict=True):
+    done: list[tuple[Path, Path]] = []
+    skipped: list[str] = []
+    alpha: list[tuple[Path, str]] = []
+
+    def stop(problem: str) -> UpscaleError:
+        finished = [f"{a} -> {b}" for a, b in done]
+        left = [p for p, _ in plan[len(done) + len(skipped) :]]
+        return UpscaleError(
+            f"{problem}. Done before the error ({len(done)} of {len(plan)}): "
+            f"{_listing(finished) or 'none'}; not written: {_listing(left)}"
+        )
+
+    for path, target in _progress(plan, "upscale"):
         try:
-            sr = upscale_image(model, read_image(path), scale, tile, overlap)
-        except (ValueError, RuntimeError) as exc:
-            raise ValueError(f"{path}: {exc}") from exc
-        write_image(target, sr)
-        written.append(target)
-    return written
+            image = decode_image(path, max_pixels=max_pixels)
+        except ImageReadError as exc:
+            advice = (
+                f"If the image is genuine, raise --max-pixels (now {max_pixels:,}); otherwise "
+                "remove it, or pass --on-bad-image skip to leave it out"
+                if isinstance(exc, ImageTooLargeError)
+                else "Replace or remove it, or pass --on-bad-image skip to leave it out"
+            )
+            if on_bad_image == "skip":
+                skipped.append(str(exc))
+                continue
+            raise stop(f"{exc}. {advice}") from exc
+        alpha.append((path, image.alpha))
+        try:
+            sr = upscale_image(model, image.array, scale, tile, overlap)
+            write_image(target, sr)
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise stop(f"{path}: {exc}") from exc
+        done.append((path, target))
+    note = alpha_note(alpha, str(input))
+    if note:
+        warnings.warn(note, AlphaDroppedWarning, stacklevel=2)
+    if skipped:
+        warnings.warn(
+            f"--on-bad-image skip: {len(skipped)} input(s) left out:\n  " + "\n  ".join(skipped),
+            SkippedInputWarning,
+            stacklevel=2,
+        )
+        if not done:
+            raise UpscaleError(f"every input was skipped; nothing was written ({input})")
+    return [t for _, t in done]

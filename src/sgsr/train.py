@@ -42,12 +42,13 @@ from sgsr import layout
 from sgsr.checkpoint import (
     CHECKPOINT_NAME,
     FORMAT,
+    CheckpointError,
     load_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
-from sgsr.config import Config, Run, TrainConfig
+from sgsr.config import DEFAULT_MAX_PIXELS, Config, Run, TrainConfig, allows_import
 from sgsr.distributed import DistContext, all_mean, barrier, init_from_env, resolve_device
 from sgsr.fsutil import atomic_write, sha256sum, write_text
 
@@ -509,6 +510,20 @@ def train(
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn_before
 
 
+#: What resuming reads from a checkpoint ("ema" too when train.ema > 0).
+RESUME_KEYS = (
+    "iteration",
+    "model",
+    "optimizer",
+    "scheduler",
+    "scaler",
+    "rng",
+    "log_window",
+    "wall_time",
+    "last_losses",
+)
+
+
 def _resume(state: TrainState, checkpoint: Path | None, fingerprint: str) -> dict[str, Any] | None:
     if checkpoint is None or not checkpoint.exists():
         return None
@@ -524,9 +539,32 @@ def _resume(state: TrainState, checkpoint: Path | None, fingerprint: str) -> dic
             stacklevel=3,
         )
         return None
-    if int(ck["iteration"]) > state.opts.iterations:
+    fresh = "; delete it to start fresh (training then restarts from iteration 0)"
+    missing = [k for k in RESUME_KEYS if k not in ck]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {checkpoint} matches these params but has no {', '.join(missing)} "
+            f"(incomplete: edited, or written by another sgsr version){fresh}"
+        )
+    try:
+        iteration = int(ck["iteration"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"checkpoint {checkpoint}: iteration {ck['iteration']!r} is not a number{fresh}"
+        ) from exc
+    if iteration > state.opts.iterations:
         raise ValueError(f"{checkpoint} is at iteration {ck['iteration']}, past the end")
-    _restore(state, ck)
+    try:
+        _restore(state, ck)
+        _LogWindow(int(ck["log_window"]["n"]), dict(ck["log_window"]["sums"]))
+        float(ck["wall_time"])
+        dict(ck["last_losses"])
+    except (KeyError, RuntimeError, ValueError, TypeError, IndexError, AttributeError) as exc:
+        detail = " ".join(str(exc).split())[:400]
+        raise CheckpointError(
+            f"checkpoint {checkpoint} matches these params but its contents do not fit the "
+            f"model, optimizer or state being trained ({type(exc).__name__}: {detail}){fresh}"
+        ) from exc
     return ck
 
 
@@ -642,7 +680,9 @@ def _eval_model(state: TrainState, cached: nn.Module | None) -> nn.Module:
 # --- validation --------------------------------------------------------------------------------
 
 
-def load_val_pairs(folder: str | os.PathLike[str]) -> list[tuple[str, np.ndarray, np.ndarray]]:
+def load_val_pairs(
+    folder: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(name, lr, hr) uint8 RGB images from ``<folder>/{lr,hr}/``, matched by file name."""
     from sgsr.imaging import list_images, read_image
 
@@ -658,7 +698,11 @@ def load_val_pairs(folder: str | os.PathLike[str]) -> list[tuple[str, np.ndarray
             "rerun sgsr prepare"
         )
     return [
-        (stem, read_image(lr_files[stem], mode="rgb"), read_image(hr_files[stem], mode="rgb"))
+        (
+            stem,
+            read_image(lr_files[stem], mode="rgb", max_pixels=max_pixels),
+            read_image(hr_files[stem], mode="rgb", max_pixels=max_pixels),
+        )
         for stem in sorted(hr_files)
     ]
 
@@ -748,12 +792,17 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
                 "prepare.patch_size on a side; lower prepare.patch_size or add images"
             )
         seed_everything(cfg.seed)
-        model = build_model(spec.arch, scale=spec.scale, **spec.model_kwargs)
+        model = build_model(
+            spec.arch,
+            allow_import=allows_import(cfg, spec.model),
+            scale=spec.scale,
+            **spec.model_kwargs,
+        )
         loss = build_loss(spec.loss_spec)
         validate = None
         if ctx.is_main:
             val_dir = base / layout.prepared_set(spec.scale, layout.VAL_SET)
-            pairs = load_val_pairs(val_dir)
+            pairs = load_val_pairs(val_dir, cfg.data.max_pixels)
             if pairs:
                 validate = psnr_validator(pairs, spec.scale)
             else:

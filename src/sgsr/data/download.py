@@ -29,10 +29,11 @@ from typing import Any
 import numpy as np
 
 from sgsr import layout
-from sgsr.config import Config
+from sgsr.config import DEFAULT_MAX_PIXELS, Config
 from sgsr.data import sources
 from sgsr.data.archive import safe_extract
 from sgsr.data.common import (
+    SkippedImage,
     download_cache,
     pipeline_root,
     read_checked,
@@ -82,7 +83,9 @@ def run(
         folder = Path(cfg.data.dir)
         if not folder.is_absolute():
             folder = base / folder
-        records = copy_from_dir(folder, names, raw, on_bad_image=cfg.data.on_bad_image)
+        records = copy_from_dir(
+            folder, names, raw, on_bad_image=cfg.data.on_bad_image, max_pixels=cfg.data.max_pixels
+        )
     else:
         raise ValueError(f"data.source: must be one of sample, official, dir; got {source!r}")
     _write_raw_manifest(raw, records)
@@ -217,36 +220,69 @@ def find_set_folder(folder: Path, name: str) -> Path:
     )
 
 
+class UnsafeSourceError(ValueError):
+    """A ``dir`` source links to files outside itself; nothing was copied."""
+
+
+def links_outside(folder: Path, files: list[Path]) -> list[str]:
+    """``"link -> target"`` for every file of `files` that resolves outside `folder`."""
+    root = folder.resolve()
+    return [f"{f} -> {f.resolve()}" for f in files if not f.resolve().is_relative_to(root)]
+
+
 def copy_from_dir(
-    folder: Path, names: list[str], raw: Path, on_bad_image: str = "error"
+    folder: Path,
+    names: list[str],
+    raw: Path,
+    on_bad_image: str = "error",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> dict[str, dict[str, Any]]:
-    """Validate (decode) and copy byte-for-byte `folder/<Set>/*` into `raw/<Set>/`."""
+    """Validate (decode) and copy byte-for-byte `folder/<Set>/*` into `raw/<Set>/`.
+
+    Every image must resolve inside `folder`: a symbolic link (of an image or of a set folder)
+    to a file elsewhere is refused for the whole source before anything is copied, as archive
+    extraction refuses links; otherwise a shared mirror could pull any readable image on this
+    machine into data/raw (and from there to a DVC remote). Links inside the mirror are fine.
+    Unreadable images and images over `max_pixels` follow `on_bad_image`.
+    """
     if not folder.is_dir():
         raise FileNotFoundError(
             f"data.dir {folder} does not exist; point it at a folder laid out <dir>/<Set>/*.png"
         )
-    records = {}
+    listed = []
     for name in names:
         src = find_set_folder(folder, name)
         files = list_images(src)
         if not files:
             raise FileNotFoundError(f"{src}: no images (.png, .bmp, .jpg, ...) in this set folder")
-        skipped: list[Path] = []
+        listed.append((name, src, files))
+    escaping = [link for _, _, files in listed for link in links_outside(folder, files)]
+    if escaping:
+        raise UnsafeSourceError(
+            f"data.dir {folder}: {len(escaping)} image(s) are symbolic links to files outside "
+            f"it: {'; '.join(escaping[:10])}{' ...' if len(escaping) > 10 else ''}. Images are "
+            "copied only from inside the mirror (archives with links are refused the same way): "
+            "copy the files in, or point data.dir at the folder that holds them. Nothing was "
+            "copied."
+        )
+    records = {}
+    for name, src, files in listed:
+        skipped: list[SkippedImage] = []
         final = raw / name
         staging = staging_dir(final)
         try:
             for path in files:
-                if read_checked(path, "keep", on_bad_image, skipped) is None:
+                if read_checked(path, "keep", on_bad_image, skipped, max_pixels) is None:
                     continue
                 shutil.copyfile(path, staging / path.name)
             if len(skipped) == len(files):
-                raise ValueError(f"{src}: every image is unreadable; nothing to copy")
+                raise ValueError(f"{src}: every image is unreadable or too large; nothing to copy")
             replace_dir(staging, final)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         warn_skipped(skipped, f"set {name} (copied from {src})")
-        records[name] = _record(final, "dir", str(src), skipped=[str(p) for p in skipped])
+        records[name] = _record(final, "dir", str(src), skipped=[str(s.path) for s in skipped])
         log.info("dir: copied %d images %s -> %s", len(files) - len(skipped), src, final)
     return records
 

@@ -26,19 +26,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from sgsr import layout
-from sgsr.config import Config
+from sgsr.config import DEFAULT_MAX_PIXELS, Config
 from sgsr.data.common import (
+    ImageTooSmallError,
+    SkippedImage,
     SkippedImageWarning,
+    pipeline_advice,
     pipeline_root,
     read_checked,
     staging_dir,
+    warn_alpha,
     warn_skipped,
 )
 from sgsr.fsutil import atomic_write, replace_dir
-from sgsr.imaging import ImageReadError, downscale, list_images, mod_crop, write_image
+from sgsr.imaging import (
+    ImageReadError,
+    downscale,
+    image_size,
+    list_images,
+    mod_crop,
+    write_image,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +59,32 @@ HR_FILE, LR_FILE, COORDS_FILE, META_FILE = "hr.npy", "lr.npy", "coords.npy", "me
 Labeled = tuple[str, Path]
 
 
+#: Smallest side (pixels, after the `scale`-pixel border crop) on which each metric gives a
+#: finite value, measured with the metric functions themselves (tests/test_prepare.py pins each
+#: number): SSIM and MS-SSIM need one 11x11 window, piq's HaarPSI 16 px, LPIPS-AlexNet 31 px.
+#: FID pools patches over a whole set, so it sets no per-image minimum.
+METRIC_MIN_SIDE: dict[str, int] = {
+    "psnr": 1,
+    "ssim": 11,
+    "ms_ssim": 11,
+    "gmsd": 1,
+    "haarpsi": 16,
+    "lpips": 31,
+    "fid": 1,
+}
+
+
+def protocol_min_side(scale: int, metrics: Sequence[str]) -> int:
+    """Smallest HR side (after mod-crop) that `metrics` can score at `scale`: the border crop
+    of `scale` pixels on each side plus what the most demanding metric needs. A smaller test
+    image would score NaN (PSNR of zero pixels) or fail at evaluation time."""
+    return 2 * scale + max((METRIC_MIN_SIDE.get(m, 1) for m in metrics), default=1)
+
+
 def run(cfg: Config, root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Build every prepared output for `cfg`; returns a summary (counts per scale and set)."""
     base = pipeline_root(cfg, root)
-    p, policy = cfg.prepare, cfg.data.on_bad_image
+    p, policy, max_px = cfg.prepare, cfg.data.on_bad_image, cfg.data.max_pixels
     check_geometry(p.scales, p.patch_size, p.stride)
     raw = base / layout.RAW
     train = training_images(raw, cfg.data.train_sets)
@@ -65,20 +97,47 @@ def run(cfg: Config, root: str | os.PathLike[str] | None = None) -> dict[str, An
     split = len(train) - p.val_images
     fit, val = train[:split], train[split:]
     tests = {name: [(name, f) for f in _set_images(raw, name)] for name in cfg.data.test_sets}
+    # transparency is reported once per set, from the first scale's pass
+    alpha: dict[str, list[tuple[Path, str]]] = {}
     summary: dict[str, Any] = {}
     for s in p.scales:
+        first = s == p.scales[0]
         per: dict[str, Any] = {}
         for name, images in tests.items():
-            per[name] = write_pairs(images, base / layout.prepared_set(s, name), s, policy)
+            per[name] = write_pairs(
+                images,
+                base / layout.prepared_set(s, name),
+                s,
+                policy,
+                max_pixels=max_px,
+                min_side=protocol_min_side(s, cfg.evaluate.metrics),
+                alpha=alpha.setdefault(f"test set {name}", []) if first else None,
+            )
         per[layout.VAL_SET] = write_pairs(
-            val, base / layout.prepared_set(s, layout.VAL_SET), s, policy, unique_names=True
+            val,
+            base / layout.prepared_set(s, layout.VAL_SET),
+            s,
+            policy,
+            unique_names=True,
+            max_pixels=max_px,
+            min_side=protocol_min_side(s, ("psnr",)),  # validation scores PSNR-Y only
+            alpha=alpha.setdefault("the validation split", []) if first else None,
         )
         meta = build_patch_store(
-            fit, base / layout.patch_store(s), s, p.patch_size, p.stride, on_bad_image=policy
+            fit,
+            base / layout.patch_store(s),
+            s,
+            p.patch_size,
+            p.stride,
+            on_bad_image=policy,
+            max_pixels=max_px,
+            alpha=alpha.setdefault("the training images", []) if first else None,
         )
         per["patches"] = meta["count"]
         summary[f"x{s}"] = per
         log.info("prepare x%d: %s", s, per)
+    for what, files in alpha.items():
+        warn_alpha(files, what)
     return summary
 
 
@@ -139,24 +198,44 @@ def write_pairs(
     scale: int,
     on_bad_image: str = "error",
     unique_names: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    min_side: int | None = None,
+    alpha: list[tuple[Path, str]] | None = None,
 ) -> int:
     """Write ``final/hr/<stem>.png`` (mod-cropped) and ``final/lr/<stem>.png`` (MATLAB bicubic)
-    for `images`; returns how many pairs were written."""
+    for `images`; returns how many pairs were written.
+
+    An image that cannot be read, declares more than `max_pixels`, or is smaller than
+    `min_side` after mod-crop (default: `scale`, the least that yields an LR pixel) is an
+    error naming the file, or under ``on_bad_image: skip`` left out with one warning.
+    """
     names = _output_names(images, unique_names)
+    min_side = scale if min_side is None else min_side
     staging = staging_dir(final)
-    skipped: list[Path] = []
-    too_small: list[str] = []
+    skipped: list[SkippedImage] = []
     written = 0
     try:
         (staging / "hr").mkdir()
         (staging / "lr").mkdir()
         for (_, path), stem in zip(images, names, strict=True):
-            image = read_checked(path, "keep", on_bad_image, skipped)
+            image = read_checked(path, "keep", on_bad_image, skipped, max_pixels, alpha)
             if image is None:
                 continue
             hr = mod_crop(image, scale)
-            if hr.shape[0] < scale or hr.shape[1] < scale:
-                too_small.append(f"{path} ({image.shape[1]}x{image.shape[0]})")
+            if min(hr.shape[:2]) < min_side:
+                problem = (
+                    f"{path}: {image.shape[1]}x{image.shape[0]} px ({hr.shape[1]}x{hr.shape[0]} "
+                    f"after mod-crop to x{scale}) is too small for the evaluation protocol, "
+                    f"which needs at least {min_side}x{min_side} px here: {scale} px are cropped "
+                    "from every border, then the metrics need their window (SSIM 11x11; see "
+                    "evaluate.metrics)"
+                )
+                if on_bad_image != "skip":
+                    raise ImageTooSmallError(
+                        f"{problem}. Remove it from the set, or set data.on_bad_image: skip to "
+                        "leave it out"
+                    )
+                skipped.append(SkippedImage(path, problem))
                 continue
             write_image(staging / "hr" / f"{stem}.png", np.ascontiguousarray(hr))
             write_image(staging / "lr" / f"{stem}.png", downscale(hr, scale))
@@ -166,13 +245,6 @@ def write_pairs(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     warn_skipped(skipped, str(final))
-    if too_small:
-        warnings.warn(
-            f"{len(too_small)} image(s) smaller than scale {scale} left out of {final}: "
-            + ", ".join(too_small),
-            SkippedImageWarning,
-            stacklevel=2,
-        )
     return written
 
 
@@ -187,21 +259,6 @@ def grid(length: int, patch: int, stride: int) -> list[int]:
     return starts
 
 
-def _probe_size(path: Path) -> tuple[int, int]:
-    """(height, width) from the header only; a file with no readable header is bad now."""
-    if path.stat().st_size == 0:
-        raise ImageReadError(f"{path}: file is empty (0 bytes); re-download or remove it")
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ImageReadError(
-            f"{path}: not a readable image ({exc}); replace it, remove it, or set "
-            "data.on_bad_image: skip"
-        ) from exc
-    return h, w
-
-
 def build_patch_store(
     images: Sequence[Labeled],
     final: Path,
@@ -209,6 +266,8 @@ def build_patch_store(
     patch_size: int,
     stride: int,
     on_bad_image: str = "error",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    alpha: list[tuple[Path, str]] | None = None,
 ) -> dict[str, Any]:
     """Cut `images` into aligned HR/LR patches and write the store at `final`; returns meta.
 
@@ -217,16 +276,16 @@ def build_patch_store(
     """
     check_geometry([scale], patch_size, stride)
     lp = patch_size // scale
-    skipped: list[Path] = []
+    skipped: list[SkippedImage] = []
     too_small: list[str] = []
     plan: list[tuple[str, Path, list[int], list[int], tuple[int, int]]] = []
     for label, path in images:
         try:
-            h, w = _probe_size(path)
-        except ImageReadError:
+            h, w = image_size(path, max_pixels)  # header only: bombs never get decoded
+        except ImageReadError as exc:
             if on_bad_image != "skip":
-                raise
-            skipped.append(path)
+                raise pipeline_advice(exc, max_pixels) from exc
+            skipped.append(SkippedImage(path, str(exc)))
             continue
         hc, wc = h - h % scale, w - w % scale
         ys, xs = grid(hc, patch_size, stride), grid(wc, patch_size, stride)
@@ -244,7 +303,7 @@ def build_patch_store(
         sources: list[dict[str, Any]] = []
         n = 0
         for label, path, ys, xs, (hc, wc) in plan:
-            image = read_checked(path, "rgb", on_bad_image, skipped)
+            image = read_checked(path, "rgb", on_bad_image, skipped, max_pixels, alpha)
             if image is None:
                 continue
             image = mod_crop(image, scale)
@@ -296,7 +355,7 @@ def build_patch_store(
             "coords_columns": ["source", "y", "x"],
             "sources": sources,
             "skipped_small": too_small,
-            "skipped_bad": [str(p) for p in skipped],
+            "skipped_bad": [str(p.path) for p in skipped],
         }
         with atomic_write(staging / META_FILE, "w") as fh:
             json.dump(meta, fh, indent=1)

@@ -2,38 +2,67 @@
 
 `MODELS` is a plain dict from name to a callable taking keyword arguments (`scale` plus
 architecture knobs) and returning an `nn.Module`; add your own with `MODELS["mynet"] = MyNet`,
-or pass an import path `package.module:ClassName` to `build_model` without registering at all.
+or, from an installed package, with an entry point in the group ``sgsr.models``.
 Every model maps [0, rgb_range] LR images (B, n_colors, H, W) to (B, n_colors, scale*H, scale*W).
+
+Who may name what (an architecture name decides which code runs):
+
+- a *registered* name (MODELS, then the ``sgsr.models`` entry points of installed packages) may
+  come from anywhere, a run card or a weights file's metadata included: choosing among code
+  the user installed runs nothing new;
+- an import path ``package.module:Class`` is code chosen by whoever wrote the string, so it is
+  honoured only with ``allow_import=True`` (params.yaml: ``models.<name>.allow_import: true``),
+  only when ``package`` belongs to an installed distribution (decided from package metadata,
+  before anything is imported), and only if the attribute is a ``torch.nn.Module`` subclass
+  (checked after import, before it is called). Run cards and weights files never get it.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.metadata
 import inspect
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import nn
 
-from sgsr.models.common import SCALES, MeanShift, Upsampler, count_parameters
+from sgsr.models.common import SCALES, MeanShift, ModelArgumentError, Upsampler, count_parameters
 from sgsr.models.edsr import EDSR, edsr, edsr_baseline
 from sgsr.models.rcan import RCAN
 from sgsr.models.srresnet import SRResNet
 
 __all__ = [
     "EDSR",
+    "ENTRY_POINT_GROUP",
     "MODELS",
     "RCAN",
     "SCALES",
     "MeanShift",
+    "ModelArgumentError",
     "SRResNet",
+    "UntrustedModelError",
     "Upsampler",
     "build_model",
+    "check_model_args",
     "count_parameters",
     "edsr",
     "edsr_baseline",
+    "is_import_path",
+    "registered",
     "resolve_model",
 ]
+
+#: Installed packages register architectures here (pyproject: [project.entry-points."sgsr.models"]
+#: mynet = "mylab.nets:MyNet"); they count as registered, like MODELS.
+ENTRY_POINT_GROUP = "sgsr.models"
+
+
+class UntrustedModelError(ValueError):
+    """An architecture would import code that nobody allowed (see the module docstring)."""
+
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "edsr_baseline": edsr_baseline,
@@ -43,13 +72,81 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def _import_path(path: str) -> Callable[..., nn.Module]:
-    """Resolve `package.module:Attr` (Attr may be dotted, e.g. `mod:Outer.Inner`)."""
+def is_import_path(name: object) -> bool:
+    """True for ``package.module:Attr`` strings (the form that imports code)."""
+    return isinstance(name, str) and ":" in name
+
+
+def _key(name: str) -> str:
+    return name.strip().lower().replace("-", "_")
+
+
+def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
+    return {_key(ep.name): ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def registered(name: str) -> Callable[..., nn.Module] | None:
+    """The constructor registered under `name` (MODELS, then ``sgsr.models`` entry points), or
+    None. Never interprets `name` as an import path: safe for names read from data files."""
+    if not isinstance(name, str) or is_import_path(name) or not name.strip():
+        return None
+    key = _key(name)
+    if key in MODELS:
+        return MODELS[key]
+    ep = _entry_points().get(key)
+    if ep is None:
+        return None
+    try:
+        ctor = ep.load()
+    except Exception as exc:  # the installed package is broken: say which entry point
+        raise ValueError(
+            f"model {name!r}: entry point {ep.value!r} (group {ENTRY_POINT_GROUP}) failed to "
+            f"load: {type(exc).__name__}: {exc}"
+        ) from exc
+    if not callable(ctor):
+        raise ValueError(f"model {name!r}: entry point {ep.value!r} is not callable")
+    return ctor
+
+
+def available() -> list[str]:
+    """Every registered name, for messages."""
+    return sorted({*MODELS, *_entry_points()})
+
+
+@functools.lru_cache(maxsize=8)
+def _distributions_by_package(_sys_path: tuple[str, ...]) -> Mapping[str, list[str]]:
+    return importlib.metadata.packages_distributions()
+
+
+def installed_problem(path: str) -> str | None:
+    """Why `path`'s package may not be imported (None: it may). Reads package metadata only;
+    nothing is imported, so a rejected path never runs."""
     module_name, _, attr_path = path.partition(":")
     if not module_name or not attr_path or ":" in attr_path:
-        raise ValueError(
-            f"model import path {path!r} is malformed; write it as 'package.module:ClassName'"
+        return f"import path {path!r} is malformed; write it as 'package.module:ClassName'"
+    top = module_name.split(".")[0]
+    if top in sys.stdlib_module_names:
+        return (
+            f"import path {path!r} names the standard library module {top!r}; only classes "
+            "from installed packages can be models"
         )
+    dists = _distributions_by_package(tuple(sys.path)).get(top)
+    if not dists:
+        return (
+            f"import path {path!r}: {top!r} is not part of any installed package (no "
+            "distribution metadata claims it), so it is not imported; install your package "
+            "(`pip install -e .` in its folder) or register the class in MODELS"
+        )
+    return None
+
+
+def _import_path(path: str) -> Callable[..., nn.Module]:
+    """Resolve `package.module:Attr` (Attr may be dotted, e.g. `mod:Outer.Inner`) from an
+    installed package, and only to an nn.Module subclass."""
+    problem = installed_problem(path)
+    if problem:
+        raise UntrustedModelError(problem)
+    module_name, _, attr_path = path.partition(":")
     try:
         obj: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
@@ -69,32 +166,56 @@ def _import_path(path: str) -> Callable[..., nn.Module]:
                 f"{attr_path!r} (missing {part!r})"
             )
         obj = getattr(obj, part)
-    if not callable(obj):
-        raise ValueError(f"model import path {path!r} names {type(obj).__name__}, not a callable")
+    if not (inspect.isclass(obj) and issubclass(obj, nn.Module)):
+        raise UntrustedModelError(
+            f"model import path {path!r} names {getattr(obj, '__name__', type(obj).__name__)!r}"
+            f", which is not a torch.nn.Module subclass, so it is not called (an import path "
+            "may only name a model class)"
+        )
     return obj
 
 
-def resolve_model(name: str) -> Callable[..., nn.Module]:
-    """The constructor for a registry name or a `module:Class` import path."""
+def resolve_model(name: str, allow_import: bool = False) -> Callable[..., nn.Module]:
+    """The constructor for a registered name, or (only with `allow_import`) for an import path
+    ``package.module:Class`` from an installed package."""
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"model name must be a non-empty string, got {name!r}")
     name = name.strip()
-    if ":" in name:
+    if is_import_path(name):
+        if not allow_import:
+            raise UntrustedModelError(
+                f"model {name!r} is an import path, and importing code was not allowed here: "
+                "a run card or weights file may only name a registered architecture "
+                f"({', '.join(available())}). To use your own class, register it (MODELS, or "
+                f"an entry point in group {ENTRY_POINT_GROUP}), or name it in params.yaml with "
+                "models.<name>.allow_import: true. Nothing was imported."
+            )
         return _import_path(name)
-    key = name.lower().replace("-", "_")
-    if key not in MODELS:
+    ctor = registered(name)
+    if ctor is None:
         raise ValueError(
-            f"unknown model {name!r}; available: {sorted(MODELS)}, or an import path "
-            f"'package.module:ClassName' for your own network"
+            f"unknown model {name!r}; available: {available()}, or an import path "
+            f"'package.module:ClassName' for your own network (params.yaml, with allow_import)"
         )
-    return MODELS[key]
+    return ctor
+
+
+def _signature(ctor: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(ctor)
+    except (TypeError, ValueError):  # some builtins have no signature: let the call decide
+        return None
 
 
 def _check_kwargs(name: str, ctor: Callable[..., Any], kwargs: dict[str, Any]) -> None:
     """Name the bad or missing key up front instead of a bare TypeError from deep inside."""
-    try:
-        sig = inspect.signature(ctor)
-    except (TypeError, ValueError):  # some builtins have no signature: let the call decide
+    bad = [k for k in kwargs if not isinstance(k, str) or not k.isidentifier()]
+    if bad:
+        raise ModelArgumentError(
+            str(bad[0]), f"model {name!r}: {bad[0]!r} is not a valid argument name"
+        )
+    sig = _signature(ctor)
+    if sig is None:
         return
     params = sig.parameters.values()
     if any(p.kind is p.VAR_KEYWORD for p in params):
@@ -102,9 +223,10 @@ def _check_kwargs(name: str, ctor: Callable[..., Any], kwargs: dict[str, Any]) -
     accepted = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
-        raise ValueError(
+        raise ModelArgumentError(
+            unknown[0],
             f"model {name!r} does not accept {', '.join(map(repr, unknown))}; "
-            f"accepted arguments: {accepted}"
+            f"accepted arguments: {accepted}",
         )
     missing = [
         p.name
@@ -114,17 +236,35 @@ def _check_kwargs(name: str, ctor: Callable[..., Any], kwargs: dict[str, Any]) -
         and p.name not in kwargs
     ]
     if missing:
-        raise ValueError(f"model {name!r} needs {', '.join(map(repr, missing))}; none was given")
+        raise ModelArgumentError(
+            missing[0], f"model {name!r} needs {', '.join(map(repr, missing))}; none was given"
+        )
 
 
-def build_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build a registered model (`MODELS`) or a user's `package.module:ClassName` with `kwargs`.
+def check_model_args(name: str, ctor: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    """Validate `kwargs` for `ctor` without building: names against its signature, then its
+    ``check_args`` hook if it has one (sgsr's models do; it runs the constructor's own checks).
+    Raises ModelArgumentError naming the argument."""
+    _check_kwargs(name, ctor, kwargs)
+    hook = getattr(ctor, "check_args", None)
+    sig = _signature(ctor)
+    if hook is None or sig is None:
+        return
+    bound = sig.bind_partial(**kwargs)
+    bound.apply_defaults()
+    hook(**bound.arguments)
+
+
+def build_model(name: str, *, allow_import: bool = False, **kwargs: Any) -> nn.Module:
+    """Build a registered model (`MODELS`, entry points) with `kwargs`; with `allow_import`,
+    also a ``package.module:ClassName`` from an installed package.
 
     Example: `build_model("edsr_baseline", scale=4, n_resblocks=8, n_feats=32)` is a slim
-    EDSR-baseline. Raises ValueError naming the bad name, import path or keyword.
+    EDSR-baseline. Raises ValueError naming the bad name, import path or keyword
+    (UntrustedModelError when an import path is not allowed).
     """
-    ctor = resolve_model(name)
-    _check_kwargs(name, ctor, kwargs)
+    ctor = resolve_model(name, allow_import=allow_import)
+    check_model_args(name, ctor, kwargs)
     model = ctor(**kwargs)
     if not isinstance(model, nn.Module):
         raise ValueError(f"model {name!r} returned {type(model).__name__}, not a torch.nn.Module")

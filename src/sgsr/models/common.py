@@ -19,34 +19,67 @@ SCALES: tuple[int, ...] = (2, 3, 4)
 # --------------------------------------------------------------------------------------------
 # argument checks: fail before allocating a 43 M-parameter network with a nonsense config
 # --------------------------------------------------------------------------------------------
+class ModelArgumentError(ValueError):
+    """A constructor argument is invalid; `argument` names it, so params errors can say
+    ``models.<name>.<argument>`` instead of a bare message from deep inside a build."""
+
+    def __init__(self, argument: str, message: str) -> None:
+        super().__init__(message)
+        self.argument = argument
+
+
 def check_scale(scale: object) -> int:
     """Return `scale` if it is one of SCALES; the upsamplers exist only for those."""
     if isinstance(scale, bool) or not isinstance(scale, int) or scale not in SCALES:
-        raise ValueError(f"scale={scale!r} is not supported; allowed scales: {list(SCALES)}")
+        raise ModelArgumentError(
+            "scale", f"scale={scale!r} is not supported; allowed scales: {list(SCALES)}"
+        )
     return scale
 
 
 def check_positive_int(name: str, value: object) -> int:
     """Block, group, feature and channel counts must be integers >= 1."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r} must be a positive integer (>= 1)")
+        raise ModelArgumentError(name, f"{name}={value!r} must be a positive integer (>= 1)")
     return value
 
 
 def check_positive_float(name: str, value: object) -> float:
     """res_scale and rgb_range are multipliers; zero or negative silently breaks the network."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"{name}={value!r} must be a positive number")
+        raise ModelArgumentError(name, f"{name}={value!r} must be a positive number")
     if not math.isfinite(value):
-        raise ValueError(f"{name}={value!r} must be finite")
+        raise ModelArgumentError(name, f"{name}={value!r} must be finite")
     return float(value)
 
 
 def check_n_colors(n_colors: object) -> int:
     """Only RGB (3) and grey (1) have a defined mean to shift by."""
     if isinstance(n_colors, bool) or n_colors not in (1, 3):
-        raise ValueError(f"n_colors={n_colors!r} is not supported; use 3 (RGB) or 1 (grey)")
+        raise ModelArgumentError(
+            "n_colors", f"n_colors={n_colors!r} is not supported; use 3 (RGB) or 1 (grey)"
+        )
     return int(n_colors)  # type: ignore[call-overload]
+
+
+def check_residual_args(
+    *,
+    scale: object,
+    n_resblocks: object,
+    n_feats: object,
+    res_scale: object,
+    n_colors: object,
+    rgb_range: object,
+    **_: object,
+) -> None:
+    """The checks EDSR and SRResNet run first; also their `check_args` hook (a params file is
+    validated with it, without building anything)."""
+    check_scale(scale)
+    check_positive_int("n_resblocks", n_resblocks)
+    check_positive_int("n_feats", n_feats)
+    check_positive_float("res_scale", res_scale)
+    check_n_colors(n_colors)
+    check_positive_float("rgb_range", rgb_range)
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from torch import nn
 
 from sgsr.models.common import (
     MeanShift,
+    ModelArgumentError,
     Upsampler,
     check_n_colors,
     check_positive_float,
@@ -85,16 +86,17 @@ class RCAN(nn.Module):
         rgb_range: float = 1.0,
     ) -> None:
         super().__init__()
+        self.check_args(
+            scale=scale,
+            n_groups=n_groups,
+            n_resblocks=n_resblocks,
+            n_feats=n_feats,
+            reduction=reduction,
+            res_scale=res_scale,
+            n_colors=n_colors,
+            rgb_range=rgb_range,
+        )
         self.scale = check_scale(scale)
-        n_groups = check_positive_int("n_groups", n_groups)
-        n_resblocks = check_positive_int("n_resblocks", n_resblocks)
-        n_feats = check_positive_int("n_feats", n_feats)
-        reduction = check_positive_int("reduction", reduction)
-        if reduction > n_feats:
-            raise ValueError(
-                f"reduction={reduction} exceeds n_feats={n_feats}: channel attention would have "
-                f"n_feats // reduction = 0 channels; use reduction <= n_feats"
-            )
         res_scale = check_positive_float("res_scale", res_scale)
         self.n_colors = check_n_colors(n_colors)
         self.rgb_range = check_positive_float("rgb_range", rgb_range)
@@ -109,6 +111,35 @@ class RCAN(nn.Module):
             Upsampler(self.scale, n_feats), default_conv(n_feats, self.n_colors, 3)
         )
         self.add_mean = MeanShift(self.rgb_range, self.n_colors, sign=1)
+
+    @staticmethod
+    def check_args(
+        *,
+        scale: object,
+        n_groups: object,
+        n_resblocks: object,
+        n_feats: object,
+        reduction: object,
+        res_scale: object,
+        n_colors: object,
+        rgb_range: object,
+        **_: object,
+    ) -> None:
+        """Validation hook (sgsr.models.check_model_args): __init__'s checks, nothing built."""
+        check_scale(scale)
+        check_positive_int("n_groups", n_groups)
+        check_positive_int("n_resblocks", n_resblocks)
+        n_feats = check_positive_int("n_feats", n_feats)
+        reduction = check_positive_int("reduction", reduction)
+        if reduction > n_feats:
+            raise ModelArgumentError(
+                "reduction",
+                f"reduction={reduction} exceeds n_feats={n_feats}: channel attention would have "
+                f"n_feats // reduction = 0 channels; use reduction <= n_feats",
+            )
+        check_positive_float("res_scale", res_scale)
+        check_n_colors(n_colors)
+        check_positive_float("rgb_range", rgb_range)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.head(self.sub_mean(x))

@@ -22,6 +22,7 @@ from sgsr.models.common import (
     check_n_colors,
     check_positive_float,
     check_positive_int,
+    check_residual_args,
     check_scale,
     default_conv,
 )
@@ -42,6 +43,14 @@ class SRResNet(nn.Module):
         rgb_range: float = 1.0,
     ) -> None:
         super().__init__()
+        check_residual_args(
+            scale=scale,
+            n_resblocks=n_resblocks,
+            n_feats=n_feats,
+            res_scale=res_scale,
+            n_colors=n_colors,
+            rgb_range=rgb_range,
+        )
         self.scale = check_scale(scale)
         n_resblocks = check_positive_int("n_resblocks", n_resblocks)
         n_feats = check_positive_int("n_feats", n_feats)
@@ -59,6 +68,9 @@ class SRResNet(nn.Module):
             Upsampler(self.scale, n_feats, act=nn.PReLU), default_conv(n_feats, self.n_colors, 9)
         )
         self.add_mean = MeanShift(self.rgb_range, self.n_colors, sign=1)
+
+    #: Validation hook (sgsr.models.check_model_args): the same checks, nothing built.
+    check_args = staticmethod(check_residual_args)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.head(self.sub_mean(x))
