@@ -62,6 +62,7 @@ def _evaluate(args: argparse.Namespace) -> None:
             args.scale,
             metrics=metrics,
             pretrained=Path(args.pretrained) if args.pretrained else None,
+            border=args.border,
         )
         if args.json:
             print(json.dumps(result, indent=2, allow_nan=True))
@@ -134,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sr", help="folder of SR images (matched to --hr by file stem)")
     p.add_argument("--hr", help="folder of ground-truth HR images")
     p.add_argument("--scale", type=int, help="SR scale; also the border cropped before scoring")
+    p.add_argument(
+        "--border",
+        type=int,
+        help="pixels cropped from every side before scoring (default: the scale, the protocol; "
+        "0 for calibration against published whole-image values)",
+    )
     p.add_argument("--metrics", help="comma-separated metrics (default: psnr,ssim)")
     p.add_argument("--pretrained", help="folder with LPIPS/FID weights (models/pretrained)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -749,7 +749,7 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
             )
         seed_everything(cfg.seed)
         model = build_model(spec.arch, scale=spec.scale, **spec.model_kwargs)
-        loss = build_loss(spec.loss_spec)
+        loss = build_loss(spec.loss_spec, pretrained_dir=base / layout.PRETRAINED)
         validate = None
         if ctx.is_main:
             val_dir = base / layout.prepared_set(spec.scale, layout.VAL_SET)
