@@ -508,3 +508,27 @@ def test_load_manifest_errors_are_clear(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         pretrained.load_manifest(tmp_path / "manifest.json")
+
+
+def test_sgsr_train_with_lpips_vgg_and_no_weights_stops_at_once_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    from sgsr.cli import main
+
+    params = {
+        "data": {"source": "sample"},
+        "prepare": {"scales": [2]},
+        "models": {"tiny": {"arch": "edsr_baseline", "n_resblocks": 1, "n_feats": 8}},
+        "losses": {"perc": {"l1": 1.0, "lpips_vgg": 0.1}},
+        "experiment": {"models": ["tiny"], "losses": ["perc"], "scales": [2]},
+        "train": {"iterations": 2, "device": "cpu"},
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "data" / "prepared" / "x2" / "patches").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--run", "tiny-perc-x2"]) == 2  # the params validate without weights
+    err = capsys.readouterr().err
+    assert "models/pretrained/lpips_vgg.safetensors" in err and "sgsr download" in err
+    assert not (tmp_path / "models" / "tiny-perc-x2").exists()

@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=fn)
         return p
 
-    add("download", _download, "fetch the data sets and metric weights named in params")
+    add("download", _download, "fetch the data sets and the LPIPS/FID/LPIPS-VGG weights")
     add("prepare", _prepare, "mod-crop HR, make MATLAB-bicubic LR, build the patch store")
     p = add("train", _train, "train one run (resumes from its checkpoint)")
     p.add_argument("--run", required=True, help="run name <model>-<loss>-x<scale> (sgsr runs)")

@@ -59,8 +59,9 @@ MANIFEST_FORMAT = 2
 MAX_MEMBER_BYTES = 1 << 30
 
 
-class WeightsUnavailable(RuntimeError):
-    """Verified weights are not there; ``str()`` says why and what to do."""
+class WeightsUnavailable(OSError):
+    """Verified weights are not there (absent, corrupt, not the pinned file); ``str()`` says
+    why and what to do. An OSError, so the CLI reports it as one line, like a missing file."""
 
 
 class ConversionError(ValueError):
