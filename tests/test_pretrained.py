@@ -135,6 +135,13 @@ def test_torchscript_archive_with_foreign_globals_or_bad_paths_is_refused(tmp_pa
 
     with pytest.raises(UnsafePickleError, match="bytes, needs"):
         load_torchscript_tensors(_rewrite_zip(data, short_storage))
+    # a 4-element storage viewed as 10^12 elements (stride 0) would allocate 4 TB on clone
+    from sgsr.safe_pickle import _rebuild_tensor
+
+    with pytest.raises(UnsafePickleError, match="larger than its storage"):
+        _rebuild_tensor(torch.zeros(4), 0, (10**6, 10**6), (0, 0))
+    with pytest.raises(UnsafePickleError, match="outside its storage"):
+        _rebuild_tensor(torch.zeros(4), 2, (2, 2), (2, 1))
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import io
+import math
 import pickle
 import re
 import zipfile
@@ -128,6 +129,8 @@ def _rebuild_tensor(
     size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
     if offset < 0 or any(s < 0 for s in (*size, *stride)) or len(size) != len(stride):
         raise UnsafePickleError(f"bad tensor geometry size={size} stride={stride} offset={offset}")
+    if math.prod(size) > storage.numel():  # a weight never overlaps itself: no memory bomb
+        raise UnsafePickleError(f"tensor of size {size} larger than its storage")
     try:
         return torch.as_strided(storage, size, stride, offset).clone()
     except RuntimeError as exc:
