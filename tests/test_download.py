@@ -1,5 +1,6 @@
 """sgsr.data download: fetch against a real HTTP server on 127.0.0.1 (Range, cut connections,
-request counting), safe extraction, the three sources, and the metric-weight manifest."""
+request counting), safe extraction and the three sources (pretrained weights:
+test_pretrained.py)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import pytest
 from conftest import bomb_png, huge_real_png
 from PIL import Image
 
+from sgsr import pretrained
 from sgsr.config import parse_config
 from sgsr.data import download, sources
 from sgsr.data.archive import UnsafeArchiveError, safe_extract
@@ -457,12 +459,9 @@ def test_official_table_is_complete_and_honest() -> None:
     assert {"DIV2K_train", "DIV2K_valid", "Set5", "Set14", "B100", "Urban100"} <= set(
         sources.OFFICIAL
     )
-    for remote in [*sources.OFFICIAL.values(), *sources.WEIGHTS.values()]:
+    for remote in sources.OFFICIAL.values():
         assert remote.url.startswith("https://")
         assert remote.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", remote.sha256)
-    for name, remote in sources.WEIGHTS.items():  # torch hub names carry the sha256 prefix
-        prefix = re.search(r"-([0-9a-f]{8})\.pth$", name)[1]
-        assert remote.sha256.startswith(prefix)
     assert sources.canonical("BSD100") == "B100"
     assert sources.equivalent_names("B100") == ("B100", "BSD100")
 
@@ -484,7 +483,7 @@ def test_sample_source_offline_split(tmp_path: Path) -> None:
     shapes = {stem: read_image(raw / "sample_test" / f"{stem}.png").shape for stem in test}
     assert any(s[2] == 1 for s in shapes.values()), "test set needs a grayscale image"
     assert any(s[0] % 4 or s[1] % 4 for s in shapes.values()), "test set needs an odd size"
-    manifest = download.load_manifest(tmp_path / "models" / "pretrained" / "manifest.json")
+    manifest = pretrained.load_manifest(tmp_path / "models" / "pretrained" / "manifest.json")
     assert all(not e["present"] for e in manifest.values())
     assert all("metric_weights is false" in e["reason"] for e in manifest.values())
 
@@ -651,88 +650,3 @@ def test_dir_symlink_inside_the_mirror_is_copied(tmp_path: Path) -> None:
         not copied.is_symlink()
         and copied.read_bytes() == (mirror / "BSD100" / "a.png").read_bytes()
     )
-
-
-# --- metric weights ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def weights(server: _Server, monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes]:
-    blobs = {name: f"fake {name}".encode() * 100 for name in sources.WEIGHTS}
-    for name, blob in blobs.items():
-        server.files[f"/{name}"] = blob
-        monkeypatch.setitem(sources.WEIGHTS, name, Remote(server.url(f"/{name}"), sha(blob)))
-    return blobs
-
-
-def test_weights_downloaded_verified_and_manifest_written(
-    server: _Server, weights: dict[str, bytes], tmp_path: Path
-) -> None:
-    folder = tmp_path / "models" / "pretrained"
-    manifest = download.fetch_metric_weights(folder, root=tmp_path)
-    assert set(manifest) == set(weights)
-    for name, blob in weights.items():
-        entry = manifest[name]
-        assert entry["present"] is True
-        assert entry["path"] == f"models/pretrained/{name}"
-        assert entry["sha256"] == sha(blob)
-        assert (folder / name).read_bytes() == blob
-        assert download.verified_weight(name, folder) == folder / name
-    assert download.load_manifest(folder / "manifest.json") == manifest
-    n = server.count()
-    download.fetch_metric_weights(folder, root=tmp_path)
-    assert server.count() == n  # present and verified: nothing fetched
-
-
-def test_verified_weight_rejects_tampered_or_missing_files(
-    server: _Server, weights: dict[str, bytes], tmp_path: Path
-) -> None:
-    folder = tmp_path / "pretrained"
-    download.fetch_metric_weights(folder)
-    name = sources.LPIPS_ALEXNET
-    (folder / name).write_bytes(b"tampered")
-    assert download.verified_weight(name, folder) is None
-    (folder / name).unlink()
-    assert download.verified_weight(name, folder) is None
-    with pytest.raises(KeyError, match="known"):
-        download.verified_weight("resnet.pth", folder)
-
-
-def test_unreachable_weights_do_not_fail_and_are_recorded(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    port = closed_port()
-    for name in list(sources.WEIGHTS):
-        monkeypatch.setitem(
-            sources.WEIGHTS, name, Remote(f"http://127.0.0.1:{port}/{name}", "b" * 64)
-        )
-    folder = tmp_path / "pretrained"
-    t0 = time.monotonic()
-    with pytest.warns(download.WeightsAbsentWarning):
-        manifest = download.fetch_metric_weights(folder)
-    assert time.monotonic() - t0 < 4.0
-    for name, entry in manifest.items():
-        assert entry["present"] is False
-        assert f"127.0.0.1:{port}/{name}" in entry["reason"]
-        assert not (folder / name).exists()
-    assert download.load_manifest(folder / "manifest.json") == manifest
-
-
-def test_weights_found_in_torch_hub_cache_need_no_network(
-    server: _Server, weights: dict[str, bytes], tmp_path: Path
-) -> None:
-    hub = tmp_path / "torch_home" / "hub" / "checkpoints"
-    hub.mkdir(parents=True)
-    for name, blob in weights.items():
-        (hub / name).write_bytes(blob)
-    manifest = download.fetch_metric_weights(tmp_path / "pretrained")
-    assert server.count() == 0
-    assert all(e["present"] and "torch hub" in e["reason"] for e in manifest.values())
-
-
-def test_load_manifest_errors_are_clear(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="sgsr download"):
-        download.load_manifest(tmp_path / "manifest.json")
-    (tmp_path / "manifest.json").write_text('{"x.pth": {"path": "x"}}')
-    with pytest.raises(ValueError, match="present"):
-        download.load_manifest(tmp_path / "manifest.json")

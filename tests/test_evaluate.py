@@ -210,3 +210,21 @@ def test_cli_evaluate_json_and_table(pipeline: Path, capsys: pytest.CaptureFixtu
         main(["evaluate", "--sr", str(sr_dir), "--hr", str(pipeline / "nope"), "--scale", "2"]) == 2
     )
     assert "nope" in capsys.readouterr().err
+
+
+def test_border_defaults_to_the_scale_and_can_be_overridden(tmp_path: Path) -> None:
+    from sgsr.imaging import write_image
+
+    rng = np.random.default_rng(4)
+    hr = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    sr = hr.copy()
+    sr[:2] = 255 - sr[:2]  # differs only in the two top rows
+    write_image(tmp_path / "hr" / "a.png", hr)
+    write_image(tmp_path / "sr" / "a.png", sr)
+    default = evaluate.score_folders(tmp_path / "sr", tmp_path / "hr", 2, metrics=["psnr"])
+    assert default["border"] == 2 and default["images"][0]["psnr"] is None  # cropped: identical
+    whole = evaluate.score_folders(tmp_path / "sr", tmp_path / "hr", 2, ["psnr"], border=0)
+    assert whole["border"] == 0 and 0 < whole["images"][0]["psnr"] < 40
+    assert "0 px border cropped" in evaluate.format_table(whole)
+    with pytest.raises(ValueError, match="border must be an integer >= 0"):
+        evaluate.score_folders(tmp_path / "sr", tmp_path / "hr", 2, ["psnr"], border=-1)

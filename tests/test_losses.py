@@ -16,12 +16,13 @@ from sgsr import (
     second_order_gradient_loss,
 )
 from sgsr.gradients import OPERATORS, get_operator
-from sgsr.losses import LOSSES, CharbonnierLoss, L1Loss, L2Loss
+from sgsr.losses import LOSSES, CharbonnierLoss, L1Loss, L2Loss, LPIPSVGGLoss, loss_options
+from sgsr.pretrained import WeightsUnavailable
 
 OPS = sorted(OPERATORS)
 DISTS = ["l1", "l2", "charbonnier"]
 BORDER = {"laplacian": 1, "hessian": 1, "gog": 2}
-ALLOWED_LOSSES = "l1, l2, charbonnier, sgl, grad1"
+ALLOWED_LOSSES = "l1, l2, charbonnier, sgl, grad1, lpips_vgg"
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -327,6 +328,92 @@ def test_build_loss_errors_name_the_key_and_the_allowed_values(spec: object, pat
 
 
 def test_registry_names() -> None:
-    assert list(LOSSES) == ["l1", "l2", "charbonnier", "sgl", "grad1"]
+    assert list(LOSSES) == ["l1", "l2", "charbonnier", "sgl", "grad1", "lpips_vgg"]
     assert LOSSES["sgl"] is SecondOrderGradientLoss
     assert LOSSES["grad1"] is FirstOrderGradientLoss
+
+
+# --- lpips_vgg: a frozen pretrained network as a loss term ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lpips_random() -> LPIPSVGGLoss:
+    torch.manual_seed(0)
+    return LPIPSVGGLoss(random_backbone=True)  # plumbing only: never a reportable number
+
+
+def test_lpips_vgg_spec_is_validated_without_weights_and_refuses_to_run_without_them(
+    tmp_path,
+) -> None:
+    assert loss_options("lpips_vgg") == ["weight"]  # pretrained_dir / random_backbone: code only
+    loss = build_loss({"l1": 1.0, "lpips_vgg": 0.1})  # what params validation does: no file read
+    sr, hr = pair(1, 3, 16, 16)
+    with pytest.raises(RuntimeError, match="lpips_vgg has no weights"):
+        loss(sr, hr)
+    with pytest.raises(ValueError, match="unknown option 'random_backbone'"):
+        build_loss({"lpips_vgg": {"weight": 1.0, "random_backbone": True}})
+    with pytest.raises(WeightsUnavailable) as info:
+        build_loss({"l1": 1.0, "lpips_vgg": 0.1}, pretrained_dir=tmp_path / "models/pretrained")
+    text = str(info.value)
+    assert "lpips_vgg.safetensors" in text and "sgsr download" in text
+
+
+def test_lpips_vgg_gradients_reach_sr_only_and_the_net_stays_frozen(
+    lpips_random: LPIPSVGGLoss,
+) -> None:
+    loss = CompositeLoss({"l1": (1.0, L1Loss()), "lpips_vgg": (0.5, lpips_random)})
+    loss.train()  # the trainer's mode must not switch dropout on in the frozen heads
+    assert not lpips_random.net.training
+    assert all(not p.requires_grad for p in lpips_random.parameters())
+    sr, hr = pair(2, 3, 32, 32)
+    x = sr.clone().requires_grad_()
+    total, comps = loss(x, hr)
+    total.backward()
+    assert comps["lpips_vgg"].item() > 0 and x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is None for p in lpips_random.parameters())
+    assert lpips_random(hr, hr.clone()).item() == 0.0
+    again = loss(sr, hr)[1]["lpips_vgg"]
+    assert torch.equal(again, comps["lpips_vgg"].detach())  # deterministic: no dropout
+    g_sr, g_hr = sr[:, :1], hr[:, :1]  # one channel: replicated to RGB
+    rgb = lpips_random(g_sr.expand(-1, 3, -1, -1), g_hr.expand(-1, 3, -1, -1))
+    assert torch.equal(lpips_random(g_sr, g_hr), rgb)
+
+
+def test_lpips_vgg_runs_in_fp32_under_autocast(lpips_random: LPIPSVGGLoss) -> None:
+    sr, hr = pair(1, 3, 32, 32)
+    plain = lpips_random(sr, hr)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = lpips_random(sr.bfloat16(), hr.bfloat16())
+    assert auto.dtype == torch.float32
+    assert torch.equal(auto, lpips_random(sr.bfloat16().float(), hr.bfloat16().float()))
+    assert plain.dtype == torch.float32
+
+
+def test_lpips_vgg_weight_zero_trains_bitwise_like_l1_and_is_never_saved(
+    lpips_random: LPIPSVGGLoss,
+) -> None:
+    from sgsr.config import TrainConfig
+    from sgsr.models import build_model
+    from sgsr.train import build_state, fixed_batch, train
+
+    def model() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return build_model("edsr_baseline", scale=2, n_resblocks=1, n_feats=8)
+
+    hr = torch.rand(2, 3, 16, 16)
+    lr = F.avg_pool2d(hr, 2)
+    opts = TrainConfig(iterations=3, batch_size=2, lr=1e-3, schedule="constant", device="cpu")
+    l1 = train(model(), CompositeLoss({"l1": (1.0, L1Loss())}), fixed_batch(lr, hr), opts)
+    zero = CompositeLoss({"l1": (1.0, L1Loss()), "lpips_vgg": (0.0, lpips_random)})
+    same = train(model(), zero, fixed_batch(lr, hr), opts)
+    assert l1.weights.keys() == same.weights.keys()
+    assert all(torch.equal(l1.weights[k], same.weights[k]) for k in l1.weights)
+    used = CompositeLoss({"l1": (1.0, L1Loss()), "lpips_vgg": (0.1, lpips_random)})
+    net = model()
+    state = build_state(net, used, opts)
+    assert sum(p.numel() for g in state.optimizer.param_groups for p in g["params"]) == sum(
+        p.numel() for p in net.parameters()
+    )
+    moved = train(model(), used, fixed_batch(lr, hr), opts)
+    assert moved.weights.keys() == l1.weights.keys()  # no LPIPS tensor in model.safetensors
+    assert any(not torch.equal(moved.weights[k], l1.weights[k]) for k in l1.weights)

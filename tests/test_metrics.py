@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -9,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from sgsr import imaging, metrics
-from sgsr.fsutil import sha256sum
+from sgsr import imaging, metrics, pretrained
 from sgsr.metrics import MetricUnavailable
 
 
@@ -233,130 +234,93 @@ def test_fid_needs_patches(fid_random: torch.nn.Module) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# where the weights come from: sha256 against the manifest, else null with a reason
+# where the weights come from (sgsr.pretrained): the pinned file, else null with a reason
 # --------------------------------------------------------------------------------------------
-@pytest.fixture
-def pin_fakes(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """Pins for fake weight files: the test writes the fake's sha256 here, standing in for the
-    code's pin of the real file."""
-    pins: dict[str, str] = {}
-    monkeypatch.setattr(metrics, "pinned_sha256", lambda: pins)
-    return pins
+def _fake(monkeypatch: pytest.MonkeyPatch, folder: Path, name: str, tensors: dict) -> Path:
+    """Write `tensors` as weight `name` and pin them, standing in for the real file's pin."""
+    blob = pretrained.safetensors_bytes(tensors, {})
+    monkeypatch.setitem(
+        pretrained.WEIGHTS,
+        name,
+        dataclasses.replace(pretrained.WEIGHTS[name], sha256=hashlib.sha256(blob).hexdigest()),
+    )
+    path = folder / pretrained.WEIGHTS[name].filename
+    path.write_bytes(blob)
+    return path
 
 
-def _manifest(folder: Path, entries: list[dict]) -> None:
-    (folder / "manifest.json").write_text(json.dumps({"files": entries}))
-
-
-def _entry(path: Path, present: bool = True, reason: str | None = None, sha: str | None = None):
-    return {
-        "path": path.name,
-        "sha256": sha if sha is not None else (sha256sum(path) if path.exists() else None),
-        "present": present,
-        "reason": reason,
-    }
-
-
-def test_missing_folder_manifest_or_file_is_unavailable_with_reason(tmp_path: Path) -> None:
+def test_missing_folder_or_file_is_unavailable_with_the_manifest_reason(tmp_path: Path) -> None:
     with pytest.raises(MetricUnavailable, match="no pretrained-weights folder"):
         metrics.load_lpips(None)
     with pytest.raises(MetricUnavailable, match=r"manifest\.json not found"):
         metrics.load_lpips(tmp_path)
-    absent = tmp_path / metrics.LPIPS_WEIGHTS
-    _manifest(tmp_path, [_entry(absent, present=False, reason="offline: no network")])
+    manifest = {
+        "format": 2,
+        "weights": {
+            "lpips_alex": {
+                "path": "lpips_alex.safetensors",
+                "sha256": pretrained.WEIGHTS["lpips_alex"].sha256,
+                "present": False,
+                "reason": "offline: no network",
+                "source": None,
+            }
+        },
+    }
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(MetricUnavailable, match="offline: no network"):
         metrics.load_lpips(tmp_path)
-    _manifest(tmp_path, [_entry(absent, sha=metrics.pinned_sha256()[absent.name])])
-    with pytest.raises(MetricUnavailable, match="not found"):
-        metrics.load_lpips(tmp_path)
-    with pytest.raises(MetricUnavailable, match="no entry"):
+    with pytest.raises(MetricUnavailable, match="no entry for fid_inception"):
         metrics.load_fid(tmp_path)
 
 
 def test_wrong_checksum_gives_null_reason_and_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    for name in (metrics.LPIPS_WEIGHTS, metrics.FID_WEIGHTS):
-        torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / name)
-    pins = metrics.pinned_sha256()  # the manifest is right; the files are not the real ones
-    _manifest(tmp_path, [_entry(tmp_path / n, sha=pins[n]) for n in pins])
+    for name in (metrics.LPIPS_WEIGHTS, metrics.FID_WEIGHTS):  # files, but not the pinned ones
+        (tmp_path / pretrained.WEIGHTS[name].filename).write_bytes(b"not the real weights")
     with caplog.at_level(logging.WARNING, logger="sgsr.metrics"):
         nets, unavailable = metrics.load_backbones(["psnr", "lpips", "fid"], tmp_path)
     assert nets == {}
     assert set(unavailable) == {"lpips", "fid"}
-    assert "differs from the manifest" in unavailable["lpips"]
-    assert "differs from the manifest" in unavailable["fid"]
+    assert "differs from the pinned" in unavailable["lpips"]
+    assert "differs from the pinned" in unavailable["fid"]
     warned = [r.getMessage() for r in caplog.records]
     assert len(warned) == 2 and all("\n" not in w for w in warned)
     assert any("lpips unavailable" in w for w in warned)
 
 
-def test_lpips_really_loads_the_verified_alexnet_file(
-    tmp_path: Path, pin_fakes: dict[str, str]
+def test_lpips_really_loads_the_verified_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from torchvision.models import alexnet
 
     torch.manual_seed(123)
-    features = {k: v for k, v in alexnet(weights=None).state_dict().items() if "features" in k}
-    path = tmp_path / metrics.LPIPS_WEIGHTS
-    torch.save(features, path)
-    pin_fakes[path.name] = sha256sum(path)
-    _manifest(tmp_path, [_entry(path)])
+    state = {k: v for k, v in alexnet(weights=None).state_dict().items() if "features" in k}
+    widths = [64, 192, 384, 256, 256]
+    heads = {f"lin{k}.weight": torch.rand(1, c, 1, 1) for k, c in enumerate(widths)}
+    path = _fake(monkeypatch, tmp_path, "lpips_alex", {**state, **heads})
     net = metrics.load_lpips(tmp_path)
-    loaded = dict(net.net.named_parameters())
-    assert len(loaded) == len(features) == 10
-    for name, param in loaded.items():
-        assert torch.equal(param, features["features." + name.split(".", 1)[1]]), name
+    trunk = dict(net.net.named_parameters())
+    assert len(trunk) == len(state) == 10
+    for name, param in trunk.items():
+        assert torch.equal(param, state["features." + name.split(".", 1)[1]]), name
+    assert torch.equal(net.lin4.model[1].weight, heads["lin4.weight"])
     assert net.sgsr_weights == str(path)
     # and a truncated file (tensors missing) is refused, not half-loaded
-    torch.save({k: v for k, v in features.items() if not k.startswith("features.10")}, path)
-    pin_fakes[path.name] = sha256sum(path)
-    _manifest(tmp_path, [_entry(path)])
-    with pytest.raises(MetricUnavailable, match=r"features\.10"):
+    _fake(monkeypatch, tmp_path, "lpips_alex", {k: v for k, v in state.items() if "10" not in k})
+    with pytest.raises(MetricUnavailable, match=r"slice5\.10"):
         metrics.load_lpips(tmp_path)
 
 
-def test_fid_really_loads_the_verified_inception_file(
-    tmp_path: Path, pin_fakes: dict[str, str]
+def test_fid_really_loads_the_verified_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     torch.manual_seed(321)
-    state = metrics._random_fid_state()
-    path = tmp_path / metrics.FID_WEIGHTS
-    torch.save(state, path)
-    pin_fakes[path.name] = sha256sum(path)
-    _manifest(tmp_path, [_entry(path)])
-    net = metrics.load_fid(tmp_path, dims=64)
-    first = net.blocks[0][0].conv.weight
-    assert torch.equal(first, state["Conv2d_1a_3x3.conv.weight"])
-    assert net.sgsr_weights == str(path)
+    net = pretrained._fid_inception()
+    state = {k: v for k, v in net.state_dict().items() if "num_batches" not in k}
+    path = _fake(monkeypatch, tmp_path, "fid_inception", state)
+    fid_net = metrics.load_fid(tmp_path, dims=64)
+    assert torch.equal(fid_net.blocks[0][0].conv.weight, state["Conv2d_1a_3x3.conv.weight"])
+    assert fid_net.sgsr_weights == str(path)
+    assert fid_net.sgsr_dims == 64 and len(fid_net.blocks) == 1
 
-
-def test_a_manifest_that_disagrees_with_the_code_pin_is_not_trusted(tmp_path: Path) -> None:
-    """An edited manifest vouching for another file (sha matches the manifest, not the pin)."""
-    path = tmp_path / metrics.LPIPS_WEIGHTS
-    torch.save({"features.0.weight": torch.zeros(1)}, path)
-    _manifest(tmp_path, [_entry(path)])  # manifest sha == file sha, but not the pinned sha
-    assert metrics.pinned_sha256()[metrics.LPIPS_WEIGHTS] != sha256sum(path)
-    with pytest.raises(MetricUnavailable, match="pinned"):
-        metrics.load_lpips(tmp_path)
-
-
-def test_manifest_as_written_by_the_download_stage_is_understood(
-    tmp_path: Path, pin_fakes: dict[str, str]
-) -> None:
-    """download.py writes {file name: {path relative to the pipeline root, sha256, ...}}."""
-    folder = tmp_path / "models" / "pretrained"
-    folder.mkdir(parents=True)
-    path = folder / metrics.LPIPS_WEIGHTS
-    torch.save({"features.0.weight": torch.zeros(1)}, path)
-    pin_fakes[path.name] = sha256sum(path)
-    manifest = {
-        path.name: {
-            "path": f"models/pretrained/{path.name}",
-            "sha256": sha256sum(path),
-            "present": True,
-            "reason": "present, sha256 verified",
-        }
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    assert metrics.verified_weights(folder, path.name) == path

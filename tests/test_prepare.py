@@ -18,7 +18,7 @@ import pytest
 from conftest import bomb_png, smooth_rgb
 from PIL import Image
 
-from sgsr import layout
+from sgsr import layout, pretrained
 from sgsr.config import parse_config
 from sgsr.data import download, prepare
 from sgsr.data.common import BadImageWarning, ImageTooSmallError, SkippedImageWarning
@@ -451,7 +451,7 @@ def test_dvc_repro_prepare_on_sample_source_from_a_fresh_copy(tmp_path: Path) ->
     sh(dvc, "repro", "prepare")
     for name in ("sample_train", "sample_test"):
         assert list((work / "data" / "raw" / name).glob("*.png"))
-    manifest = download.load_manifest(work / layout.PRETRAINED_MANIFEST)
+    manifest = pretrained.load_manifest(work / layout.PRETRAINED_MANIFEST)
     assert all(not e["present"] and "SGSR_OFFLINE" in e["reason"] for e in manifest.values())
     x4 = work / layout.PREPARED / "x4"
     assert list((x4 / "sample_test" / "lr").glob("*.png"))

@@ -63,6 +63,7 @@ def _evaluate(args: argparse.Namespace) -> None:
             metrics=metrics,
             pretrained=Path(args.pretrained) if args.pretrained else None,
             max_pixels=args.max_pixels,
+            border=args.border,
         )
         if args.json:
             print(json.dumps(result, indent=2, allow_nan=True))
@@ -119,6 +120,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (the message names the value)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
 def _add_max_pixels(p: argparse.ArgumentParser, note: str = "") -> None:
     p.add_argument(
         "--max-pixels",
@@ -147,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=fn)
         return p
 
-    add("download", _download, "fetch the data sets and metric weights named in params")
+    add("download", _download, "fetch the data sets and the LPIPS/FID/LPIPS-VGG weights")
     add("prepare", _prepare, "mod-crop HR, make MATLAB-bicubic LR, build the patch store")
     p = add("train", _train, "train one run (resumes from its checkpoint)")
     p.add_argument("--run", required=True, help="run name <model>-<loss>-x<scale> (sgsr runs)")
@@ -159,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hr", help="folder of ground-truth HR images")
     p.add_argument(
         "--scale", type=_positive_int, help="SR scale; also the border cropped before scoring"
+    )
+    p.add_argument(
+        "--border",
+        type=_non_negative_int,
+        help="pixels cropped from every side before scoring (default: the scale, the protocol; "
+        "0 for calibration against published whole-image values)",
     )
     p.add_argument("--metrics", help="comma-separated metrics (default: psnr,ssim)")
     p.add_argument("--pretrained", help="folder with LPIPS/FID weights (models/pretrained)")

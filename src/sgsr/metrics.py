@@ -11,30 +11,25 @@ the same pixels.
 - MS-SSIM, GMSD and HaarPSI come from ``piq`` and run on RGB in [0, 1] (data_range 1.0); a
   grayscale image is replicated to three channels first.
 - LPIPS (``lpips`` 0.1, AlexNet backbone) and FID (``pytorch-fid`` InceptionV3 pool3 features
-  over non-overlapping patches) need pretrained weights. They are loaded only from
-  ``models/pretrained/`` after their sha256 matches the download manifest; otherwise the metric
-  is *unavailable* (`MetricUnavailable` with a reason), never a number from random weights.
+  over non-overlapping patches) need pretrained weights. They are loaded only from the
+  safetensors files in ``models/pretrained/`` whose sha256 matches the pin in
+  ``sgsr.pretrained.WEIGHTS``; otherwise the metric is *unavailable* (`MetricUnavailable` with a
+  reason), never a number from random weights.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import math
 import os
-import sys
-import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import numpy as np
 import torch
 
-from sgsr.fsutil import sha256sum
+from sgsr import pretrained
 from sgsr.imaging import luminance
 
 log = logging.getLogger(__name__)
@@ -42,10 +37,9 @@ log = logging.getLogger(__name__)
 #: PSNR of identical images is infinite (JSON outputs write it as null, CSV as ``inf``).
 PSNR_IDENTICAL = math.inf
 
-#: Weight files the perceptual metrics need, as named by torchvision / pytorch-fid.
-LPIPS_WEIGHTS = "alexnet-owt-7be5be79.pth"
-FID_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"
-MANIFEST_NAME = "manifest.json"
+#: Registry names (sgsr.pretrained.WEIGHTS) of the weights the perceptual metrics need.
+LPIPS_WEIGHTS = "lpips_alex"
+FID_WEIGHTS = "fid_inception"
 
 #: SSIM constants of the reference implementation (Wang et al. 2004, ``ssim_index.m``).
 SSIM_K1, SSIM_K2, SSIM_L = 0.01, 0.03, 255.0
@@ -57,8 +51,8 @@ LPIPS_NOTE = "AlexNet backbone (lpips 0.1)"
 FID_DIMS = 2048
 
 
-class MetricUnavailable(RuntimeError):
-    """A metric cannot be computed honestly here (weights absent or corrupt); str = reason."""
+#: A metric cannot be computed honestly here (weights absent or corrupt); str = reason.
+MetricUnavailable = pretrained.WeightsUnavailable
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,153 +190,18 @@ def haarpsi(sr: np.ndarray, hr: np.ndarray, border: int) -> float:
 
 
 # --------------------------------------------------------------------------------------------
-# where the LPIPS / FID weights come from
+# the LPIPS / FID networks (weights: sgsr.pretrained)
 # --------------------------------------------------------------------------------------------
-def _manifest_entries(manifest: Any) -> dict[str, Mapping[str, Any]]:
-    """Manifest entries keyed by file name; accepts a list, {"files": [...]} or {name: entry}."""
-    if isinstance(manifest, Mapping):
-        for key in ("files", "weights", "entries"):
-            if isinstance(manifest.get(key), list | Mapping):
-                return _manifest_entries(manifest[key])
-        items = []
-        for name, entry in manifest.items():
-            if isinstance(entry, Mapping):
-                items.append({"path": name, **entry} if "path" not in entry else entry)
-        manifest = items
-    out: dict[str, Mapping[str, Any]] = {}
-    if isinstance(manifest, list):
-        for entry in manifest:
-            if isinstance(entry, Mapping) and entry.get("path"):
-                out[Path(str(entry["path"])).name] = entry
-    return out
-
-
-def pinned_sha256() -> dict[str, str]:
-    """The sha256 the code pins for each metric weight file (sgsr.data.sources), so that an
-    edited manifest cannot vouch for another file."""
-    from sgsr.data.sources import WEIGHTS
-
-    return {name: remote.sha256 for name, remote in WEIGHTS.items()}
-
-
-def verified_weights(pretrained_dir: str | os.PathLike[str] | None, filename: str) -> Path:
-    """The path of `filename` in `pretrained_dir` once its sha256 matches the manifest (whose
-    sha256 must in turn equal the code's pin, when the code pins this file).
-
-    Raises MetricUnavailable with the reason otherwise: no folder, no manifest, no entry, the
-    manifest says absent, the manifest disagrees with the pin, the file is missing, or its
-    sha256 differs.
-    """
-    if pretrained_dir is None:
-        raise MetricUnavailable(
-            f"no pretrained-weights folder given (need {filename}; pass --pretrained "
-            "models/pretrained)"
-        )
-    folder = Path(pretrained_dir)
-    manifest_path = folder / MANIFEST_NAME
-    if not manifest_path.is_file():
-        raise MetricUnavailable(f"{manifest_path} not found (run `sgsr download`)")
-    try:
-        entries = _manifest_entries(json.loads(manifest_path.read_text()))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise MetricUnavailable(f"{manifest_path}: unreadable manifest ({exc})") from exc
-    entry = entries.get(filename)
-    if entry is None:
-        raise MetricUnavailable(f"{manifest_path} has no entry for {filename}")
-    if entry.get("present") is False:
-        why = entry.get("reason") or "no reason recorded"
-        raise MetricUnavailable(f"{filename} absent: {why}")
-    expected = str(entry.get("sha256") or "").lower()
-    if len(expected) != 64:
-        raise MetricUnavailable(f"{manifest_path}: entry for {filename} has no sha256")
-    pin = pinned_sha256().get(filename)
-    if pin is not None and pin != expected:
-        raise MetricUnavailable(
-            f"{manifest_path}: sha256 for {filename} differs from the one pinned in "
-            "sgsr.data.sources (edited or foreign manifest: run `sgsr download`)"
-        )
-    raw = Path(str(entry["path"]))
-    candidates = [raw] if raw.is_absolute() else [folder / raw, folder / raw.name]
-    path = next((p for p in candidates if p.is_file()), None)
-    if path is None:
-        raise MetricUnavailable(f"{candidates[-1]} not found although the manifest lists it")
-    actual = sha256sum(path)
-    if actual != expected:
-        raise MetricUnavailable(
-            f"{path}: sha256 {actual[:12]}... differs from the manifest's {expected[:12]}... "
-            "(corrupt or replaced file: delete it and run `sgsr download`)"
-        )
-    return path
-
-
-def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, Mapping):
-        raise MetricUnavailable(f"{path}: not a state dict")
-    return dict(state)
-
-
-@contextlib.contextmanager
-def _quiet() -> Any:
-    """Silence the libraries' prints and torchvision's 'pretrained is deprecated' warnings
-    (stdout may carry ``--json`` output)."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
-        warnings.simplefilter("ignore", UserWarning)
-        yield
-
-
 def load_lpips(
     pretrained_dir: str | os.PathLike[str] | None,
     *,
     device: str | torch.device = "cpu",
     random_backbone: bool = False,
 ) -> torch.nn.Module:
-    """LPIPS 0.1 with the AlexNet trunk from ``<pretrained_dir>/alexnet-owt-7be5be79.pth``.
-
-    The linear calibration layers ship inside the ``lpips`` package. The trunk is built with
-    random weights (no download attempt) and then every AlexNet ``features.*`` tensor is copied
-    in from the verified file, strictly (a missing or mis-shaped tensor is an error).
-    ``random_backbone=True`` skips the file: for plumbing tests and timing only.
-    """
-    import lpips as lpips_pkg
-
-    path = None if random_backbone else verified_weights(pretrained_dir, LPIPS_WEIGHTS)
-    with _quiet():
-        net = lpips_pkg.LPIPS(
-            net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False
-        )
-    if path is not None:
-        _copy_alexnet_features(net.net, _load_state_dict(path), path)
-    net.sgsr_weights = "random backbone (plumbing only)" if path is None else str(path)
-    return net.eval().to(device)
-
-
-def _copy_alexnet_features(
-    trunk: torch.nn.Module, state: Mapping[str, torch.Tensor], path: Path
-) -> None:
-    """lpips splits torchvision's ``features`` into slices keeping the module indices, so
-    ``sliceK.<i>.weight`` is ``features.<i>.weight`` of the torchvision file."""
-    used = set()
-    with torch.no_grad():
-        for name, param in trunk.named_parameters():
-            key = "features." + name.split(".", 1)[1]
-            if key not in state or state[key].shape != param.shape:
-                raise MetricUnavailable(f"{path}: no tensor {key} of shape {tuple(param.shape)}")
-            param.copy_(state[key])
-            used.add(key)
-    unused = sorted(k for k in state if k.startswith("features.") and k not in used)
-    if unused:
-        raise MetricUnavailable(f"{path}: unexpected AlexNet tensors {unused[:4]}")
-
-
-def _random_fid_state() -> dict[str, torch.Tensor]:
-    """A randomly initialised FID-Inception state dict (same keys and shapes as the real one:
-    pytorch-fid's patched blocks only change ``forward``)."""
-    from torchvision.models import inception_v3
-
-    with _quiet():
-        model = inception_v3(weights=None, aux_logits=False, num_classes=1008, init_weights=True)
-    return model.state_dict()
+    """LPIPS 0.1, AlexNet trunk and heads from ``<pretrained_dir>/lpips_alex.safetensors``
+    (sha256-pinned, loaded strictly; see `sgsr.pretrained`). ``random_backbone=True`` skips
+    the file: for plumbing tests and timing only."""
+    return pretrained.load_lpips(pretrained_dir, "alex", random_backbone=random_backbone).to(device)
 
 
 def load_fid(
@@ -352,38 +211,12 @@ def load_fid(
     random_backbone: bool = False,
     dims: int = FID_DIMS,
 ) -> torch.nn.Module:
-    """pytorch-fid's InceptionV3 with ``pt_inception-2015-12-05-6726825d.pth`` from
-    `pretrained_dir` (sha256-checked).
-
-    pytorch-fid has no local-path argument: its ``fid_inception_v3`` fetches the weights with
-    ``load_state_dict_from_url``; here that call is replaced, for the duration of the build, by
-    one that returns the verified file's tensors (loaded strictly), so nothing is downloaded.
-    ``dims`` picks the feature block (2048 = pool3, the standard; 64 is cheap, for tests).
-    """
-    from pytorch_fid import inception
-
-    if dims not in inception.InceptionV3.BLOCK_INDEX_BY_DIM:
-        raise ValueError(
-            f"FID dims must be one of {list(inception.InceptionV3.BLOCK_INDEX_BY_DIM)}"
-        )
-    if random_backbone:
-        state, source = _random_fid_state(), "random backbone (plumbing only)"
-    else:
-        path = verified_weights(pretrained_dir, FID_WEIGHTS)
-        state, source = _load_state_dict(path), str(path)
-    expected_name = inception.FID_WEIGHTS_URL.rsplit("/", 1)[-1]
-
-    def local_weights(url: str, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
-        if url.rsplit("/", 1)[-1] != expected_name:
-            raise MetricUnavailable(f"pytorch-fid asked for unexpected weights {url}")
-        return state
-
-    block = inception.InceptionV3.BLOCK_INDEX_BY_DIM[dims]
-    with _quiet(), mock.patch.object(inception, "load_state_dict_from_url", local_weights):
-        net = inception.InceptionV3([block])
-    net.sgsr_weights = source
-    net.sgsr_dims = dims
-    return net.eval().to(device)
+    """pytorch-fid's InceptionV3 (FID Inception 2015-12-05) from
+    ``<pretrained_dir>/fid_inception.safetensors``; ``dims`` picks the feature block (2048 =
+    pool3, the standard; 64 is cheap, for tests)."""
+    return pretrained.load_fid_inception(
+        pretrained_dir, random_backbone=random_backbone, dims=dims
+    ).to(device)
 
 
 # --------------------------------------------------------------------------------------------

@@ -780,6 +780,9 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
         raise FileNotFoundError(
             f"patch store {store} not found: run `sgsr prepare` (or `dvc repro prepare`) first"
         )
+    # before anything else: a loss on pretrained weights (lpips_vgg) fails here, naming the file,
+    # and its network's random initialisation happens before seeding (no effect on the run)
+    loss = build_loss(spec.loss_spec, pretrained_dir=base / layout.PRETRAINED)
     ctx = init_from_env(opts.device)
     try:
         batch = per_rank_batch(opts.batch_size, ctx.world_size)
@@ -798,7 +801,6 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
             scale=spec.scale,
             **spec.model_kwargs,
         )
-        loss = build_loss(spec.loss_spec)
         validate = None
         if ctx.is_main:
             val_dir = base / layout.prepared_set(spec.scale, layout.VAL_SET)

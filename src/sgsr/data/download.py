@@ -11,24 +11,23 @@ Sources (``data.source``):
   is decoded once to validate it, then copied byte-for-byte. Nothing is converted here; prepare
   normalises.
 
-Metric weights are best effort: unreachable weights are recorded as absent in the manifest and
-do not fail the stage (the evaluation stage skips LPIPS/FID and says why).
+Pretrained weights (LPIPS, FID, the LPIPS-VGG loss) are `sgsr.pretrained.fetch_weights`'s job:
+best effort, unreachable weights are recorded as absent in the manifest and do not fail the
+stage (the evaluation stage reports LPIPS/FID as null and says why).
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
 import shutil
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sgsr import layout
+from sgsr import layout, pretrained
 from sgsr.config import DEFAULT_MAX_PIXELS, Config
 from sgsr.data import sources
 from sgsr.data.archive import safe_extract
@@ -40,7 +39,7 @@ from sgsr.data.common import (
     staging_dir,
     warn_skipped,
 )
-from sgsr.data.fetch import DownloadError, UnpinnedError, fetch
+from sgsr.data.fetch import UnpinnedError, fetch
 from sgsr.fsutil import atomic_write, replace_dir, sha256sum
 from sgsr.imaging import IMAGE_SUFFIXES, list_images, write_image
 
@@ -48,22 +47,12 @@ log = logging.getLogger(__name__)
 
 RAW_MANIFEST = "manifest.json"
 
-WEIGHT_ALTERNATIVES = (
-    "put the file in models/pretrained/ or $TORCH_HOME/hub/checkpoints/ yourself (its sha256 is "
-    "checked), get it with `dvc pull`, or set data.metric_weights: false"
-)
-
-
-class WeightsAbsentWarning(UserWarning):
-    """Metric weights could not be fetched; LPIPS/FID will be skipped by evaluation."""
-
-
 def run(
     cfg: Config,
     root: str | os.PathLike[str] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
-    """Fetch every set in data.train_sets + data.test_sets, then the metric weights.
+    """Fetch every set in data.train_sets + data.test_sets, then the pretrained weights.
 
     Returns ``{"sets": {name: record}, "weights": manifest}``; paths are under `root` (default:
     the params file's folder).
@@ -89,7 +78,7 @@ def run(
     else:
         raise ValueError(f"data.source: must be one of sample, official, dir; got {source!r}")
     _write_raw_manifest(raw, records)
-    weights = fetch_metric_weights(
+    weights = pretrained.fetch_weights(
         base / layout.PRETRAINED, cache, enabled=cfg.data.metric_weights, root=base
     )
     return {"sets": records, "weights": weights}
@@ -296,143 +285,3 @@ def _write_raw_manifest(raw: Path, records: dict[str, dict[str, Any]]) -> None:
     with atomic_write(raw / RAW_MANIFEST, "w") as fh:
         json.dump(records, fh, indent=2, sort_keys=True)
         fh.write("\n")
-
-
-# --- metric weights -------------------------------------------------------------------------------
-
-
-def _torch_hub_checkpoints() -> Path:
-    """torch.hub's checkpoint folder, computed without importing torch (which takes seconds)."""
-    home = os.environ.get("TORCH_HOME")
-    if home:
-        return Path(home) / "hub" / "checkpoints"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "torch" / "hub" / "checkpoints"
-
-
-def _place(src: Path, target: Path) -> None:
-    """Put a verified file at `target`: a hard link when possible (no 240 MB copy), else a copy;
-    either way via a temp name and a rename."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    try:
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def fetch_metric_weights(
-    folder: Path,
-    cache: Path | None = None,
-    enabled: bool = True,
-    root: Path | None = None,
-    **fetch_kw: Any,
-) -> dict[str, dict[str, Any]]:
-    """Make the LPIPS/FID backbones available in `folder` when possible; always write
-    ``folder/manifest.json``. Never raises for a weight that cannot be had: it is recorded as
-    ``present: false`` with the reason."""
-    cache = download_cache(cache)
-    manifest: dict[str, dict[str, Any]] = {}
-    for name, remote in sources.WEIGHTS.items():
-        target = folder / name
-        rel = os.path.relpath(target, root) if root is not None else str(target)
-        entry: dict[str, Any] = {
-            "path": Path(rel).as_posix(),
-            "sha256": remote.sha256,
-            "present": False,
-            "reason": "",
-            "role": sources.WEIGHT_ROLES[name],
-            "url": remote.url,
-        }
-        if _hash_ok(target, remote.sha256):
-            entry.update(present=True, reason="present, sha256 verified")
-        elif not enabled:
-            entry["reason"] = "not fetched: data.metric_weights is false"
-        else:
-            for candidate, how in (
-                (cache / "weights" / name, "download cache"),
-                (_torch_hub_checkpoints() / name, "torch hub cache"),
-            ):
-                if _hash_ok(candidate, remote.sha256):
-                    _place(candidate, target)
-                    entry.update(present=True, reason=f"copied from the {how} ({candidate})")
-                    break
-            else:
-                try:
-                    got = fetch(
-                        remote.url,
-                        cache / "weights" / name,
-                        remote.sha256,
-                        size=remote.size,
-                        alternatives=WEIGHT_ALTERNATIVES,
-                        **fetch_kw,
-                    )
-                    _place(got, target)
-                    entry.update(present=True, reason=f"downloaded from {remote.url}")
-                except DownloadError as exc:
-                    entry["reason"] = str(exc)
-                    warnings.warn(
-                        f"metric weights {name} unavailable, LPIPS/FID will be skipped: {exc}",
-                        WeightsAbsentWarning,
-                        stacklevel=2,
-                    )
-        if not entry["present"]:
-            target.unlink(missing_ok=True)  # never leave an unverified file under its real name
-        manifest[name] = entry
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_write(folder / layout.PRETRAINED_MANIFEST.name, "w") as fh:
-        json.dump(manifest, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    return manifest
-
-
-def load_manifest(path: str | os.PathLike[str] = layout.PRETRAINED_MANIFEST) -> dict[str, dict]:
-    """Read ``models/pretrained/manifest.json``: ``{file name: {path, sha256, present, reason,
-    role, url}}``. ``present`` says the download stage verified the file; call verified_weight
-    to re-check the bytes before trusting them."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: run `sgsr download` (or `dvc repro download`) first"
-        )
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc}); rerun `sgsr download`") from exc
-    required = {"path", "sha256", "present", "reason"}
-    if not isinstance(data, dict) or not all(
-        isinstance(v, dict) and required <= v.keys() for v in data.values()
-    ):
-        raise ValueError(
-            f"{path}: each entry must have {', '.join(sorted(required))}; rerun `sgsr download`"
-        )
-    return data
-
-
-def verified_weight(name: str, folder: str | os.PathLike[str] = layout.PRETRAINED) -> Path | None:
-    """`folder/name` if it exists and its sha256 matches the pinned one, else None.
-
-    The pin comes from the code (sources.WEIGHTS), not from the manifest, so a tampered
-    manifest cannot vouch for a tampered file. Hashes are memoised per (path, size, mtime).
-    """
-    if name not in sources.WEIGHTS:
-        raise KeyError(f"unknown metric weight file {name!r}; known: {', '.join(sources.WEIGHTS)}")
-    path = Path(folder) / name
-    return path if _hash_ok(path, sources.WEIGHTS[name].sha256) else None
-
-
-def _hash_ok(path: Path, sha256: str | None) -> bool:
-    if sha256 is None or not path.is_file():
-        return False
-    st = path.stat()
-    return _sha256_cached(str(path.resolve()), st.st_size, st.st_mtime_ns) == sha256
-
-
-@functools.lru_cache(maxsize=64)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    return sha256sum(path)

@@ -1,5 +1,5 @@
-"""What each data source offers: set names, published URLs with their pinned sha256, the
-bundled sample photographs, and the metric weights.
+"""What each data source offers: set names, published URLs with their pinned sha256 and the
+bundled sample photographs (pretrained weights: `sgsr.pretrained.WEIGHTS`).
 
 A table, not code, so adding a set is one entry. A hash of ``None`` means *nobody has verified
 it*: the downloader refuses such an entry before touching the network (fail closed), and the
@@ -143,33 +143,3 @@ SAMPLE_SETS: dict[str, dict[str, Callable[[], np.ndarray]]] = {
         "motorcycle": _motorcycle,
     },
 }
-
-
-# --- metric weights ------------------------------------------------------------------------------
-
-LPIPS_ALEXNET = "alexnet-owt-7be5be79.pth"
-FID_INCEPTION = "pt_inception-2015-12-05-6726825d.pth"
-
-#: Both libraries check no hash themselves (DESIGN.md 4), so we do. Full sha256s agree with the
-#: 8-hex prefixes in the file names (torch hub's convention) and with several independent public
-#: pins (e.g. torch-fidelity mirrors the inception file under the same hash).
-WEIGHTS: dict[str, Remote] = {
-    LPIPS_ALEXNET: Remote(
-        url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
-        sha256="7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02",
-        size=244408911,
-        provenance="torchvision AlexNet_Weights.IMAGENET1K_V1 (prefix 7be5be79 in the name)",
-    ),
-    FID_INCEPTION: Remote(
-        url=(
-            "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
-            "pt_inception-2015-12-05-6726825d.pth"
-        ),
-        sha256="6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
-        size=95628359,
-        provenance="pytorch-fid FID_WEIGHTS_URL (prefix 6726825d in the name)",
-    ),
-}
-
-#: What each weight file is for, recorded in the manifest for the evaluation stage.
-WEIGHT_ROLES: dict[str, str] = {LPIPS_ALEXNET: "lpips_alexnet", FID_INCEPTION: "fid_inception"}
