@@ -75,7 +75,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def _summarize(args: argparse.Namespace) -> None:
     cfg = _cfg(args)
-    from sgsr.evaluate import summarize
+    from sgsr.summary import summarize
 
     summarize(cfg)
 
@@ -126,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("download", _download, "fetch the data sets and metric weights named in params")
     add("prepare", _prepare, "mod-crop HR, make MATLAB-bicubic LR, build the patch store")
     p = add("train", _train, "train one run (resumes from its checkpoint)")
-    p.add_argument("--run", required=True, help="run name <model>-<loss>-x<scale> (sgsr runs)")
+    p.add_argument(
+        "--run", required=True, help="run name <model>-<loss>-x<scale>[-s<seed>] (sgsr runs)"
+    )
     p = add("infer", _infer, "upscale every test set with one run (or bicubic-x<s>)")
     p.add_argument("--run", required=True)
     p = add("evaluate", _evaluate, "score a run's SR images, or any folder pair with --sr/--hr")
@@ -137,7 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", help="comma-separated metrics (default: psnr,ssim)")
     p.add_argument("--pretrained", help="folder with LPIPS/FID weights (models/pretrained)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    add("summarize", _summarize, "results/summary.csv and paired L1-vs-SGL differences")
+    add(
+        "summarize",
+        _summarize,
+        "results/summary.csv, summary_seeds.csv (spread over seeds) and paired.csv (each loss "
+        "vs the baseline loss)",
+    )
     add("report", _report, "execute the notebooks and render reports/report.html")
     p = add("upscale", _upscale, "apply trained weights to any image file or folder")
     p.add_argument("input", help="image file or folder")
@@ -146,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, default=0, help="tile side in LR pixels (0 = whole image)")
     p.add_argument("--overlap", type=int, default=16, help="tile overlap in LR pixels")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    add("runs", _runs, "list the runs the params define")
+    add("runs", _runs, "list the runs the params define (replicate seeds included)")
     return parser
 
 
