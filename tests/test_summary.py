@@ -229,3 +229,17 @@ def test_a_missing_replicate_is_named(pipeline: Path) -> None:
     (pipeline / "results/metrics/m-sgl-x4-s1/fid_bootstrap.csv").unlink()
     with pytest.raises(FileNotFoundError, match=r"m-sgl-x4-s1/fid_bootstrap\.csv"):
         summarize(load_config(pipeline / "params.yaml"))
+
+
+def test_without_fid_resamples_the_fid_intervals_are_empty(pipeline: Path) -> None:
+    for name in RUNS:
+        folder = pipeline / "results/metrics" / name
+        (folder / "fid_bootstrap.csv").write_text("set,resample,fid\n")
+        info = json.loads((folder / "metrics_info.json").read_text())
+        info["sets"]["A"]["fid"] = {"patches": 8, "bootstrap": 0}
+        (folder / "metrics_info.json").write_text(json.dumps(info))
+    summary, _, paired = summarize(load_config(pipeline / "params.yaml"))
+    assert all(r["fid_ci_low"] == r["fid_ci_high"] == "" for r in _rows(summary))
+    f = next(r for r in _rows(paired) if r["metric"] == "fid")
+    assert (f["ci_low"], f["ci_high"], f["resamples"]) == ("", "", "0")
+    assert float(f["mean_diff"]) == -2.0 and f["effect"] == "none"  # seed statistics still there

@@ -438,8 +438,9 @@ def fid_patch_features(
     """InceptionV3 features (N, dims) float64 of patches (N, 3, h, w) in [0, 1].
 
     The network runs channels-last (converted once, in place): on this project's 2-core CPU
-    that is ~1.2-1.7x faster than the default layout, features equal to ~1e-6 relative.
-    Callers should pass batches of ~32 patches: 4 at a time is ~2-3x slower per patch.
+    that is 1.2-1.3x faster than the default layout (benchmarks/bench_fid.py), features equal
+    to ~1e-5 relative. Callers should pass batches of ~32 patches: 4 at a time is ~1.7x slower
+    per patch.
     """
     device = next(net.parameters()).device
     if not getattr(net, "sgsr_channels_last", False):

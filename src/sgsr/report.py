@@ -715,8 +715,8 @@ def run(
         intro = f"Scale x{params['scale']}; runs {runs}; test sets {', '.join(cfg.data.test_sets)}."
         if params["baseline_run"]:
             intro += (
-                f" The paired comparison is `{params['candidate_run']}` (SGL) minus "
-                f"`{params['baseline_run']}` (L1)."
+                f" The paired comparison is `{params['candidate_run']}` minus "
+                f"`{params['baseline_run']}` (the baseline loss, `experiment.baseline`)."
             )
         render_html(executed, tmp / REPORT_HTML, title, intro)
         replace_dir(tmp, final)

@@ -158,20 +158,26 @@ def read_per_image(path: Path) -> dict[tuple[str, str], dict[str, float | None]]
     """{(set, image): {metric: float or None}} from a per_image.csv."""
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    return {
-        (row["set"], row["image"]): {
-            k: _float_cell(v) for k, v in row.items() if k not in PER_IMAGE_KEYS
+    try:
+        return {
+            (row["set"], row["image"]): {
+                k: _float_cell(v) for k, v in row.items() if k not in PER_IMAGE_KEYS
+            }
+            for row in rows
         }
-        for row in rows
-    }
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: unreadable ({exc}); rerun sgsr evaluate") from exc
 
 
 def read_fid_bootstrap(path: Path) -> dict[str, np.ndarray]:
     """{set: FID of each resample, in resample order} from a fid_bootstrap.csv."""
     out: dict[str, list[tuple[int, float]]] = {}
     with open(path, newline="") as fh:
-        for row in csv.DictReader(fh):
-            out.setdefault(row["set"], []).append((int(row["resample"]), float(row["fid"])))
+        try:
+            for row in csv.DictReader(fh):
+                out.setdefault(row["set"], []).append((int(row["resample"]), float(row["fid"])))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: unreadable ({exc}); rerun sgsr evaluate") from exc
     return {k: np.array([v for _, v in sorted(rows)]) for k, rows in out.items()}
 
 
