@@ -25,6 +25,7 @@ BENCHMARKS = {
     "data": "benchmarks.bench_data",
     "infer": "benchmarks.bench_infer",
     "eval": "benchmarks.bench_eval",
+    "fid": "benchmarks.bench_fid",
     "pipeline": "benchmarks.bench_pipeline",
     "gpu": "benchmarks.bench_gpu",
 }
@@ -80,6 +81,14 @@ def goals(results: dict) -> dict:
     for name, modes in (results.get("infer") or {}).get("models", {}).items():
         ratio = modes["tiled_vs_whole_speed"]
         out[f"infer_{name}_tiled_speed >= 0.9 x whole"] = {"value": ratio, "met": ratio >= 0.9}
+    fid = results.get("fid")
+    if fid and "study_fid_minutes" in fid:
+        # CPU minutes bound the wall time on 2 idle cores (parallelism >= 1; spinning and
+        # contention on a shared machine only inflate them); the wall time is in the table
+        v = fid["study_fid_cpu_minutes"]
+        out["fid_study_cpu_minutes (>= wall on 2 idle cores) <= 40"] = {"value": v, "met": v <= 40}
+        v = fid["summarize_minutes"]
+        out["summarize_study_minutes <= 10"] = {"value": v, "met": v <= 10}
     pipeline = results.get("pipeline")
     if pipeline:
         noop = pipeline["noop_repro_seconds"]

@@ -12,6 +12,7 @@ import yaml
 from sgsr import evaluate, imaging, metrics
 from sgsr.config import load_config
 from sgsr.stats import paired_bootstrap
+from sgsr.summary import PAIRED_COLUMNS, SEEDS_COLUMNS, SUMMARY_KEYS, summarize
 
 SCALE = 2
 METRIC_NAMES = ["psnr", "ssim", "ms_ssim", "gmsd", "haarpsi", "lpips", "fid"]
@@ -73,27 +74,47 @@ def test_run_and_summarize_write_the_declared_files(pipeline: Path) -> None:
     assert float(per_image[0]["ssim"]) == pytest.approx(metrics.ssim(sr0, hr0, SCALE), abs=1e-12)
     assert per_image[0]["lpips"] == ""  # no weights here: empty, not a number
 
-    doc = json.loads((pipeline / "results/metrics/m-l1-x2/metrics.json").read_text())
-    assert (doc["run"], doc["model"], doc["loss"], doc["scale"]) == ("m-l1-x2", "m", "l1", 2)
-    tiny = doc["sets"]["tiny"]
+    # metrics.json: numbers only (one dvc metrics column per metric), per set
+    folder = pipeline / "results/metrics/m-l1-x2"
+    doc = json.loads((folder / "metrics.json").read_text())
+    assert list(doc) == ["tiny"]
+    tiny = doc["tiny"]
+    assert set(tiny) == {*METRIC_NAMES, "n_images"}
+    assert all(v is None or isinstance(v, int | float) for v in tiny.values())
     assert tiny["n_images"] == 3
     psnrs = [float(r["psnr"]) for r in per_image]
     assert tiny["psnr"] == pytest.approx(np.mean(psnrs), abs=1e-12)
     assert tiny["lpips"] is None and tiny["fid"] is None
-    assert set(doc["unavailable"]) == {"lpips", "fid"}
-    assert "manifest.json" in doc["unavailable"]["fid"]
-    assert "AlexNet" in doc["notes"]["lpips"] and "16x16 patches" in doc["notes"]["fid"]
-    assert doc["fid_patch"] == 16
+    # ... and everything else in the sidecar
+    info = json.loads((folder / "metrics_info.json").read_text())
+    assert (info["run"], info["model"], info["loss"], info["scale"]) == ("m-l1-x2", "m", "l1", 2)
+    assert (info["seed"], info["replicate"]) == (0, False)
+    assert set(info["unavailable"]) == {"lpips", "fid"}
+    assert "manifest.json" in info["unavailable"]["fid"]
+    assert "AlexNet" in info["notes"]["lpips"] and "16x16 patches" in info["notes"]["fid"]
+    assert info["fid"]["patch"] == 16 and info["sets"]["tiny"]["n_images"] == 3
+    assert "nonfinite" not in info["sets"]["tiny"]
+    # FID unavailable: the bootstrap file is there (a DVC output) with its header only
+    assert (folder / "fid_bootstrap.csv").read_text() == "set,resample,fid\n"
 
-    summary_path, paired_path = evaluate.summarize(cfg)
+    summary_path, seeds_path, paired_path = summarize(cfg)
     summary = _read_csv(summary_path)
-    assert list(summary[0]) == [*evaluate.SUMMARY_KEYS, *METRIC_NAMES]
+    assert list(summary[0]) == [*SUMMARY_KEYS, *METRIC_NAMES, "fid_ci_low", "fid_ci_high", "notes"]
     assert [r["run"] for r in summary] == ["bicubic-x2", "m-l1-x2", "m-sgl-x2"]
     assert summary[0]["model"] == "bicubic" and summary[0]["loss"] == ""
+    assert summary[0]["seed"] == "" and summary[1]["seed"] == "0"
     assert float(summary[1]["psnr"]) == pytest.approx(tiny["psnr"], abs=1e-9)
+    assert summary[1]["lpips"] == "" and summary[1]["notes"] == ""
+
+    seeds = _read_csv(seeds_path)
+    assert list(seeds[0]) == list(SEEDS_COLUMNS)
+    row = next(r for r in seeds if r["loss"] == "l1" and r["metric"] == "psnr")
+    assert (row["n_seeds"], row["seeds"], row["runs"]) == ("1", "0", "m-l1-x2")
+    assert float(row["mean"]) == pytest.approx(tiny["psnr"], abs=1e-9) and row["sd"] == ""
+    assert not any(r["metric"] in ("lpips", "fid") for r in seeds)  # unavailable: no rows
 
     paired = _read_csv(paired_path)
-    assert list(paired[0]) == list(evaluate.PAIRED_COLUMNS)
+    assert list(paired[0]) == list(PAIRED_COLUMNS)
     assert {r["metric"] for r in paired} == {"psnr", "ssim", "ms_ssim", "gmsd", "haarpsi"}
     row = next(r for r in paired if r["metric"] == "psnr")
     assert (row["baseline"], row["candidate"]) == ("m-l1-x2", "m-sgl-x2")
@@ -109,45 +130,98 @@ def test_run_and_summarize_write_the_declared_files(pipeline: Path) -> None:
     assert float(row["ci_high"]) == pytest.approx(expected[2], abs=1e-9)
     assert int(row["n"]) == 3 and row["higher_is_better"] == "True"
     assert float(row["mean_diff"]) > 0  # SR near HR beats noisy bicubic
+    # one seed: the seed statistics are undefined (empty), not "no effect"
+    assert (row["n_seeds"], row["seeds"]) == ("1", "0")
+    assert float(row["seed_diffs"]) == pytest.approx(np.mean(diffs), abs=1e-9)
+    for col in ("seed_ci_low", "seed_ci_high", "baseline_seed_sd", "exceeds_seed_spread", "effect"):
+        assert row[col] == "", col
     gmsd_row = next(r for r in paired if r["metric"] == "gmsd")
     assert gmsd_row["higher_is_better"] == "False" and float(gmsd_row["mean_diff"]) < 0
 
 
-def test_metrics_json_is_strict_json_when_psnr_is_infinite(pipeline: Path) -> None:
-    """SR == HR: PSNR is inf; metrics.json must still be valid JSON (null), CSV says inf."""
+def test_identical_images_are_inf_and_never_confused_with_undefined(pipeline: Path) -> None:
+    """SR == HR: PSNR is inf; metrics.json stays strict JSON (null) and the sidecar says
+    "inf", identical; CSVs say inf."""
     hr_dir = pipeline / "data/prepared/x2/tiny/hr"
     for p in imaging.list_images(hr_dir):
         imaging.write_image(pipeline / "results/sr/m-l1-x2/tiny" / p.name, imaging.read_image(p))
-    raw = yaml.safe_load((pipeline / "params.yaml").read_text())
-    raw["evaluate"]["metrics"] = ["psnr", "ssim"]
-    (pipeline / "params.yaml").write_text(yaml.safe_dump(raw))
+    _set_metrics(pipeline, ["psnr", "ssim"])
     cfg = load_config(pipeline / "params.yaml")
     evaluate.run(cfg, "m-l1-x2")
-    text = (pipeline / "results/metrics/m-l1-x2/metrics.json").read_text()
+    folder = pipeline / "results/metrics/m-l1-x2"
+    text = (folder / "metrics.json").read_text()
     doc = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
-    assert doc["sets"]["tiny"]["psnr"] is None and doc["sets"]["tiny"]["ssim"] == 1.0
-    rows = _read_csv(pipeline / "results/metrics/m-l1-x2/per_image.csv")
-    assert all(math.isinf(float(r["psnr"])) for r in rows)
+    assert doc["tiny"]["psnr"] is None and doc["tiny"]["ssim"] == 1.0
+    info = json.loads((folder / "metrics_info.json").read_text())
+    entry = info["sets"]["tiny"]["nonfinite"]["psnr"]
+    assert entry["value"] == "inf" and "identical" in entry["why"] and "img0" in entry["why"]
+    rows = _read_csv(folder / "per_image.csv")
+    assert all(r["psnr"] == "inf" for r in rows)
     for run in ("bicubic-x2", "m-sgl-x2"):
         evaluate.run(cfg, run)
-    summary_path, paired_path = evaluate.summarize(cfg)
-    assert _read_csv(summary_path)[1]["psnr"] == "inf"
+    summary_path, _, paired_path = summarize(cfg)
+    row = _read_csv(summary_path)[1]
+    assert row["psnr"] == "inf" and "psnr infinite" in row["notes"]
     psnr_rows = [r for r in _read_csv(paired_path) if r["metric"] == "psnr"]
     assert psnr_rows == []  # every pair had an infinite PSNR: no finite difference to report
     ssim_row = next(r for r in _read_csv(paired_path) if r["metric"] == "ssim")
     assert ssim_row["excluded"] == "0" and float(ssim_row["mean_diff"]) < 0
 
 
-def test_summarize_names_a_missing_metrics_file(pipeline: Path) -> None:
+def test_psnr_with_nothing_left_after_the_crop_is_undefined_not_identical(pipeline: Path) -> None:
+    """A 4x4 image at x2 loses every pixel to the 2 px border: its PSNR is NaN. The set's PSNR
+    is undefined with the reason, in every output; nothing says "identical"."""
+    tiny_hr = np.full((4, 4, 3), 100, np.uint8)
+    imaging.write_image(pipeline / "data/prepared/x2/tiny/hr/zz.png", tiny_hr)
+    for run in ("bicubic-x2", "m-l1-x2", "m-sgl-x2"):
+        imaging.write_image(pipeline / f"results/sr/{run}/tiny/zz.png", tiny_hr + 1)
+    _set_metrics(pipeline, ["psnr"])
     cfg = load_config(pipeline / "params.yaml")
+    for run in ("bicubic-x2", "m-l1-x2", "m-sgl-x2"):
+        evaluate.run(cfg, run)
+    folder = pipeline / "results/metrics/m-l1-x2"
+    rows = {r["image"]: r for r in _read_csv(folder / "per_image.csv")}
+    assert rows["zz"]["psnr"] == "nan" and math.isfinite(float(rows["img0"]["psnr"]))
+    assert json.loads((folder / "metrics.json").read_text())["tiny"]["psnr"] is None
+    info = json.loads((folder / "metrics_info.json").read_text())
+    entry = info["sets"]["tiny"]["nonfinite"]["psnr"]
+    assert entry["value"] == "nan"
+    assert "zz: 4x4 px, nothing left after the 2 px border crop" in entry["why"]
+    assert "identical" not in json.dumps(info["sets"])
+    summary_path, _, paired_path = summarize(cfg)
+    row = _read_csv(summary_path)[1]
+    assert row["psnr"] == "nan" and "psnr undefined" in row["notes"] and "zz" in row["notes"]
+    (pair,) = [r for r in _read_csv(paired_path) if r["metric"] == "psnr"]
+    assert (pair["n"], pair["excluded"]) == ("3", "1")  # the undefined image is left out
+    sr_dir, hr_dir = folder.parents[1] / "sr/m-l1-x2/tiny", pipeline / "data/prepared/x2/tiny/hr"
+    table = evaluate.format_table(evaluate.score_folders(sr_dir, hr_dir, SCALE, ["psnr"]))
+    assert "nan" in table and "mean undefined" in table and "inf" not in table
+
+
+def _set_metrics(pipeline: Path, names: list[str]) -> None:
     raw = yaml.safe_load((pipeline / "params.yaml").read_text())
-    raw["evaluate"]["metrics"] = ["psnr"]
+    raw["evaluate"]["metrics"] = names
     (pipeline / "params.yaml").write_text(yaml.safe_dump(raw))
+
+
+def test_summarize_names_a_missing_metrics_file(pipeline: Path) -> None:
+    _set_metrics(pipeline, ["psnr"])
     cfg = load_config(pipeline / "params.yaml")
     evaluate.run(cfg, "bicubic-x2")
     evaluate.run(cfg, "m-l1-x2")
     with pytest.raises(FileNotFoundError, match=r"m-sgl-x2/metrics\.json"):
-        evaluate.summarize(cfg)
+        summarize(cfg)
+
+
+def test_summarize_refuses_an_old_format_metrics_json(pipeline: Path) -> None:
+    _set_metrics(pipeline, ["psnr"])
+    cfg = load_config(pipeline / "params.yaml")
+    for run in ("bicubic-x2", "m-l1-x2", "m-sgl-x2"):
+        evaluate.run(cfg, run)
+    old = {"run": "m-l1-x2", "sets": {"tiny": {"psnr": 30.0}}, "unavailable": {}}
+    (pipeline / "results/metrics/m-l1-x2/metrics.json").write_text(json.dumps(old))
+    with pytest.raises(ValueError, match=r"m-l1-x2/metrics\.json is in the old format.*rerun"):
+        summarize(cfg)
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,7 +266,7 @@ def test_cli_evaluate_json_and_table(pipeline: Path, capsys: pytest.CaptureFixtu
     assert main([*args, "--json", "--metrics", "psnr,ssim,lpips"]) == 0
     out = capsys.readouterr().out
     doc = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
-    assert set(doc) >= {"scale", "n_images", "mean", "images", "unavailable", "notes"}
+    assert set(doc) >= {"scale", "n_images", "mean", "images", "nonfinite", "unavailable", "notes"}
     assert doc["n_images"] == 3 and [r["image"] for r in doc["images"]] == ["img0", "img1", "img2"]
     sr0 = imaging.read_image(sr_dir / "img0.png")
     hr0 = imaging.read_image(hr_dir / "img0.png")

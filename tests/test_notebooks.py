@@ -51,11 +51,15 @@ def _blend(a: np.ndarray, b: np.ndarray, t: float, rng: np.random.Generator) -> 
     return np.clip(out, 0, 255).round().astype(np.uint8)
 
 
-def build_fake_pipeline(root: Path, scale: int = 2, with_lpips: bool = False) -> dict:
+def build_fake_pipeline(
+    root: Path, scale: int = 2, with_lpips: bool = False, replicates: tuple[int, ...] = ()
+) -> dict:
     """A pipeline folder with prepared data, run cards, dvclive logs, SR outputs and CSVs.
 
     Two test sets (one with a grayscale image), a val split, runs bicubic/l1/sgl at ``scale``.
-    LPIPS is left empty (as offline) unless ``with_lpips``. Returns the run names.
+    LPIPS is left empty (as offline) unless ``with_lpips``. ``replicates`` adds summary rows
+    (and summary_seeds.csv, paired seed columns) for those extra seeds of l1 and sgl.
+    Returns the run names.
     """
     rng = np.random.default_rng(0)
     base = f"{MODEL}-l1-x{scale}"
@@ -111,25 +115,30 @@ def build_fake_pipeline(root: Path, scale: int = 2, with_lpips: bool = False) ->
         mdir.mkdir(parents=True)
         df.to_csv(mdir / "per_image.csv", index=False)
         info = report.parse_run(run)
-        for set_name, sub in df.groupby("set"):
-            summary.append(
-                {
-                    "run": run,
-                    "model": info["model"],
-                    "loss": info["loss"],
-                    "scale": scale,
-                    "set": set_name,
-                    "n_images": len(sub),
-                    **{m: sub[m].mean() for m in METRICS},
-                }
-            )
+        seeds = (None,) if info["model"] == "bicubic" else (0, *replicates)
+        for seed in seeds:
+            for set_name, sub in df.groupby("set"):
+                shift = 0.0 if not seed else 0.3 * math.sin(seed + len(run))  # seed noise
+                summary.append(
+                    {
+                        "run": run if not seed else f"{run}-s{seed}",
+                        "model": info["model"],
+                        "loss": info["loss"],
+                        "scale": scale,
+                        "seed": seed,
+                        "set": set_name,
+                        "n_images": len(sub),
+                        **{m: sub[m].mean() + (shift if m == "psnr" else 0.0) for m in METRICS},
+                    }
+                )
         sets = {
-            name: {m: float(sub[m].mean()) for m in METRICS if sub[m].notna().any()}
+            name: {m: (float(sub[m].mean()) if sub[m].notna().any() else None) for m in METRICS}
             for name, sub in df.groupby("set")
         }
+        (mdir / "metrics.json").write_text(json.dumps(sets))
         unavailable = {} if with_lpips else {"lpips": "alexnet weights absent (offline)"}
-        doc = {"run": run, "scale": scale, "sets": sets, "unavailable": unavailable}
-        (mdir / "metrics.json").write_text(json.dumps(doc))
+        doc = {"run": run, "scale": scale, "sets": {}, "unavailable": unavailable}
+        (mdir / "metrics_info.json").write_text(json.dumps(doc))
     a = pd.DataFrame(per_image[base]).set_index(["set", "image"])
     b = pd.DataFrame(per_image[cand]).set_index(["set", "image"])
     for set_name in ("setA", "setB"):
@@ -153,7 +162,24 @@ def build_fake_pipeline(root: Path, scale: int = 2, with_lpips: bool = False) ->
                     "higher_is_better": HIGHER[m],
                 }
             )
-    pd.DataFrame(summary).to_csv(root / "results" / "summary.csv", index=False)
+    summary_df = pd.DataFrame(summary)
+    if replicates:
+        spread = []
+        trained = summary_df[summary_df["model"] != "bicubic"]
+        for (loss, set_name), sub in trained.groupby(["loss", "set"], sort=False):
+            for m in METRICS:
+                if sub[m].notna().any():
+                    v = sub[m].to_numpy(float)
+                    spread.append(
+                        {"model": MODEL, "loss": loss, "scale": scale, "set": set_name,
+                         "metric": m, "n_seeds": len(v), "mean": v.mean(), "sd": v.std(ddof=1)}
+                    )  # fmt: skip
+        pd.DataFrame(spread).to_csv(root / "results" / "summary_seeds.csv", index=False)
+        for row in paired:
+            row.update(n_seeds=1 + len(replicates), seed_ci_low=row["ci_low"] * 2,
+                       seed_ci_high=row["ci_high"] * 2, baseline_seed_range=0.2,
+                       effect="better" if row["metric"] == "psnr" else "none")  # fmt: skip
+    summary_df.to_csv(root / "results" / "summary.csv", index=False)
     pd.DataFrame(paired).to_csv(root / "results" / "paired.csv", index=False)
     for run, loss in (
         (base, {"l1": 1.0}),
@@ -346,6 +372,34 @@ def test_04_results(fake_pipeline, tmp_path: Path) -> None:
     # offline LPIPS is said, with evaluate's reason, not hidden
     assert "lpips: no values in summary.csv" in text and "alexnet weights absent" in text
     assert "comparisons at x2" in text
+
+
+@pytest.mark.slow
+def test_04_results_with_seeds(tmp_path: Path) -> None:
+    root = tmp_path / "pipeline"
+    runs = build_fake_pipeline(root, replicates=(1, 2))
+    figs = tmp_path / "figs04"
+    nb = _execute(
+        "04_results",
+        root,
+        {"scale": 2, "zoom_size": 24, "n_zoom": 1, "figures_dir": str(figs)},
+        tmp_path,
+    )
+    text, _ = _outputs(nb)
+    assert (figs / "04_seeds.png").is_file()
+    # the per-run figure still shows each configuration once (primary seeds only)
+    assert f"runs: {runs['bicubic']}, {runs['baseline']}, {runs['candidate']};" in text
+    assert "Against the seed-to-seed noise (3 seeds)" in text and "within the noise" in text
+
+
+@pytest.mark.slow
+def test_04_results_says_there_is_no_seed_spread_with_one_seed(fake_pipeline, tmp_path) -> None:
+    pytest.importorskip("papermill")
+    root, _ = fake_pipeline
+    nb = _execute("04_results", root, {"scale": 2, "n_zoom": 0, "figures_dir": str(tmp_path)},
+                  tmp_path)  # fmt: skip
+    text, _ = _outputs(nb)
+    assert "One seed per configuration" in text and not (tmp_path / "04_seeds.png").exists()
 
 
 EMPTY_MESSAGES = {

@@ -37,10 +37,11 @@ def test_default_profile_produces_report_metrics_and_figures(pipeline: tuple[Pat
     assert {f"train@{r.replace('-x4', '-4')}" for r in RUNS} <= _ran(out)
     for run in (*RUNS, "bicubic-x4"):
         metrics = json.loads((repo / "results/metrics" / run / "metrics.json").read_text())
-        sets = metrics["sets"]
-        assert "sample_test" in sets
-        psnr = sets["sample_test"]["psnr"]
+        assert list(metrics) == ["sample_test"]  # numbers only: one dvc column per metric
+        psnr = metrics["sample_test"]["psnr"]
         assert isinstance(psnr, float) and 15 < psnr < 60, psnr
+        info = json.loads((repo / "results/metrics" / run / "metrics_info.json").read_text())
+        assert info["run"] == run and info["sets"]["sample_test"]["n_images"] >= 1
     for run in RUNS:
         assert (repo / "models" / run / "model.safetensors").stat().st_size > 10_000
     summary = (repo / "results/summary.csv").read_text().splitlines()
@@ -95,3 +96,34 @@ def test_changing_the_sgl_weight_reruns_exactly_its_dependants(pipeline: tuple[P
         "summarize",
         "report",
     }, out
+
+
+def test_metrics_show_has_one_column_per_metric(pipeline: tuple[Path, str]) -> None:
+    repo, _ = pipeline
+    _, out = dvc(["metrics", "show"], repo)
+    header = out.splitlines()[0].split()
+    assert "sample_test.psnr" in header and "sample_test.n_images" in header
+    assert not [h for h in header if h.split(".")[0] in ("notes", "unavailable", "run", "model")]
+
+
+def test_replicate_seeds_run_through_dvc_and_summarize(tmp_path: Path) -> None:
+    """The default profile with one replicate seed (short training): the seeded stages run,
+    and summarize reports seed statistics for every paired difference."""
+    import csv
+
+    train = {"iterations": 20, "milestones": [10], "checkpoint_every": 10, "val_every": 10}
+    repo = make_pipeline_copy(
+        tmp_path / "repo", {"experiment": {"replicates": [1]}, "train": train}
+    )
+    _, out = dvc(["repro", "summarize"], repo)
+    assert {"train_seed@edsr_tiny-l1-4-1", "evaluate_seed@edsr_tiny-sgl-4-1"} <= _ran(out)
+    card = json.loads((repo / "models/edsr_tiny-sgl-x4-s1/run.json").read_text())
+    assert card["seed"] == 1 and card["run"] == "edsr_tiny-sgl-x4-s1"
+    with open(repo / "results/summary_seeds.csv", newline="") as fh:
+        spread = [r for r in csv.DictReader(fh) if r["metric"] == "psnr"]
+    assert {r["n_seeds"] for r in spread} == {"2"} and all(float(r["sd"]) >= 0 for r in spread)
+    with open(repo / "results/paired.csv", newline="") as fh:
+        paired = list(csv.DictReader(fh))
+    assert paired and all(r["n_seeds"] == "2" and r["seeds"] == "0;1" for r in paired)
+    assert all(r["exceeds_seed_spread"] in ("True", "False") for r in paired)
+    assert all(float(r["seed_ci_low"]) <= float(r["seed_ci_high"]) for r in paired)

@@ -48,23 +48,40 @@ def test_parse_run_names() -> None:
         "model": "edsr_tiny",
         "loss": "sgl",
         "scale": 4,
+        "seed": None,
     }
+    assert report.parse_run("edsr_tiny-sgl-x4-s2")["seed"] == 2
     assert report.parse_run("my-net-l1-x3")["model"] == "my-net"
     assert report.parse_run("bicubic-x2")["model"] == "bicubic"
     with pytest.raises(ValueError, match="checkpoints"):
         report.parse_run("checkpoints")
 
 
-def test_pair_from_config_uses_loss_specs_not_names(tmp_path: Path) -> None:
+def test_pair_from_config_follows_the_experiment_baseline(tmp_path: Path) -> None:
+    """The baseline is experiment.baseline (summarize's rule), whatever the names; the
+    candidate the first other loss with an sgl term. Replicate runs are not in the figures."""
     raw = {
         "models": {"m": {"arch": "edsr_baseline"}},
-        "losses": {"plain": {"l1": 1.0}, "ours": {"l1": 1.0, "sgl": 0.1}},
-        "experiment": {"models": ["m"], "losses": ["ours", "plain"], "scales": [4]},
+        "losses": {
+            "plain": {"l1": 1.0},
+            "grad": {"l1": 1.0, "grad1": 0.1},
+            "ours": {"l1": 1.0, "sgl": 0.1},
+        },
+        "experiment": {
+            "models": ["m"],
+            "losses": ["ours", "grad", "plain"],
+            "scales": [4],
+            "baseline": "plain",
+            "replicates": [1],
+        },
     }
     cfg = parse_config(raw, source=str(tmp_path / "params.yaml"))
     assert report.pair_from_config(cfg, 4) == ("m-plain-x4", "m-ours-x4")
+    default = {**raw, "experiment": {**raw["experiment"], "baseline": None}}
+    cfg_default = parse_config(default, source=str(tmp_path / "params.yaml"))
+    assert report.pair_from_config(cfg_default, 4) == ("m-ours-x4", "m-grad-x4")
     params = report.notebook_parameters(cfg, "x/figures")
-    assert params["runs"] == ["bicubic-x4", "m-ours-x4", "m-plain-x4"]
+    assert params["runs"] == ["bicubic-x4", "m-ours-x4", "m-grad-x4", "m-plain-x4"]
     assert params["operator"] == "laplacian" and params["scale"] == 4
     assert (params["baseline_run"], params["candidate_run"]) == ("m-plain-x4", "m-ours-x4")
     # once summarize has written paired.csv, the report compares the pair it wrote

@@ -77,7 +77,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def _summarize(args: argparse.Namespace) -> None:
     cfg = _cfg(args)
-    from sgsr.evaluate import summarize
+    from sgsr.summary import summarize
 
     summarize(cfg)
 
@@ -162,7 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("download", _download, "fetch the data sets and the LPIPS/FID/LPIPS-VGG weights")
     add("prepare", _prepare, "mod-crop HR, make MATLAB-bicubic LR, build the patch store")
     p = add("train", _train, "train one run (resumes from its checkpoint)")
-    p.add_argument("--run", required=True, help="run name <model>-<loss>-x<scale> (sgsr runs)")
+    p.add_argument(
+        "--run", required=True, help="run name <model>-<loss>-x<scale>[-s<seed>] (sgsr runs)"
+    )
     p = add("infer", _infer, "upscale every test set with one run (or bicubic-x<s>)")
     p.add_argument("--run", required=True)
     p = add("evaluate", _evaluate, "score a run's SR images, or any folder pair with --sr/--hr")
@@ -182,7 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained", help="folder with LPIPS/FID weights (models/pretrained)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_max_pixels(p, "; with --run, data.max_pixels applies")
-    add("summarize", _summarize, "results/summary.csv and paired L1-vs-SGL differences")
+    add(
+        "summarize",
+        _summarize,
+        "results/summary.csv, summary_seeds.csv (spread over seeds) and paired.csv (each loss "
+        "vs the baseline loss)",
+    )
     add("report", _report, "execute the notebooks and render reports/report.html")
     p = add("upscale", _upscale, "apply trained weights to any image file or folder")
     p.add_argument("input", help="image file or folder")
@@ -199,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
         "with a warning (skip)",
     )
     _add_max_pixels(p)
-    add("runs", _runs, "list the runs the params define")
+    add("runs", _runs, "list the runs the params define (replicate seeds included)")
     return parser
 
 

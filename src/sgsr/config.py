@@ -91,6 +91,11 @@ class InferConfig:
 class EvaluateConfig:
     metrics: tuple[str, ...] = ("psnr", "ssim", "ms_ssim", "gmsd", "haarpsi", "lpips", "fid")
     fid_patch: int = 64
+    #: FID patches per image: a fixed, seeded choice among the non-overlapping grid cells, the
+    #: same for SR and HR and for every run (0 = every cell). Bounds FID's cost.
+    fid_patches_per_image: int = 16
+    #: Resamples of the test images for FID's bootstrap CI (0 = no CI).
+    fid_bootstrap: int = 1000
     bootstrap: int = 10000
     ci: float = 0.95
 
@@ -102,8 +107,26 @@ class ReportConfig:
 
 
 @dataclass(frozen=True)
+class ExperimentConfig:
+    """The ``experiment`` section: what is trained and what is compared with what."""
+
+    models: tuple[str, ...] = ()
+    losses: tuple[str, ...] = ()
+    scales: tuple[int, ...] = (4,)
+    #: Extra training seeds. Each adds a replicate run ``<model>-<loss>-x<scale>-s<seed>`` per
+    #: configuration, trained like the primary run (top-level ``seed``) except for the seed.
+    replicates: tuple[int, ...] = ()
+    #: The loss every other loss is compared with (paired.csv); None = the first of ``losses``.
+    baseline: str | None = None
+
+
+@dataclass(frozen=True)
 class Run:
-    """One trained network: a model configuration x a loss configuration."""
+    """One trained network: a model configuration x a loss configuration x a seed.
+
+    ``replicate`` is False for the primary seed (params ``seed``), whose run name carries no
+    seed, so runs and DVC locks from before replicates existed keep their names.
+    """
 
     name: str
     model: str
@@ -112,14 +135,28 @@ class Run:
     loss: str
     loss_spec: Mapping[str, Any]
     scale: int
+    seed: int = 0
+    replicate: bool = False
+
+    @property
+    def configuration(self) -> tuple[str, str, int]:
+        """(model, loss, scale): what the replicates of one configuration share."""
+        return self.model, self.loss, self.scale
+
+    @property
+    def primary_name(self) -> str:
+        """The name of this configuration's primary-seed run (its own name if primary)."""
+        return run_name(self.model, self.loss, self.scale)
 
     def sibling(self, loss: str) -> str:
-        """Name of the run that differs from this one only in its loss."""
-        return run_name(self.model, loss, self.scale)
+        """Name of the run that differs from this one only in its loss (same seed)."""
+        return run_name(self.model, loss, self.scale, self.seed if self.replicate else None)
 
 
-def run_name(model: str, loss: str, scale: int) -> str:
-    return f"{model}-{loss}-x{scale}"
+def run_name(model: str, loss: str, scale: int, seed: int | None = None) -> str:
+    """``<model>-<loss>-x<scale>``, with ``-s<seed>`` for a replicate (non-primary) seed."""
+    base = f"{model}-{loss}-x{scale}"
+    return base if seed is None else f"{base}-s{seed}"
 
 
 @dataclass(frozen=True)
@@ -134,8 +171,26 @@ class Config:
     report: ReportConfig = field(default_factory=ReportConfig)
     models: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     losses: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     runs: tuple[Run, ...] = ()
     source_path: str = "params.yaml"
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """Training seeds of every configuration: the primary ``seed``, then the replicates."""
+        return (self.seed, *self.experiment.replicates)
+
+    @property
+    def baseline_loss(self) -> str | None:
+        """The loss candidates are paired with (``experiment.baseline``, else the first loss)."""
+        if self.experiment.baseline is not None:
+            return self.experiment.baseline
+        return self.experiment.losses[0] if self.experiment.losses else None
+
+    @property
+    def primary_runs(self) -> tuple[Run, ...]:
+        """One run per configuration: the primary seed's."""
+        return tuple(r for r in self.runs if not r.replicate)
 
     def run(self, name: str) -> Run:
         for r in self.runs:
@@ -144,7 +199,8 @@ class Config:
         available = ", ".join(r.name for r in self.runs) or "(none)"
         raise ConfigError(
             f"{self.source_path}: no run named {name!r}; runs are {available} "
-            "(a run is <model>-<loss> from experiment.models x experiment.losses)"
+            "(a run is <model>-<loss>-x<scale> from experiment.models x losses x scales, "
+            "plus -s<seed> for each seed in experiment.replicates)"
         )
 
 
@@ -199,14 +255,17 @@ def parse_config(raw: Mapping[str, Any], source: str = "params.yaml") -> Config:
         errors.append(f"seed: must be a non-negative integer, got {seed!r}")
     models = _mapping(raw.get("models") or {}, "models", errors)
     losses = _mapping(raw.get("losses") or {}, "losses", errors)
-    runs = _expand_runs(
-        _experiment_lists(raw.get("experiment") or {}, errors), models, losses, errors
+    primary = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
+    experiment = _experiment(
+        _experiment_lists(raw.get("experiment") or {}, errors), primary, errors
     )
+    runs = _expand_runs(experiment, primary, models, losses, errors)
     cfg = Config(
-        seed=seed if isinstance(seed, int) else 0,
+        seed=primary,
         root=str(raw.get("root", ".")),
         models=models,
         losses=losses,
+        experiment=experiment,
         runs=runs,
         source_path=source,
         **sections,
@@ -327,19 +386,80 @@ def _coerce(value: Any, default: Any, key: str, errors: list[str]) -> Any:
     return value
 
 
+_EXPERIMENT_KEYS = ("models", "losses", "scales", "replicates", "baseline")
+
+
+def _experiment(raw: Any, seed: int, errors: list[str]) -> ExperimentConfig:
+    """The experiment section, each key checked on its own (names are checked by _expand_runs)."""
+    if not isinstance(raw, Mapping):
+        errors.append(f"experiment: must be a mapping with models and losses, got {raw!r}")
+        return ExperimentConfig()
+    for key in raw:
+        if key not in _EXPERIMENT_KEYS:
+            errors.append(f"experiment.{key}: unknown key (allowed: {', '.join(_EXPERIMENT_KEYS)})")
+
+    def names(key: str) -> tuple[str, ...]:
+        value = raw.get(key) or []
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            errors.append(f"experiment.{key}: must be a list of names, got {value!r}")
+            return ()
+        return tuple(value)
+
+    scales = raw.get("scales") or [4]
+    if not isinstance(scales, list | tuple):
+        errors.append(f"experiment.scales: must be a list, got {scales!r}")
+        scales = []
+    replicates = raw.get("replicates")
+    replicates = [] if replicates is None else replicates
+    if not isinstance(replicates, list | tuple):
+        errors.append(
+            f"experiment.replicates: must be a list of extra training seeds (e.g. [1, 2]; [] for "
+            f"none), got {replicates!r}"
+        )
+        replicates = []
+    good: list[int] = []
+    for r in replicates:
+        if not isinstance(r, int) or isinstance(r, bool) or r < 0:
+            errors.append(
+                f"experiment.replicates: each seed must be a non-negative integer, got {r!r}"
+            )
+        elif r == seed:
+            errors.append(
+                f"experiment.replicates: {r} is the primary seed (top-level seed: {seed}); "
+                "its runs exist already, list only the extra seeds"
+            )
+        elif r in good:
+            errors.append(f"experiment.replicates: seed {r} is listed twice")
+        else:
+            good.append(r)
+    losses = names("losses")
+    baseline = raw.get("baseline")
+    if baseline is not None and (not isinstance(baseline, str) or baseline not in losses):
+        errors.append(
+            "experiment.baseline: must be one of experiment.losses "
+            f"({', '.join(losses) or 'none'}), got {baseline!r}"
+        )
+        baseline = None
+    return ExperimentConfig(
+        models=names("models"),
+        losses=losses,
+        scales=tuple(scales),
+        replicates=tuple(good),
+        baseline=baseline,
+    )
+
+
 def _expand_runs(
-    experiment: Any, models: dict[str, Any], losses: dict[str, Any], errors: list[str]
+    experiment: ExperimentConfig,
+    seed: int,
+    models: dict[str, Any],
+    losses: dict[str, Any],
+    errors: list[str],
 ) -> tuple[Run, ...]:
-    if not isinstance(experiment, Mapping):
-        errors.append(f"experiment: must be a mapping with models and losses, got {experiment!r}")
-        return ()
-    for key in experiment:
-        if key not in ("models", "losses", "scales"):
-            errors.append(f"experiment.{key}: unknown key (allowed: models, losses, scales)")
+    """Runs = models x losses x scales x seeds; the seeds of one configuration are adjacent,
+    the primary seed first (so with no replicates the order is the old matrix order)."""
     runs = []
-    model_names = list(experiment.get("models") or [])
-    loss_names = list(experiment.get("losses") or [])
-    scales = list(experiment.get("scales") or [4])
+    model_names, loss_names, scales = experiment.models, experiment.losses, experiment.scales
     for s in scales:
         if s not in SCALES:
             errors.append(f"experiment.scales: each scale must be one of {SCALES}, got {s!r}")
@@ -355,6 +475,7 @@ def _expand_runs(
                 f"experiment.losses: {loss!r} is not defined under losses: "
                 f"(defined: {', '.join(losses) or 'none'})"
             )
+    seeds = [(seed, False), *((r, True) for r in experiment.replicates)]
     for m in model_names:
         spec = models.get(m)
         if not isinstance(spec, Mapping) or "arch" not in spec:
@@ -370,11 +491,13 @@ def _expand_runs(
                 errors.append(f"losses.{loss}: must be a non-empty mapping like {{l1: 1.0}}")
                 continue
             for s in scales:
-                if s in SCALES:
+                if s not in SCALES:
+                    continue
+                for run_seed, replicate in seeds:
+                    name = run_name(m, loss, s, run_seed if replicate else None)
+                    arch = str(spec["arch"])
                     runs.append(
-                        Run(
-                            run_name(m, loss, s), m, str(spec["arch"]), kwargs, loss, dict(lspec), s
-                        )
+                        Run(name, m, arch, kwargs, loss, dict(lspec), s, run_seed, replicate)
                     )
     return tuple(runs)
 
@@ -458,6 +581,10 @@ def _check_values(cfg: Config, errors: list[str]) -> None:
         if m not in METRICS:
             bad("evaluate.metrics", m, f"each metric must be one of {', '.join(METRICS)}")
     _positive(errors, "evaluate.fid_patch", e.fid_patch)
+    if e.fid_patches_per_image < 0:
+        bad("evaluate.fid_patches_per_image", e.fid_patches_per_image, "must be >= 0 (0 = all)")
+    if e.fid_bootstrap < 0:
+        bad("evaluate.fid_bootstrap", e.fid_bootstrap, "must be >= 0 (0 = no CI)")
     _positive(errors, "report.zoom_size", cfg.report.zoom_size)
     _positive(errors, "evaluate.bootstrap", e.bootstrap)
     if not 0 < e.ci < 1:

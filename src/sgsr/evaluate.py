@@ -1,15 +1,18 @@
-"""Score SR images against HR under the benchmark protocol, and summarise runs.
+"""Score SR images against HR under the benchmark protocol.
 
-- `run(cfg, run)`: the pipeline stage; writes ``results/metrics/<run>/per_image.csv`` and
-  ``metrics.json`` (a DVC metrics file: valid JSON, numbers or null).
-- `summarize(cfg)`: ``results/summary.csv`` (one row per run x set) and ``results/paired.csv``
-  (per-image differences between runs that differ only in their loss, with bootstrap CIs).
+- `run(cfg, run)`: the pipeline stage; writes under ``results/metrics/<run>/``:
+  ``metrics.json`` (a DVC metrics file: per set, one number per metric and ``n_images``, so
+  ``dvc metrics show`` has one column per metric), ``metrics_info.json`` (what the numbers are:
+  the run, notes, unavailable and non-finite values with their reasons), ``per_image.csv`` and
+  ``fid_bootstrap.csv`` (FID of every image resample, for confidence intervals).
 - `score_folders(sr_dir, hr_dir, scale)`: any folder pair, matched by file stem (``sgsr evaluate
   --sr --hr --scale``).
+- Summaries over runs and seeds: `sgsr.summary`.
 
-JSON outputs write a non-finite value as null: PSNR of identical images is infinite, so a null
-PSNR means "identical" (PSNR is never unavailable); CSV files write ``inf``. A metric whose
-weights are missing is null everywhere and listed under ``unavailable`` with the reason.
+Identical and undefined are never confused: PSNR of identical images is ``inf``; a value that
+cannot be computed (e.g. no pixel left after the border crop) is ``nan`` with its reason. CSV
+files write ``inf`` / ``nan`` and leave an unavailable metric (weights missing) empty; JSON has
+neither, so metrics.json writes null for all three and metrics_info.json says which and why.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -28,52 +32,45 @@ import numpy as np
 
 from sgsr import layout
 from sgsr.config import DEFAULT_MAX_PIXELS, Config
-from sgsr.fsutil import write_text
+from sgsr.fsutil import sha256sum, write_text
 from sgsr.imaging import list_images, read_image
 from sgsr.infer import bicubic_scale, resolve_device
 from sgsr.metrics import (
     LPIPS_NOTE,
     METRICS,
     check_metric_names,
-    fid_features,
+    fid_patch_features,
     frechet_distance,
     load_backbones,
+    patches,
 )
-from sgsr.stats import paired_bootstrap
+
+log = logging.getLogger(__name__)
 
 PER_IMAGE_KEYS = ("set", "image", "scale")
-SUMMARY_KEYS = ("run", "model", "loss", "scale", "set", "n_images")
-PAIRED_COLUMNS = (
-    "model",
-    "scale",
-    "set",
-    "metric",
-    "higher_is_better",
-    "baseline",
-    "candidate",
-    "n",
-    "baseline_mean",
-    "candidate_mean",
-    "mean_diff",
-    "ci_low",
-    "ci_high",
-    "ci",
-    "resamples",
-    "excluded",
-)
+FID_BOOTSTRAP_COLUMNS = ("set", "resample", "fid")
+#: Batch of patches per InceptionV3 call (batches of 4 are ~1.7x slower per patch on a CPU).
+FID_BATCH = 32
 
 
-def metric_notes(metrics: Iterable[str], fid_patch: int) -> dict[str, str]:
-    """Short per-metric notes (they show up as columns in ``dvc metrics show``; the full
-    protocol is docs/evaluation.md). Every metric sees the image with `scale` px cropped."""
+def metric_notes(
+    metrics: Iterable[str], fid_patch: int, fid_patches_per_image: int = 0
+) -> dict[str, str]:
+    """Short per-metric notes (metrics_info.json; the full protocol is docs/evaluation.md).
+    Every metric sees the image with `scale` px cropped."""
+    per_image = (
+        f"up to {fid_patches_per_image} seeded per image"
+        if fid_patches_per_image
+        else "all non-overlapping"
+    )
     notes = {
-        "psnr": "dB, Y BT.601 rounded (gray: own channel); null = identical (inf)",
+        "psnr": "dB, Y BT.601 rounded (gray: own channel); inf = identical, nan = undefined",
         "ssim": "Y, Gaussian 11x11 sigma 1.5, valid window",
         "ms_ssim": "piq, RGB [0,1]",
         "gmsd": "piq, RGB [0,1], lower is better",
         "haarpsi": "piq, RGB [0,1]",
         "lpips": LPIPS_NOTE,
-        "fid": f"pytorch-fid InceptionV3 over {fid_patch}x{fid_patch} patches",
+        "fid": f"pytorch-fid InceptionV3 pool3 over {fid_patch}x{fid_patch} patches ({per_image})",
     }
     return {m: notes[m] for m in metrics if m in notes}
 
@@ -83,9 +80,22 @@ def _finite_or_none(value: float | None) -> float | None:
 
 
 def _csv_value(value: float | None) -> str:
+    """'' = unavailable, 'inf' / '-inf' / 'nan' as such, else the float's repr."""
     if value is None:
         return ""
-    return "inf" if value == math.inf else repr(float(value))
+    value = float(value)
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return repr(value)
+
+
+def nonfinite_label(value: float | None) -> str | None:
+    """'inf', '-inf' or 'nan' for a non-finite float, else None."""
+    if value is None or math.isfinite(value):
+        return None
+    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
 
 
 # --------------------------------------------------------------------------------------------
@@ -123,14 +133,68 @@ def pair_files(
 
 @dataclass
 class SetScore:
-    """Scores of one folder pair: per-image floats (inf kept) and the set values."""
+    """Scores of one folder pair.
+
+    - images: ``{"image": stem, metric: float}`` per image (inf/nan kept; None = unavailable);
+    - mean: per-image means (inf if an image is identical, nan if one is undefined) and FID;
+    - why: ``{metric: reason}`` for every non-finite mean (which images, and why);
+    - fid_sr / fid_hr: FID features (n_patches, dims) of the same patches, fid_groups the
+      image index of each row (for the bootstrap over images); None without FID.
+    """
 
     images: list[dict[str, Any]] = field(default_factory=list)
     mean: dict[str, float | None] = field(default_factory=dict)
+    why: dict[str, str] = field(default_factory=dict)
+    fid_sr: np.ndarray | None = None
+    fid_hr: np.ndarray | None = None
+    fid_groups: np.ndarray | None = None
+
+    @property
+    def stems(self) -> list[str]:
+        return [r["image"] for r in self.images]
+
+
+def _undefined_reason(metric: str, shape: tuple[int, ...], border: int) -> str:
+    h, w = shape[:2]
+    if h <= 2 * border or w <= 2 * border:
+        return f"{w}x{h} px, nothing left after the {border} px border crop"
+    return f"{metric} is undefined (NaN) on this image"
+
+
+def _set_means(images: list[dict[str, Any]], names: Sequence[str]) -> tuple[dict, dict]:
+    """Per-metric means over images and a reason for each non-finite one."""
+    mean: dict[str, float | None] = {}
+    why: dict[str, str] = {}
+    for name in names:
+        values = [r[name] for r in images]
+        if not values or any(v is None for v in values):
+            mean[name] = None
+            continue
+        arr = np.asarray(values, np.float64)
+        nan = [r["image"] for r in images if math.isnan(r[name])]
+        if nan:  # never averaged over a subset, never taken for "identical"
+            mean[name] = math.nan
+            reasons = [f"{r['image']}: {r['_why'][name]}" for r in images if name in r["_why"]]
+            why[name] = f"undefined for {len(nan)} of {len(values)} images (" + "; ".join(
+                reasons[:5]
+            ) + (", ..." if len(reasons) > 5 else "") + ")"
+            continue
+        mean[name] = float(arr.mean())
+        if math.isinf(mean[name]):
+            inf = [r["image"] for r in images if math.isinf(r[name])]
+            why[name] = f"infinite for {len(inf)} of {len(values)} images (identical to HR: " + (
+                ", ".join(inf[:5]) + (", ..." if len(inf) > 5 else "") + ")"
+            )
+    return mean, why
 
 
 class Scorer:
-    """Holds the metric networks so that several sets are scored with one load."""
+    """Holds the metric networks so that several sets are scored with one load.
+
+    ``fid_patches_per_image`` caps the patches each image gives FID (0 = all; see
+    `sgsr.metrics.patch_cells`); ``feature_cache`` (a `sgsr.fid.FeatureCache`) keeps the HR
+    side's features so that every run of a pipeline computes them once.
+    """
 
     def __init__(
         self,
@@ -139,13 +203,21 @@ class Scorer:
         fid_patch: int = 64,
         device: str = "auto",
         nets: dict[str, Any] | None = None,
+        fid_patches_per_image: int = 0,
+        feature_cache: Any = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.metrics = check_metric_names(metrics)
         self.max_pixels = max_pixels  # images declaring more are refused before decoding
         if fid_patch < 1:
             raise ValueError(f"fid_patch must be a positive integer, got {fid_patch}")
+        if fid_patches_per_image < 0:
+            raise ValueError(
+                f"fid_patches_per_image must be >= 0 (0 = all), got {fid_patches_per_image}"
+            )
         self.fid_patch = fid_patch
+        self.fid_patches_per_image = fid_patches_per_image
+        self.feature_cache = feature_cache
         if nets is None:
             nets, unavailable = load_backbones(self.metrics, pretrained, resolve_device(device))
         else:  # injected (tests, benchmarks): metrics without a net are unavailable
@@ -159,6 +231,10 @@ class Scorer:
     def image_metrics(self) -> tuple[str, ...]:
         return tuple(m for m in self.metrics if METRICS[m].scope == "image")
 
+    @property
+    def use_fid(self) -> bool:
+        return "fid" in self.metrics and "fid" not in self.unavailable
+
     def score(
         self,
         sr_dir: str | os.PathLike[str],
@@ -170,12 +246,12 @@ class Scorer:
         from tqdm import tqdm
 
         border = scale if border is None else border
-
         pairs = pair_files(sr_dir, hr_dir)
         result = SetScore()
-        use_fid = "fid" in self.metrics and "fid" not in self.unavailable
-        sr_feats, hr_feats = [], []
-        for stem, sr_path, hr_path in tqdm(pairs, desc=f"score {Path(sr_dir).name}", leave=False):
+        fid = _FidCollector(self, border) if self.use_fid else None
+        for i, (stem, sr_path, hr_path) in enumerate(
+            tqdm(pairs, desc=f"score {Path(sr_dir).name}", leave=False)
+        ):
             sr = read_image(sr_path, max_pixels=self.max_pixels)
             hr = read_image(hr_path, max_pixels=self.max_pixels)
             if sr.shape != hr.shape:
@@ -183,39 +259,123 @@ class Scorer:
                     f"{sr_path}: size {sr.shape[1]}x{sr.shape[0]}x{sr.shape[2]} differs from "
                     f"HR {hr_path} {hr.shape[1]}x{hr.shape[0]}x{hr.shape[2]} (W x H x C)"
                 )
-            row: dict[str, Any] = {"image": stem}
+            row: dict[str, Any] = {"image": stem, "_why": {}}
+            empty = min(sr.shape[:2]) <= 2 * border  # nothing left after the border crop
             for name in self.image_metrics:
                 if name in self.unavailable:
                     row[name] = None
                     continue
+                if empty:
+                    row[name] = math.nan
+                    row["_why"][name] = _undefined_reason(name, sr.shape, border)
+                    continue
                 metric = METRICS[name]
                 try:
                     if metric.backbone:
-                        row[name] = metric(sr, hr, border, self.nets[name])
+                        value = metric(sr, hr, border, self.nets[name])
                     else:
-                        row[name] = metric(sr, hr, border)
+                        value = metric(sr, hr, border)
                 except ValueError as exc:
                     raise ValueError(f"{sr_path}: {name}: {exc}") from exc
-            if use_fid:
-                sr_feats.append(fid_features([sr], border, self.fid_patch, self.nets["fid"]))
-                hr_feats.append(fid_features([hr], border, self.fid_patch, self.nets["fid"]))
+                row[name] = float(value)
+                if math.isnan(row[name]):
+                    row["_why"][name] = _undefined_reason(name, sr.shape, border)
+            if fid is not None:
+                fid.add(i, stem, sr, hr, hr_path)
             result.images.append(row)
-        for name in self.image_metrics:
-            values = [r[name] for r in result.images if r[name] is not None]
-            result.mean[name] = float(np.mean(values)) if values else None
+        result.mean, result.why = _set_means(result.images, self.image_metrics)
         if "fid" in self.metrics:
             result.mean["fid"] = None
-            if use_fid:
-                feats_sr = np.concatenate([f for f in sr_feats if f.size] or [np.zeros((0, 1))])
-                feats_hr = np.concatenate([f for f in hr_feats if f.size] or [np.zeros((0, 1))])
+            if fid is not None:
+                result.fid_sr, result.fid_hr, result.fid_groups = fid.finish()
                 try:
-                    result.mean["fid"] = frechet_distance(feats_sr, feats_hr)
+                    result.mean["fid"] = frechet_distance(result.fid_sr, result.fid_hr)
                 except ValueError as exc:
                     raise ValueError(
                         f"{sr_dir}: FID over {self.fid_patch}px patches: {exc} (use a smaller "
                         "evaluate.fid_patch or drop fid)"
                     ) from exc
+        for row in result.images:
+            row.pop("_why")
         return result
+
+
+class _FidCollector:
+    """Patches of one set in image order, run through InceptionV3 in batches of FID_BATCH
+    across images; HR features come from the scorer's cache when present."""
+
+    def __init__(self, scorer: Scorer, border: int) -> None:
+        from sgsr.fid import net_fingerprint
+
+        self.scorer, self.border = scorer, border
+        self.net = scorer.nets["fid"]
+        self.net_sha = net_fingerprint(self.net) if scorer.feature_cache is not None else ""
+        self.sr: dict[int, np.ndarray] = {}
+        self.hr: dict[int, np.ndarray] = {}
+        self.pending: list[tuple[str, int, np.ndarray, str | None]] = []
+        self.count = 0
+
+    def add(self, index: int, stem: str, sr: np.ndarray, hr: np.ndarray, hr_path: Path) -> None:
+        s = self.scorer
+        cut = (self.border, s.fid_patch, s.fid_patches_per_image, stem)
+        key = None
+        if s.feature_cache is not None:
+            from sgsr.fid import feature_key
+
+            key = feature_key(sha256sum(hr_path), *cut, self.net_sha)
+            cached = s.feature_cache.get(key)
+            if cached is not None:
+                self.hr[index] = cached
+                key = "cached"
+        if key != "cached":
+            self._queue("hr", index, patches(hr, *cut), key)
+        self._queue("sr", index, patches(sr, *cut), None)
+        if self.count >= FID_BATCH:
+            self._flush()
+
+    def _queue(self, side: str, index: int, p: np.ndarray, key: str | None) -> None:
+        self.pending.append((side, index, p, key))
+        self.count += len(p)
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        batch = np.concatenate([p for _, _, p, _ in self.pending])
+        feats = fid_patch_features(batch, self.net, FID_BATCH) if len(batch) else batch
+        start = 0
+        for side, index, p, key in self.pending:
+            f = feats[start : start + len(p)] if len(p) else np.zeros((0, 0))
+            start += len(p)
+            (self.sr if side == "sr" else self.hr)[index] = f
+            if key is not None and self.scorer.feature_cache is not None:
+                self.scorer.feature_cache.put(key, f)
+        self.pending, self.count = [], 0
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        self._flush()
+        order = sorted(self.sr)
+        sr = [self.sr[i] for i in order if len(self.sr[i])]
+        hr = [self.hr[i] for i in order if len(self.hr[i])]
+        groups = [np.full(len(self.sr[i]), i) for i in order if len(self.sr[i])]
+        if not sr:
+            return np.zeros((0, 1)), np.zeros((0, 1)), np.zeros(0, np.int64)
+        return np.concatenate(sr), np.concatenate(hr), np.concatenate(groups)
+
+
+def _nonfinite_entries(score: SetScore, metrics: Sequence[str]) -> list[dict[str, Any]]:
+    """``[{"image": stem or None (the mean), "metric", "value": "inf"|"nan", "why"}]``."""
+    out = []
+    for row in score.images:
+        for m in metrics:
+            label = nonfinite_label(row.get(m))
+            if label:
+                why = "identical to HR" if label == "inf" else "undefined"
+                out.append({"image": row["image"], "metric": m, "value": label, "why": why})
+    for m, v in score.mean.items():
+        label = nonfinite_label(v)
+        if label:
+            out.append({"image": None, "metric": m, "value": label, "why": score.why.get(m, "")})
+    return out
 
 
 def _as_json(
@@ -233,8 +393,9 @@ def _as_json(
             {k: (v if k == "image" else _finite_or_none(v)) for k, v in row.items()}
             for row in score.images
         ],
+        "nonfinite": _nonfinite_entries(score, scorer.image_metrics),
         "unavailable": dict(scorer.unavailable),
-        "notes": metric_notes(scorer.metrics, scorer.fid_patch),
+        "notes": metric_notes(scorer.metrics, scorer.fid_patch, scorer.fid_patches_per_image),
     }
 
 
@@ -246,6 +407,7 @@ def score_folders(
     pretrained: str | os.PathLike[str] | None = None,
     fid_patch: int = 64,
     device: str = "auto",
+    fid_patches_per_image: int = 0,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     border: int | None = None,
 ) -> dict:
@@ -253,17 +415,25 @@ def score_folders(
     `scale`, the protocol) cropped from every side.
 
     Returns JSON-ready ``{"sr", "hr", "scale", "metrics", "n_images", "mean": {metric: value},
-    "images": [{"image": stem, metric: value}], "unavailable": {metric: reason}, "notes"}``.
-    ``mean`` holds per-image means plus the set-level FID. Non-finite values are null (a null
-    PSNR means identical images). Missing, extra or size-mismatched images raise an error
-    naming the file.
+    "images": [{"image": stem, metric: value}], "nonfinite": [{"image", "metric", "value",
+    "why"}], "unavailable": {metric: reason}, "notes"}``. ``mean`` holds per-image means plus
+    the set-level FID. A non-finite value is null in ``mean``/``images`` and listed in
+    ``nonfinite`` as "inf" (identical images) or "nan" (undefined; ``image`` null = the
+    mean). Missing, extra or size-mismatched images raise an error naming the file.
     """
     if not isinstance(scale, int) or scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale!r}")
     border = scale if border is None else border
     if not isinstance(border, int) or border < 0:
         raise ValueError(f"border must be an integer >= 0, got {border!r}")
-    scorer = Scorer(metrics, pretrained, fid_patch, device, max_pixels=max_pixels)
+    scorer = Scorer(
+        metrics,
+        pretrained,
+        fid_patch,
+        device,
+        fid_patches_per_image=fid_patches_per_image,
+        max_pixels=max_pixels,
+    )
     score = scorer.score(sr_dir, hr_dir, scale, border)
     return _as_json(score, scorer, scale, Path(sr_dir), Path(hr_dir), border)
 
@@ -272,15 +442,20 @@ def format_table(result: dict) -> str:
     """A fixed-width table of `score_folders` output: one row per image, then the mean."""
     metrics = [m for m in result["metrics"] if METRICS[m].scope == "image"]
     unavailable = result.get("unavailable", {})
+    labels = {(e["image"], e["metric"]): e["value"] for e in result.get("nonfinite", [])}
 
-    def fmt(name: str, value: float | None) -> str:
+    def fmt(image: str | None, name: str, value: float | None) -> str:
         if value is None:
-            return "inf" if name == "psnr" and name not in unavailable else "n/a"
+            return labels.get((image, name), "n/a")
         return f"{value:.4f}"
 
     header = ["image", *metrics]
-    rows = [[r["image"], *(fmt(m, r.get(m)) for m in metrics)] for r in result["images"]]
-    rows.append([f"mean ({result['n_images']})", *(fmt(m, result["mean"].get(m)) for m in metrics)])
+    rows = [
+        [r["image"], *(fmt(r["image"], m, r.get(m)) for m in metrics)] for r in result["images"]
+    ]
+    rows.append(
+        [f"mean ({result['n_images']})", *(fmt(None, m, result["mean"].get(m)) for m in metrics)]
+    )
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     lines = [
         "  ".join(
@@ -292,7 +467,10 @@ def format_table(result: dict) -> str:
     lines.insert(1, "-" * len(lines[0]))
     lines.insert(-1, "-" * len(lines[0]))
     if "fid" in result["metrics"]:
-        lines.append(f"fid (set-level): {fmt('fid', result['mean'].get('fid'))}")
+        lines.append(f"fid (set-level): {fmt(None, 'fid', result['mean'].get('fid'))}")
+    for e in result.get("nonfinite", []):
+        if e["image"] is None and e["value"] == "nan":
+            lines.append(f"{e['metric']}: mean undefined: {e['why']}")
     border = result.get("border", result["scale"])
     lines.append(f"scale {result['scale']}: {border} px border cropped; Y channel for PSNR/SSIM")
     for name, reason in unavailable.items():
@@ -307,32 +485,78 @@ def _base(cfg: Config) -> Path:
     return Path(cfg.source_path).parent
 
 
-def _run_identity(cfg: Config, run_name: str) -> tuple[str, str | None, int]:
-    """(model, loss, scale) of a run or of the ``bicubic-x<s>`` baseline."""
+def run_identity(cfg: Config, run_name: str) -> dict[str, Any]:
+    """{run, model, loss, scale, seed, replicate} of a run, or of the ``bicubic-x<s>`` baseline
+    (model "bicubic", loss and seed None)."""
     scale = bicubic_scale(run_name)
     if scale is not None:
-        return "bicubic", None, scale
-    run = cfg.run(run_name)
-    return run.model, run.loss, run.scale
+        return {
+            "run": run_name,
+            "model": "bicubic",
+            "loss": None,
+            "scale": scale,
+            "seed": None,
+            "replicate": False,
+        }
+    r = cfg.run(run_name)
+    return {
+        "run": r.name,
+        "model": r.model,
+        "loss": r.loss,
+        "scale": r.scale,
+        "seed": r.seed,
+        "replicate": r.replicate,
+    }
 
 
-def run(cfg: Config, run_name: str) -> dict:
-    """Score ``results/sr/<run>/<set>`` for every test set; write per_image.csv and
-    metrics.json under ``results/metrics/<run>/``. Returns the metrics.json content."""
+def feature_cache_dir() -> Path:
+    """Where HR FID features are cached: ``<download cache>/fid-features`` (outside the DVC
+    outputs, like downloaded archives; entries are keyed by content, so sharing is safe)."""
+    from sgsr.data.common import download_cache
+
+    return download_cache() / "fid-features"
+
+
+def run(
+    cfg: Config,
+    run_name: str,
+    feature_cache: Any = "default",
+    nets: dict[str, Any] | None = None,
+) -> dict:
+    """Score ``results/sr/<run>/<set>`` for every test set; write ``per_image.csv``,
+    ``fid_bootstrap.csv``, ``metrics_info.json`` and ``metrics.json`` under
+    ``results/metrics/<run>/``. Returns the metrics.json content.
+
+    `feature_cache`: a `sgsr.fid.FeatureCache`, None (no cache) or "default"
+    (:func:`feature_cache_dir`). `nets`: injected metric networks (tests and benchmarks with
+    random backbones; the stage itself loads verified weights from models/pretrained).
+    """
+    from sgsr.fid import FeatureCache, bootstrap_fid, plan_fingerprint, resample_plan
+
     base = _base(cfg)
-    model, loss, scale = _run_identity(cfg, run_name)
+    ident = run_identity(cfg, run_name)
+    scale = ident["scale"]
     ev = cfg.evaluate
+    if feature_cache == "default":
+        feature_cache = FeatureCache(feature_cache_dir())
     scorer = Scorer(
         ev.metrics,
         base / layout.PRETRAINED,
         ev.fid_patch,
         cfg.infer.device,
+        nets=nets,
+        fid_patches_per_image=ev.fid_patches_per_image,
+        feature_cache=feature_cache,
         max_pixels=cfg.data.max_pixels,
     )
-    sets: dict[str, dict[str, Any]] = {}
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    numbers: dict[str, dict[str, Any]] = {}
+    sets_info: dict[str, dict[str, Any]] = {}
+    per_image = io.StringIO()
+    writer = csv.writer(per_image, lineterminator="\n")
     writer.writerow([*PER_IMAGE_KEYS, *scorer.image_metrics])
+    boot = io.StringIO()
+    boot_writer = csv.writer(boot, lineterminator="\n")
+    boot_writer.writerow(FID_BOOTSTRAP_COLUMNS)
     for set_name in cfg.data.test_sets:
         score = scorer.score(
             base / layout.sr_set(run_name, set_name),
@@ -345,172 +569,48 @@ def run(cfg: Config, run_name: str) -> dict:
             )
         entry: dict[str, Any] = {m: _finite_or_none(v) for m, v in score.mean.items()}
         entry["n_images"] = len(score.images)
-        sets[set_name] = entry
-    out = {
-        "run": run_name,
-        "model": model,
-        "loss": loss,
-        "scale": scale,
-        "fid_patch": ev.fid_patch,
-        "sets": sets,
+        numbers[set_name] = entry
+        info: dict[str, Any] = {"n_images": len(score.images)}
+        nonfinite = {
+            m: {"value": nonfinite_label(v), "why": score.why.get(m, "")}
+            for m, v in score.mean.items()
+            if nonfinite_label(v)
+        }
+        if nonfinite:
+            info["nonfinite"] = nonfinite
+        if score.fid_sr is not None:
+            fid_info: dict[str, Any] = {"patches": len(score.fid_sr), "bootstrap": 0}
+            if ev.fid_bootstrap:
+                plan = resample_plan(len(score.images), ev.fid_bootstrap, set_name)
+                values = bootstrap_fid(score.fid_sr, score.fid_hr, score.fid_groups, plan)
+                for i, v in enumerate(values):
+                    boot_writer.writerow([set_name, i, repr(float(v))])
+                fid_info["bootstrap"] = ev.fid_bootstrap
+                fid_info["plan_sha256"] = plan_fingerprint(plan, score.stems)
+            info["fid"] = fid_info
+        sets_info[set_name] = info
+    if feature_cache is not None and scorer.use_fid:
+        log.info(
+            "%s: HR FID features from the cache for %d image(s), computed for %d (%s)",
+            run_name, feature_cache.hits, feature_cache.misses, feature_cache.root,
+        )  # fmt: skip
+    info_doc = {
+        **ident,
+        "metrics": list(scorer.metrics),
+        "fid": {
+            "patch": ev.fid_patch,
+            "patches_per_image": ev.fid_patches_per_image,
+            "bootstrap": ev.fid_bootstrap,
+        },
+        "notes": metric_notes(scorer.metrics, ev.fid_patch, ev.fid_patches_per_image),
         "unavailable": dict(scorer.unavailable),
-        "notes": metric_notes(scorer.metrics, ev.fid_patch),
+        "sets": sets_info,
     }
     folder = base / layout.metrics_dir(run_name)
-    write_text(folder / "per_image.csv", buf.getvalue())
-    write_text(folder / "metrics.json", json.dumps(out, indent=2, allow_nan=False) + "\n")
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# summary and paired statistics
-# --------------------------------------------------------------------------------------------
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc}); rerun sgsr evaluate") from exc
-
-
-def _read_per_image(path: Path) -> dict[tuple[str, str], dict[str, float | None]]:
-    """{(set, image): {metric: float or None}} from a per_image.csv."""
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    out = {}
-    for row in rows:
-        values = {
-            k: (float(v) if v not in ("", None) else None)
-            for k, v in row.items()
-            if k not in PER_IMAGE_KEYS
-        }
-        out[(row["set"], row["image"])] = values
-    return out
-
-
-def summary_runs(cfg: Config) -> list[str]:
-    """Runs a summary covers: every bicubic-x<s> baseline, then cfg.runs in order."""
-    scales = sorted({r.scale for r in cfg.runs})
-    return [layout.bicubic_run(s) for s in scales] + [r.name for r in cfg.runs]
-
-
-def summarize(cfg: Config) -> tuple[Path, Path]:
-    """Write results/summary.csv and results/paired.csv; returns their paths.
-
-    Every run of the experiment (and its bicubic baseline) must have been evaluated: a missing
-    metrics file is an error listing each missing file.
-    """
-    base = _base(cfg)
-    names = summary_runs(cfg)
-    missing = [
-        str(base / layout.metrics_dir(n) / f)
-        for n in names
-        for f in ("metrics.json", "per_image.csv")
-        if not (base / layout.metrics_dir(n) / f).is_file()
-    ]
-    if missing:
-        raise FileNotFoundError(
-            "summarize needs every run evaluated; missing: "
-            + ", ".join(missing)
-            + " (run sgsr evaluate --run <run>, or dvc repro)"
-        )
-    docs = {n: _read_json(base / layout.metrics_dir(n) / "metrics.json") for n in names}
-    metrics = list(cfg.evaluate.metrics)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow([*SUMMARY_KEYS, *metrics])
-    for name in names:
-        doc = docs[name]
-        unavailable = doc.get("unavailable", {})
-        for set_name in cfg.data.test_sets:
-            entry = doc.get("sets", {}).get(set_name)
-            if entry is None:
-                raise ValueError(
-                    f"{base / layout.metrics_dir(name) / 'metrics.json'}: no set {set_name!r}; "
-                    "rerun sgsr evaluate for this run"
-                )
-            values = []
-            for m in metrics:
-                v = entry.get(m)
-                if v is None and m == "psnr" and m in entry and m not in unavailable:
-                    values.append("inf")
-                else:
-                    values.append(_csv_value(v))
-            writer.writerow(
-                [
-                    name,
-                    doc.get("model"),
-                    doc.get("loss") or "",
-                    doc.get("scale"),
-                    set_name,
-                    entry.get("n_images"),
-                    *values,
-                ]
-            )
-    summary = base / layout.SUMMARY_CSV
-    write_text(summary, buf.getvalue())
-    paired = base / layout.PAIRED_CSV
-    write_text(paired, _paired_csv(cfg, base, docs))
-    return summary, paired
-
-
-def _paired_csv(cfg: Config, base: Path, docs: dict[str, dict]) -> str:
-    losses = list(dict.fromkeys(r.loss for r in cfg.runs))
-    image_metrics = [m for m in cfg.evaluate.metrics if METRICS[m].scope == "image"]
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(PAIRED_COLUMNS)
-    baseline_loss = losses[0] if losses else None
-    for run in cfg.runs:
-        if run.loss == baseline_loss:
-            continue
-        base_name = run.sibling(baseline_loss)
-        files = {n: base / layout.metrics_dir(n) / "per_image.csv" for n in (base_name, run.name)}
-        rows_b, rows_c = _read_per_image(files[base_name]), _read_per_image(files[run.name])
-        if set(rows_b) != set(rows_c):
-            only = sorted(set(rows_b) ^ set(rows_c))[:3]
-            raise ValueError(
-                f"{files[run.name]} and {files[base_name]} cover different images (e.g. {only}); "
-                "re-run infer and evaluate for both"
-            )
-        skip = set(docs[base_name].get("unavailable", {})) | set(
-            docs[run.name].get("unavailable", {})
-        )
-        for set_name in cfg.data.test_sets:
-            keys = sorted(k for k in rows_b if k[0] == set_name)
-            for m in image_metrics:
-                if m in skip:
-                    continue
-                b = np.array([_num(rows_b[k].get(m)) for k in keys])
-                c = np.array([_num(rows_c[k].get(m)) for k in keys])
-                ok = np.isfinite(b) & np.isfinite(c)
-                n = int(ok.sum())
-                if n == 0:
-                    continue
-                mean, low, high = paired_bootstrap(
-                    c[ok] - b[ok], cfg.evaluate.bootstrap, cfg.evaluate.ci, cfg.seed
-                )
-                writer.writerow(
-                    [
-                        run.model,
-                        run.scale,
-                        set_name,
-                        m,
-                        METRICS[m].higher_is_better,
-                        base_name,
-                        run.name,
-                        n,
-                        repr(float(b[ok].mean())),
-                        repr(float(c[ok].mean())),
-                        repr(mean),
-                        repr(low),
-                        repr(high),
-                        cfg.evaluate.ci,
-                        cfg.evaluate.bootstrap,
-                        len(keys) - n,
-                    ]
-                )
-    return buf.getvalue()
-
-
-def _num(value: float | None) -> float:
-    return math.nan if value is None else float(value)
+    write_text(folder / layout.PER_IMAGE_CSV, per_image.getvalue())
+    write_text(folder / layout.FID_BOOTSTRAP_CSV, boot.getvalue())
+    write_text(
+        folder / layout.METRICS_INFO_JSON, json.dumps(info_doc, indent=2, allow_nan=False) + "\n"
+    )
+    write_text(folder / layout.METRICS_JSON, json.dumps(numbers, indent=2, allow_nan=False) + "\n")
+    return numbers

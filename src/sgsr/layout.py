@@ -12,6 +12,8 @@ PRETRAINED_MANIFEST = PRETRAINED / "manifest.json"
 MODELS = Path("models")
 RESULTS = Path("results")
 SUMMARY_CSV = RESULTS / "summary.csv"
+#: One row per configuration (model, loss, scale) x set x metric: mean and spread over seeds.
+SEEDS_CSV = RESULTS / "summary_seeds.csv"
 PAIRED_CSV = RESULTS / "paired.csv"
 REPORTS = Path("reports")
 FIGURES = REPORTS / "figures"
@@ -58,7 +60,16 @@ def sr_set(run: str, name: str) -> Path:
 
 
 def metrics_dir(run: str) -> Path:
+    """Holds ``metrics.json`` (numbers only, a DVC metrics file), ``metrics_info.json`` (what
+    the numbers are: run identity, notes, unavailable/undefined reasons), ``per_image.csv`` and
+    ``fid_bootstrap.csv``."""
     return RESULTS / "metrics" / run
+
+
+METRICS_JSON = "metrics.json"
+METRICS_INFO_JSON = "metrics_info.json"
+PER_IMAGE_CSV = "per_image.csv"
+FID_BOOTSTRAP_CSV = "fid_bootstrap.csv"
 
 
 def bicubic_run(scale: int) -> str:

@@ -574,7 +574,84 @@ def verdicts(paired: pd.DataFrame) -> pd.DataFrame:
             "ci_high",
             "n",
             "verdict",
+            "n_seeds",
+            "seed_ci_low",
+            "seed_ci_high",
+            "baseline_seed_range",
+            "effect",
         )
         if c in df.columns
     ]
     return df[keep]
+
+
+def seed_figure(
+    summary: pd.DataFrame, metrics: Sequence[str], sets: Sequence[str] | None = None
+) -> Figure:
+    """Per-seed set means of every trained configuration: one panel per (metric, set), one
+    column of points per configuration (a point per seed, coloured by seed), with the mean
+    over seeds and +- one between-seed SD in black. Reads summary.csv's per-run rows."""
+    df = summary[summary["model"].astype(str) != "bicubic"].copy()
+    df = df[df["seed"].notna()]
+    df["seed"] = df["seed"].astype(int)
+    single = df[["model", "scale"]].drop_duplicates().shape[0] == 1
+    df["config"] = (
+        df["loss"].astype(str)
+        if single
+        else df["model"].astype(str) + "-" + df["loss"].astype(str) + "-x" + df["scale"].astype(str)
+    )
+    configs = list(dict.fromkeys(df["config"]))
+    sets = list(sets) if sets is not None else list(dict.fromkeys(df["set"]))
+    seeds = sorted(df["seed"].unique())
+    colors = dict(zip(seeds, sns.color_palette("colorblind", max(len(seeds), 1)), strict=False))
+    nrow, ncol = len(metrics), len(sets)
+    fig, axes = plt.subplots(
+        nrow,
+        ncol,
+        figsize=(max(3.0, 0.45 * len(configs) + 1.4) * ncol, 2.5 * nrow + 0.6),
+        squeeze=False,
+    )
+    offsets = np.linspace(-0.18, 0.18, len(seeds)) if len(seeds) > 1 else np.zeros(1)
+    for i, metric in enumerate(metrics):
+        for j, set_name in enumerate(sets):
+            ax = axes[i, j]
+            sub = df[df["set"] == set_name]
+            for x, config in enumerate(configs):
+                rows = sub[sub["config"] == config]
+                vals = pd.to_numeric(rows[metric], errors="coerce").to_numpy(dtype=float)
+                keep = np.isfinite(vals)
+                for seed, v in zip(rows["seed"].to_numpy()[keep], vals[keep], strict=True):
+                    ax.plot(
+                        x + offsets[seeds.index(seed)], v, "o", color=colors[seed], ms=4.5, zorder=3
+                    )
+                if keep.sum() >= 1:
+                    sd = float(vals[keep].std(ddof=1)) if keep.sum() > 1 else 0.0
+                    ax.errorbar(
+                        x, vals[keep].mean(), yerr=sd, fmt="_", color="black", ms=14, capsize=3,
+                        zorder=2,
+                    )
+            ax.set_xticks(range(len(configs)))
+            ax.set_xticklabels(
+                configs if i == nrow - 1 else [""] * len(configs),
+                rotation=35,
+                ha="right",
+                fontsize=8,
+            )
+            ax.set_xlim(-0.6, len(configs) - 0.4)
+            ax.yaxis.set_major_locator(MaxNLocator(4))
+            arrow = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
+            ax.set_title(f"{set_name}: {metric} ({arrow})", fontsize=9)
+    handles = [
+        plt.Line2D([], [], marker="o", ls="", color=colors[s], label=f"seed {s}") for s in seeds
+    ]
+    handles.append(plt.Line2D([], [], marker="_", ls="", color="black", ms=12, label="mean +- SD"))
+    fig.legend(
+        handles=handles,
+        loc="upper center",
+        ncol=len(handles),
+        frameon=False,
+        bbox_to_anchor=(0.5, 1.0),
+    )
+    fig.suptitle("Per-seed set means of each configuration", y=1.03)
+    fig.tight_layout()
+    return fig

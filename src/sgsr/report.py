@@ -45,7 +45,7 @@ REPORT_HTML = "report.html"
 LOWER_IS_BETTER: frozenset[str] = frozenset({"gmsd", "lpips", "fid"})
 #: Leaf names of learning-rate series: plotted apart from the losses even under ``train/``.
 SCHEDULE_NAMES: frozenset[str] = frozenset({"lr", "learning_rate", "learning-rate"})
-_RUN_RE = re.compile(r"^(?P<model>.+)-(?P<loss>[^-]+)-x(?P<scale>\d+)$")
+_RUN_RE = re.compile(r"^(?P<model>.+)-(?P<loss>[^-]+)-x(?P<scale>\d+)(?:-s(?P<seed>\d+))?$")
 _BICUBIC_RE = re.compile(r"^bicubic-x(?P<scale>\d+)$")
 
 
@@ -61,13 +61,24 @@ class ReportError(ValueError):
 
 
 def parse_run(name: str) -> dict[str, Any]:
-    """``<model>-<loss>-x<s>`` or ``bicubic-x<s>`` -> {run, model, loss, scale}."""
+    """``<model>-<loss>-x<s>[-s<seed>]`` or ``bicubic-x<s>`` -> {run, model, loss, scale, seed}.
+
+    ``seed`` is None for a primary-seed run (its name carries no seed) and for bicubic.
+    """
     if m := _BICUBIC_RE.match(name):
-        return {"run": name, "model": "bicubic", "loss": "none", "scale": int(m["scale"])}
+        scale = int(m["scale"])
+        return {"run": name, "model": "bicubic", "loss": "none", "scale": scale, "seed": None}
     if m := _RUN_RE.match(name):
-        return {"run": name, "model": m["model"], "loss": m["loss"], "scale": int(m["scale"])}
+        seed = int(m["seed"]) if m["seed"] is not None else None
+        return {
+            "run": name,
+            "model": m["model"],
+            "loss": m["loss"],
+            "scale": int(m["scale"]),
+            "seed": seed,
+        }
     raise ValueError(
-        f"run name {name!r} is not <model>-<loss>-x<scale> or bicubic-x<scale> "
+        f"run name {name!r} is not <model>-<loss>-x<scale>[-s<seed>] or bicubic-x<scale> "
         "(see `sgsr runs` for the names the params define)"
     )
 
@@ -77,19 +88,26 @@ def is_run_name(name: str) -> bool:
 
 
 def discover_runs(
-    results_dir: str | os.PathLike[str] = layout.RESULTS, scale: int = 4
+    results_dir: str | os.PathLike[str] = layout.RESULTS,
+    scale: int = 4,
+    replicates: bool = False,
 ) -> list[str]:
-    """Runs at ``scale`` that have SR images or metrics under ``results_dir``, bicubic first."""
+    """Runs at ``scale`` that have SR images or metrics under ``results_dir``, bicubic first;
+    replicate-seed runs (``...-s<seed>``) only with ``replicates=True`` (the per-run figures
+    show each configuration once; the seed figure reads summary.csv)."""
     results_dir = Path(results_dir)
     found: set[str] = set()
+
+    def wanted(name: str) -> bool:
+        if not is_run_name(name):
+            return False
+        info = parse_run(name)
+        return info["scale"] == scale and (replicates or info["seed"] is None)
+
     for sub in ("sr", "metrics"):
         folder = results_dir / sub
         if folder.is_dir():
-            found.update(
-                p.name
-                for p in folder.iterdir()
-                if p.is_dir() and is_run_name(p.name) and parse_run(p.name)["scale"] == scale
-            )
+            found.update(p.name for p in folder.iterdir() if p.is_dir() and wanted(p.name))
     return sorted(found, key=lambda r: (parse_run(r)["model"] != "bicubic", r))
 
 
@@ -128,18 +146,20 @@ def pick_pair(
 
 
 def pair_from_config(cfg: Config, scale: int) -> tuple[str | None, str | None]:
-    """The first (pure-L1 run, SGL run of the same model) at ``scale`` in the params' matrix.
+    """The first (baseline run, candidate run of the same model) at ``scale``, primary seeds.
 
-    Decided from the loss specs, not the loss names: the baseline's spec has only an ``l1``
-    term, the candidate's has an ``sgl`` term.
+    The baseline is the params' ``experiment.baseline`` loss (``cfg.baseline_loss``, the rule
+    summarize pairs by); the candidate is the first other loss with an ``sgl`` term in its
+    spec, else the first other loss.
     """
-    runs = [r for r in cfg.runs if r.scale == scale]
+    runs = [r for r in cfg.primary_runs if r.scale == scale]
     for base in runs:
-        if set(base.loss_spec) != {"l1"}:
+        if base.loss != cfg.baseline_loss:
             continue
-        for cand in runs:
-            if cand.model == base.model and "sgl" in cand.loss_spec:
-                return base.name, cand.name
+        others = [r for r in runs if r.model == base.model and r.loss != base.loss]
+        sgl = [r for r in others if "sgl" in r.loss_spec]
+        if sgl or others:
+            return base.name, (sgl or others)[0].name
     return None, None
 
 
@@ -214,9 +234,17 @@ def read_paired(results_dir: str | os.PathLike[str] = layout.RESULTS) -> pd.Data
     return None if df is None else _require_columns(df, cols, path)
 
 
+def read_seeds(results_dir: str | os.PathLike[str] = layout.RESULTS) -> pd.DataFrame | None:
+    """``summary_seeds.csv``: per configuration x set x metric, the spread over seeds."""
+    path = Path(results_dir) / layout.SEEDS_CSV.name
+    df = read_csv_if_present(path)
+    cols = ("model", "loss", "scale", "set", "metric", "n_seeds", "mean", "sd")
+    return None if df is None else _require_columns(df, cols, path)
+
+
 def metric_columns(df: pd.DataFrame) -> list[str]:
     """The numeric metric columns of a summary or per-image table, in file order."""
-    skip = {"run", "model", "loss", "scale", "set", "image", "n_images", "n"}
+    skip = {"run", "model", "loss", "scale", "seed", "set", "image", "n_images", "n"}
     return [c for c in df.columns if c not in skip and pd.api.types.is_numeric_dtype(df[c])]
 
 
@@ -240,11 +268,12 @@ def read_per_image(
 
 
 def unavailable_metrics(results_dir: str | os.PathLike[str], runs: Sequence[str]) -> dict[str, str]:
-    """{metric: why} that evaluate recorded as unavailable (``metrics.json`` ``unavailable``),
-    e.g. LPIPS without its AlexNet weights offline; the first reason found per metric."""
+    """{metric: why} that evaluate recorded as unavailable (``metrics_info.json``
+    ``unavailable``), e.g. LPIPS without its AlexNet weights offline; the first reason found
+    per metric."""
     out: dict[str, str] = {}
     for run in runs:
-        path = Path(results_dir) / "metrics" / run / "metrics.json"
+        path = Path(results_dir) / "metrics" / run / layout.METRICS_INFO_JSON
         if not path.is_file():
             continue
         try:
@@ -446,7 +475,7 @@ def notebook_parameters(
     :func:`pair_from_config` finds in the loss specs.
     """
     scale = report_scale(cfg)
-    runs: list[Run] = [r for r in cfg.runs if r.scale == scale]
+    runs: list[Run] = [r for r in cfg.primary_runs if r.scale == scale]
     names = [r.name for r in runs]
     pipeline = Path(pipeline_dir) if pipeline_dir is not None else _pipeline_dir(cfg)
     paired = read_paired(pipeline / layout.RESULTS)
@@ -686,8 +715,8 @@ def run(
         intro = f"Scale x{params['scale']}; runs {runs}; test sets {', '.join(cfg.data.test_sets)}."
         if params["baseline_run"]:
             intro += (
-                f" The paired comparison is `{params['candidate_run']}` (SGL) minus "
-                f"`{params['baseline_run']}` (L1)."
+                f" The paired comparison is `{params['candidate_run']}` minus "
+                f"`{params['baseline_run']}` (the baseline loss, `experiment.baseline`)."
             )
         render_html(executed, tmp / REPORT_HTML, title, intro)
         replace_dir(tmp, final)

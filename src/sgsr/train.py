@@ -729,12 +729,12 @@ def psnr_validator(
 
 
 def params_hash(cfg: Config, run: Run, store: Path | None = None) -> str:
-    """Fingerprint of one run: seed, train options (minus bookkeeping), model, loss, scale and
-    the patch store's meta.json (so re-prepared data does not resume an old checkpoint)."""
+    """Fingerprint of one run: its seed, train options (minus bookkeeping), model, loss, scale
+    and the patch store's meta.json (so re-prepared data does not resume an old checkpoint)."""
     meta = store / "meta.json" if store is not None else None
     return options_fingerprint(
         cfg.train,
-        cfg.seed,
+        run.seed,
         arch=run.arch,
         model_kwargs=dict(run.model_kwargs),
         loss_spec=run.loss_spec,
@@ -773,6 +773,7 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
     from sgsr.models import build_model
 
     spec = cfg.run(run_name)
+    seed = spec.seed  # the primary seed (params `seed`) or a replicate's: init and data order
     opts = cfg.train
     base = pipeline_root(cfg, root)
     store = base / layout.patch_store(spec.scale)
@@ -788,13 +789,13 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
         batch = per_rank_batch(opts.batch_size, ctx.world_size)
         from sgsr.data.patches import PatchDataset
 
-        dataset = PatchDataset(store, opts.lr_patch, augment=True, seed=cfg.seed)
+        dataset = PatchDataset(store, opts.lr_patch, augment=True, seed=seed)
         if len(dataset) == 0:
             raise ValueError(
                 f"patch store {store} holds no patches: no training image is at least "
                 "prepare.patch_size on a side; lower prepare.patch_size or add images"
             )
-        seed_everything(cfg.seed)
+        seed_everything(seed)
         model = build_model(
             spec.arch,
             allow_import=allows_import(cfg, spec.model),
@@ -820,14 +821,14 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
             patch_batches(
                 dataset,
                 batch,
-                cfg.seed,
+                seed,
                 rank=ctx.rank,
                 world_size=ctx.world_size,
                 num_workers=opts.num_workers,
                 pin_memory=ctx.device.type == "cuda",
             ),
             opts,
-            seed=cfg.seed,
+            seed=seed,
             checkpoint=base / layout.checkpoint_dir(run_name) / CHECKPOINT_NAME,
             live_dir=base / layout.live_dir(run_name),
             validate=validate,
@@ -847,7 +848,7 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
                 "iterations": result.iterations,
                 "batch_size": batch * ctx.world_size,
                 "world_size": ctx.world_size,
-                "seed": cfg.seed,
+                "seed": seed,
                 "params_hash": fingerprint,
                 "weights": "ema" if result.ema_state is not None else "raw",
                 "raw_weights": RAW_WEIGHTS_NAME if result.ema_state is not None else None,

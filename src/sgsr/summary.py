@@ -1,0 +1,527 @@
+"""``sgsr summarize``: tables over runs, seeds and pairs of losses (docs/evaluation.md section 5).
+
+- ``results/summary.csv``: one row per run x test set (every seed's run, and bicubic): the
+  set's value of every metric, FID's bootstrap CI over images, and the reason for any
+  undefined value.
+- ``results/summary_seeds.csv``: one row per configuration (model, loss, scale) x set x
+  metric: the per-seed values, their mean, SD, min and max.
+- ``results/paired.csv``: each candidate loss against the baseline loss
+  (``experiment.baseline``) with the same model, scale and seed, per set and metric: the
+  per-image paired bootstrap CI (on per-image values averaged over the matched seeds), the t
+  interval over seeds, the baseline's seed-to-seed spread and whether the difference exceeds
+  it (`sgsr.stats.seed_effect`).
+
+Everything is read from what ``sgsr evaluate`` wrote; nothing is recomputed from images.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sgsr import layout
+from sgsr.config import Config, Run
+from sgsr.evaluate import PER_IMAGE_KEYS, _csv_value
+from sgsr.fid import percentile_ci
+from sgsr.fsutil import write_text
+from sgsr.metrics import METRICS
+from sgsr.stats import paired_bootstrap, seed_effect
+
+SUMMARY_KEYS = ("run", "model", "loss", "scale", "seed", "set", "n_images")
+FID_CI_COLUMNS = ("fid_ci_low", "fid_ci_high")
+SEEDS_COLUMNS = (
+    "model",
+    "loss",
+    "scale",
+    "set",
+    "metric",
+    "higher_is_better",
+    "n_seeds",
+    "seeds",
+    "runs",
+    "values",
+    "mean",
+    "sd",
+    "min",
+    "max",
+)
+PAIRED_COLUMNS = (
+    "model",
+    "scale",
+    "set",
+    "metric",
+    "higher_is_better",
+    "baseline",
+    "candidate",
+    "n_seeds",
+    "seeds",
+    "n",
+    "excluded",
+    "baseline_mean",
+    "candidate_mean",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "ci",
+    "resamples",
+    "seed_diffs",
+    "seed_ci_low",
+    "seed_ci_high",
+    "baseline_seed_sd",
+    "baseline_seed_range",
+    "exceeds_seed_spread",
+    "effect",
+)
+#: Files every evaluated run must have for summarize.
+RUN_FILES = (
+    layout.METRICS_JSON,
+    layout.METRICS_INFO_JSON,
+    layout.PER_IMAGE_CSV,
+    layout.FID_BOOTSTRAP_CSV,
+)
+
+
+# --------------------------------------------------------------------------------------------
+# reading one run's evaluation
+# --------------------------------------------------------------------------------------------
+@dataclass
+class RunResults:
+    """What ``sgsr evaluate`` wrote for one run."""
+
+    name: str
+    folder: Path
+    info: dict[str, Any]
+    numbers: dict[str, Any]
+    per_image: dict[tuple[str, str], dict[str, float | None]]
+    fid_boot: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def unavailable(self) -> dict[str, str]:
+        return dict(self.info.get("unavailable") or {})
+
+    def value(self, set_name: str, metric: str) -> float | None:
+        """The set's value: a float (inf = identical, nan = undefined) or None (unavailable)."""
+        entry = self.numbers.get(set_name)
+        if not isinstance(entry, dict):
+            raise ValueError(
+                f"{self.folder / layout.METRICS_JSON}: no set {set_name!r}; rerun sgsr evaluate "
+                f"--run {self.name}"
+            )
+        v = entry.get(metric)
+        if v is not None:
+            return float(v)
+        nonfinite = self.info.get("sets", {}).get(set_name, {}).get("nonfinite", {})
+        if metric in nonfinite:
+            return float(nonfinite[metric]["value"])
+        if metric in self.unavailable:
+            return None
+        raise ValueError(
+            f"{self.folder / layout.METRICS_JSON}: {set_name}.{metric} is null and "
+            f"{layout.METRICS_INFO_JSON} gives no reason (not evaluated with this metric?); "
+            f"rerun sgsr evaluate --run {self.name}"
+        )
+
+    def why(self, set_name: str, metric: str) -> str:
+        nonfinite = self.info.get("sets", {}).get(set_name, {}).get("nonfinite", {})
+        return str(nonfinite.get(metric, {}).get("why", ""))
+
+    def fid_plan(self, set_name: str) -> str | None:
+        return self.info.get("sets", {}).get(set_name, {}).get("fid", {}).get("plan_sha256")
+
+
+def _read_json(path: Path, name: str) -> dict:
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{path}: not valid JSON ({exc}); rerun sgsr evaluate --run {name}"
+        ) from exc
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: expected a JSON object; rerun sgsr evaluate --run {name}")
+    return doc
+
+
+def _float_cell(text: str | None) -> float | None:
+    """CSV cell -> float ('' = unavailable -> None; 'inf', 'nan' kept)."""
+    return None if text in ("", None) else float(text)
+
+
+def read_per_image(path: Path) -> dict[tuple[str, str], dict[str, float | None]]:
+    """{(set, image): {metric: float or None}} from a per_image.csv."""
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    try:
+        return {
+            (row["set"], row["image"]): {
+                k: _float_cell(v) for k, v in row.items() if k not in PER_IMAGE_KEYS
+            }
+            for row in rows
+        }
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: unreadable ({exc}); rerun sgsr evaluate") from exc
+
+
+def read_fid_bootstrap(path: Path) -> dict[str, np.ndarray]:
+    """{set: FID of each resample, in resample order} from a fid_bootstrap.csv."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    with open(path, newline="") as fh:
+        try:
+            for row in csv.DictReader(fh):
+                out.setdefault(row["set"], []).append((int(row["resample"]), float(row["fid"])))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: unreadable ({exc}); rerun sgsr evaluate") from exc
+    return {k: np.array([v for _, v in sorted(rows)]) for k, rows in out.items()}
+
+
+def load_run(base: Path, name: str) -> RunResults:
+    folder = base / layout.metrics_dir(name)
+    numbers = _read_json(folder / layout.METRICS_JSON, name)
+    info = _read_json(folder / layout.METRICS_INFO_JSON, name)
+    if "sets" in numbers or "unavailable" in numbers:
+        raise ValueError(
+            f"{folder / layout.METRICS_JSON} is in the old format (reasons inside metrics.json); "
+            f"rerun sgsr evaluate --run {name} (or dvc repro)"
+        )
+    return RunResults(
+        name=name,
+        folder=folder,
+        info=info,
+        numbers=numbers,
+        per_image=read_per_image(folder / layout.PER_IMAGE_CSV),
+        fid_boot=read_fid_bootstrap(folder / layout.FID_BOOTSTRAP_CSV),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# the stage
+# --------------------------------------------------------------------------------------------
+def summary_runs(cfg: Config) -> list[str]:
+    """Runs a summary covers: every bicubic-x<s> baseline, then cfg.runs in order (each
+    configuration's seeds together, the primary seed first)."""
+    scales = sorted({r.scale for r in cfg.runs})
+    return [layout.bicubic_run(s) for s in scales] + [r.name for r in cfg.runs]
+
+
+def summarize(cfg: Config) -> tuple[Path, Path, Path]:
+    """Write results/summary.csv, results/summary_seeds.csv and results/paired.csv; returns
+    their paths. Every run of the experiment (every seed, and bicubic) must have been
+    evaluated: a missing file is an error listing each missing file."""
+    base = Path(cfg.source_path).parent
+    names = summary_runs(cfg)
+    missing = [
+        str(base / layout.metrics_dir(n) / f)
+        for n in names
+        for f in RUN_FILES
+        if not (base / layout.metrics_dir(n) / f).is_file()
+    ]
+    if missing:
+        raise FileNotFoundError(
+            "summarize needs every run evaluated; missing: "
+            + ", ".join(missing)
+            + " (run sgsr evaluate --run <run>, or dvc repro)"
+        )
+    results = {n: load_run(base, n) for n in names}
+    outputs = (
+        (layout.SUMMARY_CSV, _summary_csv(cfg, names, results)),
+        (layout.SEEDS_CSV, _seeds_csv(cfg, results)),
+        (layout.PAIRED_CSV, _paired_csv(cfg, results)),
+    )
+    for rel, text in outputs:  # all computed before anything is written
+        write_text(base / rel, text)
+    return base / layout.SUMMARY_CSV, base / layout.SEEDS_CSV, base / layout.PAIRED_CSV
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        return _csv_value(float(value))
+    return str(value)
+
+
+def _join(values: Sequence[Any]) -> str:
+    return ";".join(_cell(v) for v in values)
+
+
+def _csv(header: Sequence[str], rows: list[list[Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([_cell(v) for v in row])
+    return buf.getvalue()
+
+
+def _summary_csv(cfg: Config, names: list[str], results: dict[str, RunResults]) -> str:
+    metrics = list(cfg.evaluate.metrics)
+    with_fid = "fid" in metrics
+    header = [*SUMMARY_KEYS, *metrics, *(FID_CI_COLUMNS if with_fid else ()), "notes"]
+    rows = []
+    for name in names:
+        res = results[name]
+        info = res.info
+        for set_name in cfg.data.test_sets:
+            values = [res.value(set_name, m) for m in metrics]
+            notes = [
+                f"{m} {'undefined' if math.isnan(v) else 'infinite'}: {res.why(set_name, m)}"
+                for m, v in zip(metrics, values, strict=True)
+                if v is not None and not math.isfinite(v)
+            ]
+            ci: list[float | None] = []
+            if with_fid:
+                boot = res.fid_boot.get(set_name)
+                ci = [None, None] if boot is None else list(percentile_ci(boot, cfg.evaluate.ci))
+            n_images = res.numbers.get(set_name, {}).get("n_images")
+            rows.append(
+                [
+                    name,
+                    info.get("model"),
+                    info.get("loss") or "",
+                    info.get("scale"),
+                    info.get("seed"),
+                    set_name,
+                    n_images,
+                    *values,
+                    *ci,
+                    "; ".join(notes),
+                ]
+            )
+    return _csv(header, rows)
+
+
+def _configurations(cfg: Config) -> list[tuple[Run, list[Run]]]:
+    """(primary run, its runs over cfg.seeds) per configuration, in cfg.runs order."""
+    groups: dict[tuple[str, str, int], list[Run]] = {}
+    for r in cfg.runs:
+        groups.setdefault(r.configuration, []).append(r)
+    return [(runs[0], runs) for runs in groups.values()]
+
+
+def _seeds_csv(cfg: Config, results: dict[str, RunResults]) -> str:
+    rows = []
+    for primary, runs in _configurations(cfg):
+        for set_name in cfg.data.test_sets:
+            for m in cfg.evaluate.metrics:
+                pairs = [(r, results[r.name].value(set_name, m)) for r in runs]
+                pairs = [(r, v) for r, v in pairs if v is not None]
+                if not pairs:
+                    continue  # unavailable in every seed's run
+                values = np.array([v for _, v in pairs])
+                sd = float(values.std(ddof=1)) if len(values) > 1 else None
+                rows.append(
+                    [
+                        primary.model,
+                        primary.loss,
+                        primary.scale,
+                        set_name,
+                        m,
+                        METRICS[m].higher_is_better,
+                        len(pairs),
+                        _join([r.seed for r, _ in pairs]),
+                        _join([r.name for r, _ in pairs]),
+                        _join(list(values)),
+                        float(values.mean()),
+                        sd,
+                        float(values.min()),
+                        float(values.max()),
+                    ]
+                )
+    return _csv(SEEDS_COLUMNS, rows)
+
+
+def _paired_csv(cfg: Config, results: dict[str, RunResults]) -> str:
+    baseline_loss = cfg.baseline_loss
+    rows: list[list[Any]] = []
+    by_name = {r.name: r for r in cfg.runs}
+    for primary, cand_runs in _configurations(cfg):
+        if primary.loss == baseline_loss:
+            continue
+        base_runs = [by_name[r.sibling(baseline_loss)] for r in cand_runs]
+        base_res = [results[r.name] for r in base_runs]
+        cand_res = [results[r.name] for r in cand_runs]
+        _check_same_images(base_res + cand_res)
+        skip: set[str] = set()
+        for res in base_res + cand_res:
+            skip |= set(res.unavailable)
+        seeds = [r.seed for r in cand_runs]
+        for set_name in cfg.data.test_sets:
+            for m in cfg.evaluate.metrics:
+                if m in skip:
+                    continue
+                if METRICS[m].scope == "image":
+                    row = _paired_image_metric(cfg, set_name, m, base_res, cand_res)
+                else:
+                    row = _paired_fid(cfg, set_name, base_res, cand_res)
+                if row is None:
+                    continue
+                rows.append(
+                    [
+                        primary.model,
+                        primary.scale,
+                        set_name,
+                        m,
+                        METRICS[m].higher_is_better,
+                        base_runs[0].name,
+                        cand_runs[0].name,
+                        len(seeds),
+                        _join(seeds),
+                        *row.columns(),
+                        *_seed_columns(row, m, cfg.evaluate.ci),
+                    ]
+                )
+    return _csv(PAIRED_COLUMNS, rows)
+
+
+def _check_same_images(runs: list[RunResults]) -> None:
+    first = runs[0]
+    for other in runs[1:]:
+        if set(other.per_image) != set(first.per_image):
+            only = sorted(set(other.per_image) ^ set(first.per_image))[:3]
+            raise ValueError(
+                f"{other.folder / layout.PER_IMAGE_CSV} and {first.folder / layout.PER_IMAGE_CSV} "
+                f"cover different images (e.g. {only}); re-run infer and evaluate for both"
+            )
+
+
+@dataclass
+class _PairStats:
+    """The per-image part of a paired row, plus what the seed columns need."""
+
+    n: int
+    excluded: int
+    baseline_mean: float
+    candidate_mean: float
+    mean_diff: float
+    ci_low: float | None
+    ci_high: float | None
+    ci: float
+    resamples: int
+    seed_diffs: np.ndarray
+    baseline_seed_values: np.ndarray
+
+    def columns(self) -> list[Any]:
+        """The paired.csv columns from ``n`` to ``seed_diffs``."""
+        return [
+            self.n,
+            self.excluded,
+            self.baseline_mean,
+            self.candidate_mean,
+            self.mean_diff,
+            self.ci_low,
+            self.ci_high,
+            self.ci,
+            self.resamples,
+            _join(list(self.seed_diffs)),
+        ]
+
+
+def _paired_image_metric(
+    cfg: Config, set_name: str, metric: str, base: list[RunResults], cand: list[RunResults]
+) -> _PairStats | None:
+    """Images with a finite value in every matched run; per-image values averaged over seeds
+    for the bootstrap, per-seed means over the same images for the seed statistics."""
+    keys = sorted(k for k in base[0].per_image if k[0] == set_name)
+
+    def matrix(runs: list[RunResults]) -> np.ndarray:
+        return np.array(
+            [[_nan_if_none(r.per_image[k].get(metric)) for k in keys] for r in runs]
+        ).reshape(len(runs), len(keys))
+
+    b, c = matrix(base), matrix(cand)
+    ok = np.all(np.isfinite(b), axis=0) & np.all(np.isfinite(c), axis=0)
+    n = int(ok.sum())
+    if n == 0:
+        return None
+    b_img, c_img = b[:, ok].mean(axis=0), c[:, ok].mean(axis=0)
+    mean, low, high = paired_bootstrap(
+        c_img - b_img, cfg.evaluate.bootstrap, cfg.evaluate.ci, cfg.seed
+    )
+    b_seed, c_seed = b[:, ok].mean(axis=1), c[:, ok].mean(axis=1)
+    return _PairStats(
+        n=n,
+        excluded=len(keys) - n,
+        baseline_mean=float(b_img.mean()),
+        candidate_mean=float(c_img.mean()),
+        mean_diff=mean,
+        ci_low=low,
+        ci_high=high,
+        ci=cfg.evaluate.ci,
+        resamples=cfg.evaluate.bootstrap,
+        seed_diffs=c_seed - b_seed,
+        baseline_seed_values=b_seed,
+    )
+
+
+def _paired_fid(
+    cfg: Config, set_name: str, base: list[RunResults], cand: list[RunResults]
+) -> _PairStats | None:
+    """Per seed FID(candidate) - FID(baseline); the CI from the same image resamples of every
+    run (differences averaged over seeds, resample by resample)."""
+    b = np.array([r.value(set_name, "fid") for r in base], np.float64)
+    c = np.array([r.value(set_name, "fid") for r in cand], np.float64)
+    if not (np.all(np.isfinite(b)) and np.all(np.isfinite(c))):
+        return None
+    runs = base + cand
+    plans = {r.fid_plan(set_name) for r in runs}
+    boots = [r.fid_boot.get(set_name) for r in runs]
+    low = high = None
+    resamples = 0
+    if None not in plans and all(x is not None and len(x) for x in boots):
+        if len(plans) > 1 or len({len(x) for x in boots}) > 1:
+            raise ValueError(
+                f"FID bootstrap of {set_name!r} used different resampling plans in "
+                + ", ".join(str(r.folder / layout.FID_BOOTSTRAP_CSV) for r in runs)
+                + "; rerun sgsr evaluate for these runs with the same evaluate.fid_bootstrap"
+            )
+        k = len(base)
+        diffs = np.mean([boots[k + i] - boots[i] for i in range(k)], axis=0)
+        low, high = percentile_ci(diffs, cfg.evaluate.ci)
+        resamples = len(diffs)
+    n_images = int(base[0].numbers.get(set_name, {}).get("n_images") or 0)
+    return _PairStats(
+        n=n_images,
+        excluded=0,
+        baseline_mean=float(b.mean()),
+        candidate_mean=float(c.mean()),
+        mean_diff=float((c - b).mean()),
+        ci_low=low,
+        ci_high=high,
+        ci=cfg.evaluate.ci,
+        resamples=resamples,
+        seed_diffs=c - b,
+        baseline_seed_values=b,
+    )
+
+
+def _seed_columns(stats: _PairStats, metric: str, ci: float) -> list[Any]:
+    """seed_ci_low, seed_ci_high, baseline_seed_sd, baseline_seed_range, exceeds_seed_spread,
+    effect: all empty (undefined) with one seed."""
+    eff = seed_effect(
+        stats.seed_diffs, stats.baseline_seed_values, METRICS[metric].higher_is_better, ci
+    )
+    if eff is None:
+        return [None] * 6
+    return [
+        eff.ci_low,
+        eff.ci_high,
+        eff.baseline_sd,
+        eff.baseline_range,
+        eff.exceeds_seed_spread,
+        eff.effect,
+    ]
+
+
+def _nan_if_none(value: float | None) -> float:
+    return math.nan if value is None else float(value)
