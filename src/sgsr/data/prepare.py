@@ -78,7 +78,7 @@ def run(cfg: Config, root: str | os.PathLike[str] | None = None) -> dict[str, An
         )
         per["patches"] = meta["count"]
         summary[f"x{s}"] = per
-        log.info("prepare x%d: %s", s, per)
+        log.debug("prepare x%d: %s", s, per)
     return summary
 
 
