@@ -106,3 +106,33 @@ def test_log_level_env_shows_library_messages(monkeypatch: pytest.MonkeyPatch) -
         root.setLevel(levels[0])
         logging.getLogger("sgsr").setLevel(levels[1])
         warnings.showwarning = showwarning
+
+
+@pytest.mark.slow
+def test_stages_print_one_line_each(tmp_path: Path) -> None:
+    """`sgsr download` and `sgsr prepare` of the sample data: one line each on stderr (no
+    library chatter, no progress bar outside a terminal), nothing on stdout."""
+    (tmp_path / "params.yaml").write_text(
+        "data: {source: sample, metric_weights: false}\n"
+        "models: {m: {arch: edsr_baseline, n_resblocks: 1, n_feats: 8}}\n"
+        "losses: {l1: {l1: 1.0}}\n"
+        "experiment: {models: [m], losses: [l1], scales: [4]}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in (console.SEEN_ENV, console.LEVEL_ENV)}
+    said = {}
+    for stage in ("download", "prepare"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "sgsr.cli", stage],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == ""
+        lines = proc.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"sgsr {stage}: "), proc.stderr
+        said[stage] = lines[0]
+    assert "(sample_train 5, sample_test 3)" in said["download"]
+    assert "x4: 656 training patches, 1 validation image(s)" in said["prepare"]
