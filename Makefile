@@ -5,8 +5,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.sgsr-installed
 PROFILE ?= default
-# default profile = the root dvc.yaml; any other profile is a folder under profiles/.
-PIPELINE := $(if $(filter default,$(PROFILE)),dvc.yaml,profiles/$(PROFILE)/dvc.yaml)
+# default profile = the root DVC project; any other profile is a DVC project of its own (a DVC
+# subrepo, `dvc init --subdir`) in profiles/<name>/, sharing the root's cache and remote.
+PIPELINE_DIR := $(if $(filter default,$(PROFILE)),.,profiles/$(PROFILE))
 PYTEST_ARGS ?=
 
 .PHONY: setup repro test lint bench lock clean-venv
@@ -21,9 +22,18 @@ $(STAMP): requirements.lock pyproject.toml
 
 setup: $(STAMP)
 
+# The terminal shows one line per stage (from sgsr), progress bars, warnings and errors; DVC's
+# own per-stage chatter (stdout) goes to repro.log beside dvc.yaml. Every stage records the
+# warnings it showed in one file, so each distinct warning appears once per `make repro`.
 repro: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro $(PIPELINE)
-	@echo "Results: $(dir $(PIPELINE))results/summary.csv, report: $(dir $(PIPELINE))reports/report.html"
+	@test -f $(PIPELINE_DIR)/dvc.yaml || { echo "no profile '$(PROFILE)': $(PIPELINE_DIR)/dvc.yaml not found"; exit 2; }
+	@echo "dvc repro in $(PIPELINE_DIR) (profile $(PROFILE); DVC's log: $(PIPELINE_DIR)/repro.log)"
+	@seen=$$(mktemp) && trap 'rm -f "$$seen"' EXIT && cd $(PIPELINE_DIR) && \
+	SGSR_SEEN_WARNINGS=$$seen PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro > repro.log; \
+	status=$$?; \
+	if [ $$status -ne 0 ]; then echo "dvc repro failed (exit $$status); DVC's log: $(PIPELINE_DIR)/repro.log"; exit $$status; fi; \
+	echo "$$(grep -c '^Running stage' repro.log) stage(s) ran, the others were up to date"; echo; \
+	PATH="$(CURDIR)/$(BIN):$$PATH" sgsr results
 
 test: setup
 	$(BIN)/ruff check .

@@ -153,6 +153,34 @@ def test_channels_last_matches_contiguous(name: str) -> None:
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
 
 
+# ------------------------------------------------------------------ bicubic skip
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_bicubic_skip_starts_as_bicubic_and_learns_a_residual(scale: int) -> None:
+    """Untrained, the network is exactly bicubic upsampling (its residual branch outputs 0);
+    one optimiser step moves it off bicubic, and it costs no parameter."""
+    torch.manual_seed(0)
+    model = build_model("edsr_baseline", scale=scale, bicubic_skip=True, **SMALL["edsr_baseline"])
+    x = torch.rand(2, 3, 8, 7)
+    bicubic = torch.nn.functional.interpolate(
+        x, scale_factor=scale, mode="bicubic", align_corners=False
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), bicubic, rtol=0, atol=0)
+    plain = build_model("edsr_baseline", scale=scale, **SMALL["edsr_baseline"])
+    assert count_parameters(model) == count_parameters(plain)
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    target = torch.rand(2, 3, 8 * scale, 7 * scale)
+    (model(x) - target).abs().mean().backward()
+    opt.step()
+    with torch.no_grad():
+        assert (model(x) - bicubic).abs().max() > 1e-4
+
+
+def test_bicubic_skip_must_be_a_bool() -> None:
+    with pytest.raises(ValueError, match="bicubic_skip='yes'"):
+        build_model("edsr_baseline", scale=2, bicubic_skip="yes", **SMALL["edsr_baseline"])
+
+
 # ------------------------------------------------------------------ mean shift
 def test_mean_shift_adds_div2k_mean_and_is_not_a_parameter() -> None:
     """With every weight zeroed the network outputs exactly rgb_range * DIV2K mean."""

@@ -360,9 +360,9 @@ def test_04_results(fake_pipeline, tmp_path: Path) -> None:
     )
     text, pngs = _outputs(nb)
     names = {p.name for p in figs.iterdir()}
-    assert {"04_metrics_per_run.png", "04_paired_differences.png"} <= names
+    assert {"04_metrics_per_run.png", "04_paired_heatmap.png", "04_paired_differences.png"} <= names
     zooms = sorted(n for n in names if n.startswith("04_zoom_"))
-    assert len(zooms) == 2 and pngs == 4
+    assert len(zooms) == 2 and pngs == 5
     # the zoomed images are the two with the largest |SGL - L1| PSNR difference
     a = pd.read_csv(root / "results" / "metrics" / runs["baseline"] / "per_image.csv")
     b = pd.read_csv(root / "results" / "metrics" / runs["candidate"] / "per_image.csv")

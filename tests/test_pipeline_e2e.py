@@ -5,9 +5,14 @@ Slow (minutes): marked, and still run in CI. One module-scoped pipeline run serv
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import re
 import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -42,8 +47,13 @@ def test_default_profile_produces_report_metrics_and_figures(pipeline: tuple[Pat
         assert isinstance(psnr, float) and 15 < psnr < 60, psnr
         info = json.loads((repo / "results/metrics" / run / "metrics_info.json").read_text())
         assert info["run"] == run and info["sets"]["sample_test"]["n_images"] >= 1
+    bicubic = json.loads((repo / "results/metrics/bicubic-x4/metrics.json").read_text())
     for run in RUNS:
         assert (repo / "models" / run / "model.safetensors").stat().st_size > 10_000
+        # the default profile must show super-resolution working: >= 0.5 dB over bicubic
+        metrics = json.loads((repo / "results/metrics" / run / "metrics.json").read_text())
+        gain = metrics["sample_test"]["psnr"] - bicubic["sample_test"]["psnr"]
+        assert gain >= 0.5, (run, gain)
     summary = (repo / "results/summary.csv").read_text().splitlines()
     assert len(summary) == 1 + 3  # header + two trained runs + bicubic, one test set
     assert "edsr_tiny-sgl-x4" in (repo / "results/paired.csv").read_text()
@@ -79,6 +89,51 @@ def test_teammate_clones_pulls_and_recomputes_nothing(pipeline: tuple[Path, str]
     assert not (mate / "models" / RUNS[1] / "model.safetensors").exists()
     dvc(["pull"], mate)
     assert (mate / "models" / RUNS[1] / "model.safetensors").is_file()
+    assert (mate / "reports" / "report.html").is_file()
+    _, status = dvc(["status"], mate)
+    assert "up to date" in status, status
+    _, out = dvc(["repro"], mate)
+    assert _ran(out) == set(), out
+
+
+@contextlib.contextmanager
+def serve(folder: Path) -> Iterator[tuple[str, list[str]]]:
+    """A real static web server for `folder` on 127.0.0.1: (its URL, the paths requested)."""
+    requested: list[str] = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # quiet, but recorded
+            requested.append(self.path)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=folder))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", requested
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_teammate_pulls_over_http_and_recomputes_nothing(pipeline: tuple[Path, str]) -> None:
+    """The README's web publishing: the pushed remote folder served by any static web server,
+    a fresh clone pulls from it with DVC's read-only http remote and recomputes nothing."""
+    repo, _ = pipeline
+    dvc(["push"], repo)
+    env = tool_env()
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True, env=env)
+    subprocess.run(
+        ["git", "commit", "-qm", "results", "--allow-empty"], cwd=repo, check=True, env=env
+    )
+    mate = repo.parent / "web-teammate"
+    subprocess.run(["git", "clone", "-q", str(repo), str(mate)], check=True, env=env)
+    with serve(repo.parent / "remote") as (url, requested):
+        dvc(["remote", "add", "--local", "web", url], mate)
+        dvc(["pull", "-r", "web"], mate)
+    assert any(p.startswith("/files/md5/") for p in requested), requested[:5]
+    for run in RUNS:
+        assert (mate / "models" / run / "model.safetensors").is_file()
     assert (mate / "reports" / "report.html").is_file()
     _, status = dvc(["status"], mate)
     assert "up to date" in status, status

@@ -301,3 +301,52 @@ def test_failing_notebook_keeps_previous_reports(
     assert (previous / "report.html").read_text() == "previous report"
     assert sorted(p.name for p in previous.rglob("*")) == ["figures", "old.png", "report.html"]
     assert not list(pipeline.glob(".reports*"))
+
+
+def test_kernel_manager_uses_unix_sockets_and_no_shutdown_interrupt() -> None:
+    """The causes of papermill's console noise: unencrypted TCP (ipykernel warns on every
+    start) and the SIGINT jupyter_client sends before a shutdown request (it races the kernel's
+    last reply: "KeyboardInterrupt caught in kernel")."""
+    import asyncio
+
+    manager = report._venv_kernel_manager()(kernel_name="python3")
+    try:
+        if os.name == "posix":
+            assert manager.transport == "ipc"
+            assert len(manager.ip) < 90  # Unix socket paths are limited to ~107 bytes
+        manager.shutting_down = True
+        asyncio.run(manager._async_interrupt_kernel())  # no kernel, yet no error: skipped
+        manager.shutting_down = False
+        with pytest.raises(RuntimeError, match="No kernel is running"):
+            asyncio.run(manager._async_interrupt_kernel())  # outside shutdown: jupyter's own
+    finally:
+        asyncio.run(manager._async_cleanup_resources())
+    if os.name == "posix":
+        assert not Path(manager.ip).parent.exists()  # its socket folder is removed
+
+
+@pytest.mark.slow
+def test_executing_notebooks_prints_nothing_from_the_kernel(tmp_path: Path) -> None:
+    """Three notebook runs in a fresh process: stderr holds no kernel or papermill lines."""
+    import subprocess
+    import sys
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "P"}
+    nb.metadata["language_info"] = {"name": "python"}
+    params = nbformat.v4.new_code_cell("x = 0")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("print(x * 2)")]
+    nbformat.write(nb, str(tmp_path / "src.ipynb"))
+    script = (
+        "from sgsr import console, report; console.setup('sgsr report')\n"
+        "for i in range(3):\n"
+        "    report.execute_notebook('src.ipynb', f'out{i}.ipynb', {'x': i}, cwd='.')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == "", proc.stderr
+    out = nbformat.read(str(tmp_path / "out2.ipynb"), as_version=4)
+    assert out.cells[-1].outputs[0]["text"].strip() == "4"

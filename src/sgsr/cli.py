@@ -16,6 +16,9 @@ from pathlib import Path
 
 from sgsr.config import DEFAULT_MAX_PIXELS, Config, ConfigError, load_config
 
+#: Each pipeline stage ends with one INFO line on this logger (``sgsr <stage>: ...``).
+log = logging.getLogger("sgsr.cli")
+
 
 def _cfg(args: argparse.Namespace) -> Config:
     return load_config(args.params)
@@ -25,14 +28,28 @@ def _download(args: argparse.Namespace) -> None:
     cfg = _cfg(args)
     from sgsr.data.download import run
 
-    run(cfg)
+    out = run(cfg)
+    sets = ", ".join(f"{k} {len(v.get('files', {}))}" for k, v in out["sets"].items())
+    weights = out.get("weights") or {}
+    ready = sum(1 for e in weights.values() if isinstance(e, dict) and e.get("present"))
+    log.info(
+        "%s images in data/raw (%s); pretrained weights: %d of %d verified in models/pretrained",
+        cfg.data.source, sets, ready, len(weights),
+    )  # fmt: skip
 
 
 def _prepare(args: argparse.Namespace) -> None:
     cfg = _cfg(args)
     from sgsr.data.prepare import run
 
-    run(cfg)
+    for scale, counts in run(cfg).items():
+        counts = dict(counts)
+        patches, val = counts.pop("patches", 0), counts.pop("val", 0)
+        tests = ", ".join(f"{k} {v}" for k, v in counts.items())
+        log.info(
+            "%s: %d training patches, %d validation image(s), test images %s in data/prepared",
+            scale, patches, val, tests,
+        )  # fmt: skip
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -44,9 +61,14 @@ def _train(args: argparse.Namespace) -> None:
 
 def _infer(args: argparse.Namespace) -> None:
     cfg = _cfg(args)
+    from sgsr import layout
+    from sgsr.imaging import list_images
     from sgsr.infer import run
 
     run(cfg, args.run)
+    base = Path(cfg.source_path).parent
+    n = sum(len(list_images(base / layout.sr_set(args.run, s))) for s in cfg.data.test_sets)
+    log.info("%s: %d images in %s", args.run, n, layout.RESULTS / "sr" / args.run)
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -72,21 +94,44 @@ def _evaluate(args: argparse.Namespace) -> None:
         return
     if not args.run:
         raise ValueError("sgsr evaluate needs --run NAME (pipeline) or --sr/--hr/--scale")
-    evaluate.run(_cfg(args), args.run)
+    out = evaluate.run(_cfg(args), args.run)
+    for set_name, entry in out["sets"].items():
+        shown = [
+            f"{label} {entry[m]:{fmt}}{unit}"
+            for m, label, fmt, unit in (
+                ("psnr", "PSNR-Y", ".2f", " dB"),
+                ("ssim", "SSIM", ".4f", ""),
+            )
+            if isinstance(entry.get(m), float)
+        ]
+        log.info(
+            "%s on %s (%s images): %s", args.run, set_name, entry.get("n_images"),
+            ", ".join(shown) or "scored",
+        )  # fmt: skip
 
 
 def _summarize(args: argparse.Namespace) -> None:
     cfg = _cfg(args)
     from sgsr.summary import summarize
 
-    summarize(cfg)
+    paths = summarize(cfg)
+    log.info("%s", ", ".join(str(p) for p in paths))
 
 
 def _report(args: argparse.Namespace) -> None:
     cfg = _cfg(args)
     from sgsr.report import run
 
-    run(cfg)
+    html = run(cfg)
+    figures = len(list((html.parent / "figures").glob("*.png")))
+    shown = os.path.relpath(html) if html.is_relative_to(Path.cwd()) else html
+    log.info("%s (%d figures; the executed notebooks are beside it)", shown, figures)
+
+
+def _results(args: argparse.Namespace) -> None:
+    from sgsr.results import show
+
+    print(show(Path(args.params).parent))
 
 
 def _upscale(args: argparse.Namespace) -> None:
@@ -207,14 +252,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_max_pixels(p)
     add("runs", _runs, "list the runs the params define (replicate seeds included)")
+    add("results", _results, "print run x set metrics, the gain over bicubic and the report's path")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("SGSR_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s"
-    )
+    from sgsr import console
+
+    console.setup(f"sgsr {args.command}")
     try:
         args.func(args)
     except (ConfigError, ValueError, OSError, ArithmeticError) as exc:

@@ -500,51 +500,200 @@ def metrics_figure(
     return g.figure
 
 
-def forest_figure(paired: pd.DataFrame) -> Figure:
-    """Paired candidate - baseline mean differences with their CIs: one panel per metric,
-    one row per (set, pair). Green: CI excludes 0 in the better direction; red: worse."""
-    df = verdicts(paired)
-    df["label"] = df["set"].astype(str)
-    if df[["baseline", "candidate"]].drop_duplicates().shape[0] > 1:
-        df["label"] = df["label"] + "\n" + df["candidate"] + " - " + df["baseline"]
-    colors = {"better": "#1a9850", "worse": "#d73027", "inconclusive": "#4d4d4d"}
+#: Verdict colours of the forest plot (colour-blind safe blue/orange, grey for no call).
+VERDICT_COLORS: dict[str, str] = {
+    "better": "#2166ac",
+    "worse": "#d6604d",
+    "inconclusive": "#7f7f7f",
+}
+#: Boolean paired.csv columns that mark an effect larger than the spread between seeds (written
+#: when ``experiment.replicates`` has several seeds); the first one present is used.
+SEED_FLAG_COLUMNS: tuple[str, ...] = ("exceeds_seed_spread",)
+
+
+def short_labels(names: Sequence[str]) -> dict[str, str]:
+    """Run names without the '-'-separated parts every one of them shares at the start and the
+    end (``edsr_slim-sgl_lap-x4``, ``edsr_slim-grad1-x4`` -> ``sgl_lap``, ``grad1``)."""
+    parts = [str(n).split("-") for n in names]
+    if len(set(names)) < 2:
+        return {n: str(n) for n in names}
+    lead = 0
+    while all(len(p) > lead + 1 and p[lead] == parts[0][lead] for p in parts):
+        lead += 1
+    trail = 0
+    while all(len(p) > lead + trail + 1 and p[-1 - trail] == parts[0][-1 - trail] for p in parts):
+        trail += 1
+    return {n: "-".join(p[lead : len(p) - trail]) for n, p in zip(names, parts, strict=True)}
+
+
+def _pair_labels(df: pd.DataFrame) -> tuple[pd.Series, str]:
+    """(row label per row, what the labels are measured against) for the paired figures."""
+    bases = list(dict.fromkeys(df["baseline"].astype(str)))
+    cands = list(dict.fromkeys(df["candidate"].astype(str)))
+    if len(bases) == 1:
+        short = short_labels(cands)
+        return df["candidate"].astype(str).map(short), f"minus {bases[0]}"
+    pairs = df["candidate"].astype(str) + " - " + df["baseline"].astype(str)
+    return pairs, "candidate minus baseline"
+
+
+def _seed_flag(df: pd.DataFrame) -> pd.Series | None:
+    for col in SEED_FLAG_COLUMNS:
+        if col in df.columns:
+            return df[col].astype(str).str.lower().isin(("true", "1", "1.0"))
+    return None
+
+
+def _diff_format(values: pd.Series) -> str:
+    """Two significant digits of the metric's largest difference (PSNR 0.07 dB -> +0.074,
+    SSIM 0.003 -> +0.0032, MS-SSIM 0.0009 -> +0.00090)."""
+    finite = values[np.isfinite(values.astype(float))].abs()
+    top = float(finite.max()) if len(finite) else 0.0
+    digits = 2 if top <= 0 else max(2, int(np.ceil(-np.log10(top))) + 1)
+    return f"{{:+.{min(digits, 6)}f}}"
+
+
+def evidence(df: pd.DataFrame) -> pd.Series:
+    """Signed strength of each paired difference: the improvement (the difference, negated for
+    lower-is-better metrics) over the CI's half width. Beyond +-1 the CI excludes zero; the
+    same number means the same thing for dB and for SSIM units."""
+    gain = df["mean_diff"].astype(float) * np.where(_higher_is_better(df), 1.0, -1.0)
+    half = (df["ci_high"].astype(float) - df["ci_low"].astype(float)) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(half > 0, gain / half, np.sign(gain) * np.inf)
+    return pd.Series(np.where(gain == 0, 0.0, out), index=df.index)
+
+
+def paired_heatmap(paired: pd.DataFrame, strong: float = 2.0) -> Figure:
+    """Results at a glance: a column per candidate, a row per (metric, test set), each cell
+    labelled with the mean candidate - baseline difference.
+
+    Colour: blue where the candidate is better, red where it is worse, whichever way the metric
+    points (``higher_is_better``); the shade is :func:`evidence` (difference over CI half
+    width), full at ``strong``, so a pale cell is an effect the data cannot tell from zero
+    whatever its units. ``*``: the per-image CI excludes zero; ``†``: the difference also
+    exceeds the spread between seeds (when paired.csv has a column of SEED_FLAG_COLUMNS).
+    Candidates run across so the figure stays narrow enough for a README.
+    """
+    from matplotlib.colors import LinearSegmentedColormap
+
+    df = verdicts(paired).reset_index(drop=True)
+    flags = _seed_flag(paired.reset_index(drop=True))
+    df["seed_flag"] = flags if flags is not None else False
+    df["cand"], against = _pair_labels(df)
+    df["shade"] = np.clip(evidence(df) / strong, -1, 1)
     metrics = list(dict.fromkeys(df["metric"]))
-    labels = list(dict.fromkeys(df["label"]))
-    ncol = min(3, len(metrics))
-    nrow = -(-len(metrics) // ncol)
-    fig, axes = plt.subplots(
-        nrow, ncol, figsize=(4.2 * ncol, 0.6 * len(labels) * nrow + 1.6), squeeze=False
+    sets = list(dict.fromkeys(df["set"].astype(str)))
+    cands = list(dict.fromkeys(df["cand"]))
+    rows = [(m, s) for m in metrics for s in sets]
+    shade = np.full((len(rows), len(cands)), np.nan)
+    text = [["" for _ in cands] for _ in rows]
+    for m in metrics:
+        sub = df[df["metric"] == m]
+        fmt = _diff_format(sub["mean_diff"])
+        for _, r in sub.iterrows():
+            i, j = rows.index((m, str(r["set"]))), cands.index(r["cand"])
+            if not np.isfinite(float(r["mean_diff"])):
+                text[i][j] = "n/a"
+                continue
+            shade[i, j] = r["shade"] if np.isfinite(r["shade"]) else 0.0
+            mark = "*" if r["verdict"] != "inconclusive" else ""
+            mark += "†" if bool(r["seed_flag"]) else ""
+            text[i][j] = fmt.format(r["mean_diff"]) + mark
+    label_width = max(len(c) for c in cands) * 0.075
+    fig, ax = plt.subplots(
+        figsize=(2.6 + max(0.95, label_width) * len(cands), 2.2 + 0.3 * len(rows))
     )
-    for ax, metric in zip(axes.flat, metrics, strict=False):
-        sub = (
-            df[df["metric"] == metric]
-            .set_index("label")
-            .reindex(labels)
-            .dropna(subset=["mean_diff"])
-        )
-        ys = [labels.index(lbl) for lbl in sub.index]
-        for y, (_, r) in zip(ys, sub.iterrows(), strict=True):
-            ax.errorbar(
-                r["mean_diff"],
-                y,
-                xerr=[[r["mean_diff"] - r["ci_low"]], [r["ci_high"] - r["mean_diff"]]],
-                fmt="o",
-                color=colors[r["verdict"]],
-                capsize=4,
-            )
-        ax.axvline(0, color="0.3", linestyle="--", linewidth=1)
-        ax.xaxis.set_major_locator(MaxNLocator(4))
-        ax.set_yticks(range(len(labels)), labels if ax in axes[:, 0] else [""] * len(labels))
-        ax.set_ylim(-0.6, len(labels) - 0.4)
-        ax.invert_yaxis()
-        arrow = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
-        ax.set_title(f"{metric} ({arrow})", fontsize=10)
-        ax.set_xlabel("candidate - baseline")
-    for ax in list(axes.flat)[len(metrics) :]:
-        ax.axis("off")
-    pairs = df[["candidate", "baseline"]].drop_duplicates()
-    what = "; ".join(f"{c} - {b}" for c, b in pairs.itertuples(index=False))
-    fig.suptitle(f"Paired per-image differences ({what}), mean and CI", y=1.0)
+    base = plt.get_cmap("RdBu")  # red = worse, blue = better; ends trimmed so labels stay legible
+    cmap = LinearSegmentedColormap.from_list("sgsr_diverging", base(np.linspace(0.1, 0.9, 256)))
+    cmap = cmap.with_extremes(bad="#eeeeee")
+    handle = ax.imshow(
+        np.ma.masked_invalid(shade), cmap=cmap, vmin=-1, vmax=1, aspect="auto",
+        interpolation="nearest",
+    )  # fmt: skip
+    for i in range(len(rows)):
+        for j in range(len(cands)):
+            dark = np.isfinite(shade[i, j]) and abs(shade[i, j]) > 0.6
+            ax.text(j, i, text[i][j], ha="center", va="center", fontsize=8,
+                    color="white" if dark else "0.15")  # fmt: skip
+    arrows = {m: "↑" if _higher_is_better(df[df["metric"] == m]).all() else "↓" for m in metrics}
+    ax.xaxis.tick_top()
+    ax.set_xticks(range(len(cands)), cands, rotation=30, ha="left", fontsize=9)
+    if len(sets) > 1:  # sets on the left, their metric on the right
+        ax.set_yticks(range(len(rows)), [s for _, s in rows], fontsize=8)
+        right = ax.secondary_yaxis("right")
+        centres = [(k + 0.5) * len(sets) - 0.5 for k in range(len(metrics))]
+        right.set_yticks(centres, [f"{m} {arrows[m]}" for m in metrics], fontsize=9)
+        right.tick_params(length=0)
+        for label in right.get_yticklabels():
+            label.set_fontweight("bold")
+    else:
+        ax.set_yticks(range(len(rows)), [f"{m} {arrows[m]}" for m, _ in rows], fontsize=9)
+    ax.tick_params(length=0)
+    ax.grid(False)
+    for k in range(1, len(metrics)):  # white gaps between metric groups
+        ax.axhline(k * len(sets) - 0.5, color="white", linewidth=4)
+    bar = fig.colorbar(
+        handle, ax=ax, orientation="horizontal", fraction=0.05, pad=0.03, aspect=30,
+        ticks=[-1, 0, 1],
+    )  # fmt: skip
+    bar.ax.set_xticklabels(["worse", "no difference", "better"], fontsize=8)
+    where = f" on {sets[0]}" if len(sets) == 1 else ""
+    level = f"{float(paired['ci'].iloc[0]) * 100:g} % " if "ci" in paired.columns else ""
+    notes = f"* {level}CI excludes 0" + ("; † exceeds the seed spread" if flags is not None else "")
+    bar.set_label(f"shade: difference / CI half-width.  {notes}", fontsize=8)
+    fig.suptitle(f"Candidate {against}{where}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _higher_is_better(df: pd.DataFrame) -> pd.Series:
+    """``higher_is_better`` from paired.csv, else the metric's known direction."""
+    if "higher_is_better" in df.columns:
+        return df["higher_is_better"].astype(str).str.lower().isin(("true", "1", "1.0"))
+    return ~df["metric"].isin(LOWER_IS_BETTER)
+
+
+def forest_figure(paired: pd.DataFrame) -> Figure:
+    """Paired candidate - baseline mean differences with their CIs as small multiples: one
+    column per metric (shared x axis), one row per set, one line per candidate (labelled once,
+    on the left). Blue: CI excludes 0 in the better direction; orange: worse; grey: neither."""
+    df = verdicts(paired).reset_index(drop=True)
+    df["row"], against = _pair_labels(df)
+    metrics = list(dict.fromkeys(df["metric"]))
+    sets = list(dict.fromkeys(df["set"].astype(str)))
+    rows = list(dict.fromkeys(df["row"]))
+    height = max(1.2, 0.26 * len(rows) + 0.55)
+    fig, axes = plt.subplots(
+        len(sets), len(metrics), figsize=(1.8 + 2.5 * len(metrics), 0.9 + height * len(sets)),
+        squeeze=False, sharex="col", sharey=True,
+    )  # fmt: skip
+    hib = _higher_is_better(df)
+    for j, metric in enumerate(metrics):
+        for i, set_name in enumerate(sets):
+            ax = axes[i, j]
+            sub = df[(df["metric"] == metric) & (df["set"].astype(str) == set_name)]
+            sub = sub.dropna(subset=["mean_diff"])
+            for _, r in sub.iterrows():
+                y = rows.index(r["row"])
+                ax.errorbar(
+                    r["mean_diff"], y,
+                    xerr=[[r["mean_diff"] - r["ci_low"]], [r["ci_high"] - r["mean_diff"]]],
+                    fmt="o", markersize=4, color=VERDICT_COLORS[r["verdict"]], capsize=2.5,
+                    linewidth=1.2,
+                )  # fmt: skip
+            ax.axvline(0, color="0.3", linestyle="--", linewidth=0.8)
+            ax.set_yticks(range(len(rows)), rows, fontsize=8)
+            ax.set_ylim(len(rows) - 0.5, -0.5)
+            ax.xaxis.set_major_locator(MaxNLocator(3))
+            ax.tick_params(axis="x", labelsize=7.5)
+            ax.grid(axis="y", visible=False)
+            if i == 0:
+                arrow = "higher" if hib[df["metric"] == metric].all() else "lower"
+                ax.set_title(f"{metric}\n({arrow} is better)", fontsize=9)
+            if j == 0:
+                ax.set_ylabel(set_name, fontsize=9, fontweight="bold")
+    fig.suptitle(f"Paired per-image differences, candidate {against}: mean and CI", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -552,11 +701,7 @@ def forest_figure(paired: pd.DataFrame) -> Figure:
 def verdicts(paired: pd.DataFrame) -> pd.DataFrame:
     """The forest plot as a table: set, metric, mean_diff, CI, and better/worse/inconclusive."""
     df = paired.copy()
-    if "higher_is_better" in df.columns:
-        hib = df["higher_is_better"].astype(str).str.lower().isin(("true", "1", "1.0"))
-    else:
-        hib = ~df["metric"].isin(LOWER_IS_BETTER)
-    sign = np.where(hib, 1.0, -1.0)
+    sign = np.where(_higher_is_better(df), 1.0, -1.0)
     lo, hi = df["ci_low"] * sign, df["ci_high"] * sign
     df["verdict"] = np.select(
         [np.minimum(lo, hi) > 0, np.maximum(lo, hi) < 0], ["better", "worse"], "inconclusive"

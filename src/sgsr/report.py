@@ -506,17 +506,46 @@ def notebook_parameters(
 
 
 def _venv_kernel_manager() -> type:
-    """An AsyncKernelManager that starts ipykernel on ``sys.executable`` (see module doc)."""
+    """An AsyncKernelManager for batch execution (see the module doc):
+
+    - starts ipykernel on ``sys.executable``;
+    - talks to it over Unix sockets in a private temp folder (``ipc``) on POSIX, rather than
+      unencrypted TCP ports on localhost that any local user could connect to (ipykernel warns
+      about exactly that on every start);
+    - does not interrupt the kernel on shutdown. jupyter_client sends SIGINT before its
+      shutdown request to stop running code, but papermill shuts down only after the last
+      cell finished (a timed-out cell is interrupted by nbclient itself), so the signal only
+      races the kernel's last reply and makes it log "KeyboardInterrupt caught in kernel".
+    """
+    import tempfile
+
     from ipykernel.kernelspec import RESOURCES, get_kernel_dict
     from jupyter_client import AsyncKernelManager
     from jupyter_client.kernelspec import KernelSpec
 
     class VenvKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            if os.name == "posix" and "transport" not in kwargs:
+                self._ipc_dir = tempfile.mkdtemp(prefix="sgsr-kernel-")
+                self.transport = "ipc"
+                self.ip = os.path.join(self._ipc_dir, "k")  # short: socket paths are limited
+
         @property
         def kernel_spec(self) -> KernelSpec:
             if self._kernel_spec is None:
                 self._kernel_spec = KernelSpec(resource_dir=RESOURCES, **get_kernel_dict())
             return self._kernel_spec
+
+        async def _async_interrupt_kernel(self) -> None:
+            if self.shutting_down:
+                return
+            await super()._async_interrupt_kernel()
+
+        async def _async_cleanup_resources(self, restart: bool = False) -> None:
+            await super()._async_cleanup_resources(restart=restart)
+            if not restart and getattr(self, "_ipc_dir", None):
+                shutil.rmtree(self._ipc_dir, ignore_errors=True)
 
     return VenvKernelManager
 

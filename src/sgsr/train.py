@@ -603,6 +603,7 @@ def _loop(
         desc=desc,
         unit="it",
         dynamic_ncols=True,
+        leave=False,  # the stage's summary line replaces it
         disable=(not ctx.is_main) or (None if progress is None else not progress),
     )
     t0 = time.perf_counter()
@@ -862,9 +863,11 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
                 "train": dataclasses.asdict(opts),
             }
             write_weights(result, base / layout.run_dir(run_name), card)
+            resumed = f", resumed at {result.resumed_from}" if result.resumed_from else ""
+            val = f", validation PSNR-Y {result.val_psnr:.2f} dB" if result.val_psnr else ""
             log.info(
-                "%s: %d iterations (resumed from %d), val PSNR-Y %s dB, weights in %s",
-                run_name, result.iterations, result.resumed_from, result.val_psnr,
+                "%s: %d iterations in %.0f s%s%s, weights in %s",
+                run_name, result.iterations, result.wall_time, resumed, val,
                 base / layout.run_dir(run_name),
             )  # fmt: skip
         barrier(ctx)

@@ -120,7 +120,7 @@ def download_sample(names: list[str], raw: Path) -> dict[str, dict[str, Any]]:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         records[name] = _record(final, "sample", f"scikit-image {skimage.__version__}")
-        log.info("sample: wrote %d images to %s", len(records[name]["files"]), final)
+        log.debug("sample: wrote %d images to %s", len(records[name]["files"]), final)
     return records
 
 
@@ -189,7 +189,7 @@ def install_remote_set(remote: sources.Remote, final: Path, cache: Path, **fetch
         raise
     finally:
         shutil.rmtree(unpack, ignore_errors=True)
-    log.info("official: %s -> %s (%d images)", remote.url, final, len(seen))
+    log.debug("official: %s -> %s (%d images)", remote.url, final, len(seen))
     return _record(final, "official", remote.url, archive_sha256=remote.sha256)
 
 
@@ -272,7 +272,7 @@ def copy_from_dir(
             raise
         warn_skipped(skipped, f"set {name} (copied from {src})")
         records[name] = _record(final, "dir", str(src), skipped=[str(s.path) for s in skipped])
-        log.info("dir: copied %d images %s -> %s", len(files) - len(skipped), src, final)
+        log.debug("dir: copied %d images %s -> %s", len(files) - len(skipped), src, final)
     return records
 
 

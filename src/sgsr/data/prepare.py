@@ -135,7 +135,7 @@ def run(cfg: Config, root: str | os.PathLike[str] | None = None) -> dict[str, An
         )
         per["patches"] = meta["count"]
         summary[f"x{s}"] = per
-        log.info("prepare x%d: %s", s, per)
+        log.debug("prepare x%d: %s", s, per)
     for what, files in alpha.items():
         warn_alpha(files, what)
     return summary

@@ -129,6 +129,9 @@ def _motorcycle() -> np.ndarray:
 #: sample source works offline. The test set has a grayscale image (camera, scored on its own
 #: channel) and odd sizes (chelsea 451x300, motorcycle 741x500) so the mod-crop and
 #: single-channel paths run in the default profile; the largest (hubble, 1000x872) is training.
+#: Never add ``skimage.data.cat`` (it *is* chelsea) or ``stereo_motorcycle()[1]`` (the other
+#: view of the motorcycle) to training. Adding the wheel's textures and gray photographs (brick,
+#: coins, grass, gravel, page) was measured and did not help the default profile (README).
 SAMPLE_SETS: dict[str, dict[str, Callable[[], np.ndarray]]] = {
     "sample_train": {
         "astronaut": _sk("astronaut"),

@@ -1,0 +1,114 @@
+"""The paired-difference figures: the at-a-glance heatmap and the forest plot's layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sgsr.plotting import (
+    evidence,
+    forest_figure,
+    paired_heatmap,
+    save,
+    short_labels,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _paired(seed_flag: bool = False) -> pd.DataFrame:
+    """Two candidates x two sets x (psnr up, gmsd down), with known verdicts."""
+    rows = []
+    for cand, psnr, gmsd in (("net-sgl-x4", 0.30, -0.002), ("net-grad-x4", -0.05, 0.001)):
+        for set_name in ("SetA", "SetB"):
+            rows.append((cand, set_name, "psnr", True, psnr, psnr - 0.1, psnr + 0.1))
+            rows.append((cand, set_name, "gmsd", False, gmsd, gmsd - 0.004, gmsd + 0.004))
+    df = pd.DataFrame(
+        rows,
+        columns=[
+            "candidate",
+            "set",
+            "metric",
+            "higher_is_better",
+            "mean_diff",
+            "ci_low",
+            "ci_high",
+        ],
+    )
+    df["baseline"] = "net-l1-x4"
+    df["scale"] = 4
+    df["ci"] = 0.95
+    if seed_flag:
+        df["exceeds_seed_spread"] = df["candidate"].eq("net-sgl-x4") & df["metric"].eq("psnr")
+    return df
+
+
+def _texts(fig) -> list[str]:
+    return [t.get_text() for ax in fig.axes for t in ax.texts]
+
+
+def test_short_labels_drop_the_shared_parts() -> None:
+    names = ["edsr_slim-sgl_lap-x4", "edsr_slim-grad1-x4", "edsr_slim-sgl_hess_w1-x4"]
+    assert list(short_labels(names).values()) == ["sgl_lap", "grad1", "sgl_hess_w1"]
+    assert short_labels(["a-b-x4"]) == {"a-b-x4": "a-b-x4"}  # nothing to compare with
+
+
+def test_evidence_follows_the_metric_direction() -> None:
+    df = _paired()
+    ev = evidence(df)
+    psnr_sgl = ev[(df["candidate"] == "net-sgl-x4") & (df["metric"] == "psnr")]
+    gmsd_sgl = ev[(df["candidate"] == "net-sgl-x4") & (df["metric"] == "gmsd")]
+    assert np.allclose(psnr_sgl, 3.0)  # +0.3 over a half width of 0.1: better
+    assert np.allclose(gmsd_sgl, 0.5)  # gmsd fell (better) but the CI includes 0
+    assert (ev[(df["candidate"] == "net-grad-x4") & (df["metric"] == "psnr")] < 0).all()
+
+
+def test_heatmap_cells_labels_and_marks(tmp_path: Path) -> None:
+    fig = paired_heatmap(_paired())
+    ax = fig.axes[0]
+    image = ax.images[0].get_array()
+    assert image.shape == (4, 2)  # (metric, set) x candidates
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["sgl", "grad"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["SetA", "SetB"] * 2
+    metric_labels = [t.get_text() for a in ax.child_axes for t in a.get_yticklabels()]
+    assert "psnr ↑" in metric_labels and "gmsd ↓" in metric_labels
+    texts = _texts(fig)
+    assert texts.count("+0.30*") == 2  # significant: starred, 2 decimals for ~0.3 dB
+    assert texts.count("-0.0020") == 2  # not significant: no star
+    assert image[0, 0] > 0 > image[0, 1]  # better is one colour, worse the other
+    assert 0 < image[2, 0] < image[0, 0]  # inconclusive improvement (lower gmsd): paler
+    assert not any("†" in t for t in texts)
+    assert "net-l1-x4" in fig.get_suptitle()
+    path = save(fig, "glance", tmp_path)
+    assert path.stat().st_size > 5_000
+
+
+def test_heatmap_marks_effects_beyond_the_seed_spread() -> None:
+    texts = _texts(paired_heatmap(_paired(seed_flag=True)))
+    assert texts.count("+0.30*†") == 2
+    assert sum("†" in t for t in texts) == 2
+
+
+def test_forest_is_a_grid_of_sets_by_metrics_labelled_once() -> None:
+    fig = forest_figure(_paired())
+    axes = np.array(fig.axes).reshape(2, 2)
+    assert [ax.get_ylabel() for ax in axes[:, 0]] == ["SetA", "SetB"]
+    assert axes[0, 0].get_title().startswith("psnr") and "lower" in axes[0, 1].get_title()
+    assert [t.get_text() for t in axes[0, 0].get_yticklabels()] == ["sgl", "grad"]
+    assert not any(t.get_visible() and t.get_text() for t in axes[0, 1].get_yticklabels())
+
+
+@pytest.mark.skipif(
+    not (REPO / "profiles/study/results/paired.csv").is_file(), reason="study results absent"
+)
+def test_study_figures_stay_readable(tmp_path: Path) -> None:
+    """The study's 120 comparisons: both figures fit a page (the old forest plot was 29 x 30
+    inches of repeated labels)."""
+    paired = pd.read_csv(REPO / "profiles/study/results/paired.csv")
+    for name, fig in (("forest", forest_figure(paired)), ("heat", paired_heatmap(paired))):
+        width, height = fig.get_size_inches()
+        assert width <= 16 and height <= 12, (name, width, height)
+        save(fig, name, tmp_path)
