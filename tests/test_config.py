@@ -53,7 +53,7 @@ def test_runs_are_the_experiment_matrix() -> None:
     ]
     run = cfg.run("other-sgl-x4")
     assert run.arch == "rcan" and run.model_kwargs == {"n_groups": 1, "n_resblocks": 1}
-    assert run.sibling("l1") == "other-l1-x4"
+    assert run.sibling_name("l1") == "other-l1-x4"
     with pytest.raises(ConfigError, match="edsr_tiny-l1-x4"):
         cfg.run("nope")
 

@@ -19,6 +19,7 @@ import pytest
 from sgsr import report
 from sgsr.imaging import downscale, mod_crop, upscale_bicubic, write_image
 from sgsr.plotting import crop_psnr
+from sgsr.runs import parse_run
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -114,7 +115,7 @@ def build_fake_pipeline(
         mdir = root / "results" / "metrics" / run
         mdir.mkdir(parents=True)
         df.to_csv(mdir / "per_image.csv", index=False)
-        info = report.parse_run(run)
+        info = parse_run(run)
         seeds = (None,) if info["model"] == "bicubic" else (0, *replicates)
         for seed in seeds:
             for set_name, sub in df.groupby("set"):

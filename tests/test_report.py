@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from test_notebooks import build_fake_pipeline
 
-from sgsr import report
+from sgsr import report, runs
 from sgsr.config import parse_config
 from sgsr.plotting import max_diff_box, verdicts
 
@@ -43,18 +43,18 @@ def _config(pipeline: Path, root: Path, scale: int = 2, zoom_image: str | None =
 
 
 def test_parse_run_names() -> None:
-    assert report.parse_run("edsr_tiny-sgl-x4") == {
+    assert runs.parse_run("edsr_tiny-sgl-x4") == {
         "run": "edsr_tiny-sgl-x4",
         "model": "edsr_tiny",
         "loss": "sgl",
         "scale": 4,
         "seed": None,
     }
-    assert report.parse_run("edsr_tiny-sgl-x4-s2")["seed"] == 2
-    assert report.parse_run("my-net-l1-x3")["model"] == "my-net"
-    assert report.parse_run("bicubic-x2")["model"] == "bicubic"
+    assert runs.parse_run("edsr_tiny-sgl-x4-s2")["seed"] == 2
+    assert runs.parse_run("my-net-l1-x3")["model"] == "my-net"
+    assert runs.parse_run("bicubic-x2")["model"] == "bicubic"
     with pytest.raises(ValueError, match="checkpoints"):
-        report.parse_run("checkpoints")
+        runs.parse_run("checkpoints")
 
 
 def test_pair_from_config_follows_the_experiment_baseline(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from sgsr import yamlio
+from sgsr.runs import Run, run_name
 
 SOURCES = ("sample", "official", "dir")
 SCALES = (2, 3, 4)
@@ -118,45 +119,6 @@ class ExperimentConfig:
     replicates: tuple[int, ...] = ()
     #: The loss every other loss is compared with (paired.csv); None = the first of ``losses``.
     baseline: str | None = None
-
-
-@dataclass(frozen=True)
-class Run:
-    """One trained network: a model configuration x a loss configuration x a seed.
-
-    ``replicate`` is False for the primary seed (params ``seed``), whose run name carries no
-    seed, so runs and DVC locks from before replicates existed keep their names.
-    """
-
-    name: str
-    model: str
-    arch: str
-    model_kwargs: Mapping[str, Any]
-    loss: str
-    loss_spec: Mapping[str, Any]
-    scale: int
-    seed: int = 0
-    replicate: bool = False
-
-    @property
-    def configuration(self) -> tuple[str, str, int]:
-        """(model, loss, scale): what the replicates of one configuration share."""
-        return self.model, self.loss, self.scale
-
-    @property
-    def primary_name(self) -> str:
-        """The name of this configuration's primary-seed run (its own name if primary)."""
-        return run_name(self.model, self.loss, self.scale)
-
-    def sibling(self, loss: str) -> str:
-        """Name of the run that differs from this one only in its loss (same seed)."""
-        return run_name(self.model, loss, self.scale, self.seed if self.replicate else None)
-
-
-def run_name(model: str, loss: str, scale: int, seed: int | None = None) -> str:
-    """``<model>-<loss>-x<scale>``, with ``-s<seed>`` for a replicate (non-primary) seed."""
-    base = f"{model}-{loss}-x{scale}"
-    return base if seed is None else f"{base}-s{seed}"
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from sgsr import layout
 from sgsr.config import DEFAULT_MAX_PIXELS, Config
 from sgsr.fsutil import sha256sum, write_text
 from sgsr.imaging import list_images, read_image
-from sgsr.infer import bicubic_scale, resolve_device
+from sgsr.infer import resolve_device
 from sgsr.metrics import (
     LPIPS_NOTE,
     METRICS,
@@ -44,6 +44,7 @@ from sgsr.metrics import (
     load_backbones,
     patches,
 )
+from sgsr.runs import BICUBIC_MODEL, bicubic_scale
 
 log = logging.getLogger(__name__)
 
@@ -492,7 +493,7 @@ def run_identity(cfg: Config, run_name: str) -> dict[str, Any]:
     if scale is not None:
         return {
             "run": run_name,
-            "model": "bicubic",
+            "model": BICUBIC_MODEL,
             "loss": None,
             "scale": scale,
             "seed": None,

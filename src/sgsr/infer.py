@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -41,8 +40,8 @@ from sgsr.imaging import (
     upscale_bicubic,
     write_image,
 )
+from sgsr.runs import bicubic_scale
 
-_BICUBIC = re.compile(r"^bicubic-x(\d+)$")
 #: Key prefixes under which a trainer may store a second copy of the weights.
 _EMA_PREFIX = "ema."
 _STRIP_PREFIXES = ("module.", "_orig_mod.")
@@ -334,12 +333,6 @@ def upscale_image(
 def _base(cfg: Config) -> Path:
     """The pipeline folder: the one holding the params file (layout paths are relative to it)."""
     return Path(cfg.source_path).parent
-
-
-def bicubic_scale(run_name: str) -> int | None:
-    """The scale of a ``bicubic-x<s>`` pseudo-run, else None."""
-    m = _BICUBIC.match(run_name)
-    return int(m.group(1)) if m else None
 
 
 def _progress(items: list, desc: str) -> Iterator:

@@ -70,7 +70,3 @@ METRICS_JSON = "metrics.json"
 METRICS_INFO_JSON = "metrics_info.json"
 PER_IMAGE_CSV = "per_image.csv"
 FID_BOOTSTRAP_CSV = "fid_bootstrap.csv"
-
-
-def bicubic_run(scale: int) -> str:
-    return f"bicubic-x{scale}"

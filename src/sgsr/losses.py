@@ -28,6 +28,8 @@ from torch import Tensor, nn
 from sgsr.gradients import OPERATORS, apply_kernels, check_padding, operator_kernels
 
 DISTANCES: tuple[str, ...] = ("l1", "l2", "charbonnier")
+#: The operator of an ``sgl`` term that names none.
+SGL_DEFAULT_OPERATOR = "laplacian"
 REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
 
 
@@ -152,7 +154,7 @@ class SecondOrderGradientLoss(_DistanceLoss):
 
     def __init__(
         self,
-        operator: str = "laplacian",
+        operator: str = SGL_DEFAULT_OPERATOR,
         distance: str = "l1",
         reduction: str = "mean",
         eps: float = 1e-3,
@@ -179,7 +181,7 @@ class SecondOrderGradientLoss(_DistanceLoss):
 def second_order_gradient_loss(
     sr: Tensor,
     hr: Tensor,
-    operator: str = "laplacian",
+    operator: str = SGL_DEFAULT_OPERATOR,
     distance: str = "l1",
     reduction: str = "mean",
     eps: float = 1e-3,
@@ -435,3 +437,14 @@ def build_loss(
             raise ValueError(f"loss spec {name!r}: {err}") from err
         terms[name] = (weight, module)
     return CompositeLoss(terms)
+
+
+def sgl_operator(spec: Mapping[str, Any] | None) -> str | None:
+    """The second-order operator of a loss spec's ``sgl`` term (``{sgl: 0.1}`` or ``{sgl:
+    {weight: 0.1, operator: hessian}}``), or None when the spec has no such term."""
+    if not isinstance(spec, Mapping) or spec.get("sgl") is None:
+        return None
+    sgl = spec["sgl"]
+    if isinstance(sgl, Mapping):
+        return str(sgl.get("operator", SGL_DEFAULT_OPERATOR))
+    return SGL_DEFAULT_OPERATOR

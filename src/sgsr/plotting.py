@@ -28,6 +28,7 @@ from sgsr.fsutil import atomic_path
 from sgsr.gradients import get_operator
 from sgsr.imaging import luminance
 from sgsr.report import LOWER_IS_BETTER
+from sgsr.runs import is_bicubic, run_name
 
 BICUBIC_COLOR = "#8c8c8c"
 
@@ -81,9 +82,9 @@ def run_palette(runs: Sequence[str]) -> dict[str, tuple[float, float, float] | s
     others from the colorblind palette in name order."""
     colors = sns.color_palette("colorblind", 10)
     out: dict[str, tuple[float, float, float] | str] = {}
-    learned = sorted(r for r in runs if not r.startswith("bicubic"))
+    learned = sorted(r for r in runs if not is_bicubic(r))
     for run in runs:
-        out[run] = BICUBIC_COLOR if run.startswith("bicubic") else colors[learned.index(run) % 10]
+        out[run] = BICUBIC_COLOR if is_bicubic(run) else colors[learned.index(run) % 10]
     return out
 
 
@@ -736,15 +737,14 @@ def seed_figure(
     """Per-seed set means of every trained configuration: one panel per (metric, set), one
     column of points per configuration (a point per seed, coloured by seed), with the mean
     over seeds and +- one between-seed SD in black. Reads summary.csv's per-run rows."""
-    df = summary[summary["model"].astype(str) != "bicubic"].copy()
+    df = summary[~summary["run"].astype(str).map(is_bicubic)].copy()
     df = df[df["seed"].notna()]
     df["seed"] = df["seed"].astype(int)
     single = df[["model", "scale"]].drop_duplicates().shape[0] == 1
-    df["config"] = (
-        df["loss"].astype(str)
-        if single
-        else df["model"].astype(str) + "-" + df["loss"].astype(str) + "-x" + df["scale"].astype(str)
-    )
+    df["config"] = [
+        str(loss) if single else run_name(str(model), str(loss), int(scale))
+        for model, loss, scale in zip(df["model"], df["loss"], df["scale"], strict=True)
+    ]
     configs = list(dict.fromkeys(df["config"]))
     sets = list(sets) if sets is not None else list(dict.fromkeys(df["set"]))
     seeds = sorted(df["seed"].unique())

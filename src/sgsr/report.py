@@ -37,6 +37,8 @@ import pandas as pd
 from sgsr import layout
 from sgsr.config import Config, Run
 from sgsr.fsutil import replace_dir, write_text
+from sgsr.losses import sgl_operator
+from sgsr.runs import bicubic_run, is_bicubic, is_run_name, pair_names, pairs, parse_run
 
 #: The notebooks, executed in this order; ``<root>/notebooks/<name>.ipynb``.
 NOTEBOOKS: tuple[str, ...] = ("01_data", "02_gradient_maps", "03_training", "04_results")
@@ -45,8 +47,6 @@ REPORT_HTML = "report.html"
 LOWER_IS_BETTER: frozenset[str] = frozenset({"gmsd", "lpips", "fid"})
 #: Leaf names of learning-rate series: plotted apart from the losses even under ``train/``.
 SCHEDULE_NAMES: frozenset[str] = frozenset({"lr", "learning_rate", "learning-rate"})
-_RUN_RE = re.compile(r"^(?P<model>.+)-(?P<loss>[^-]+)-x(?P<scale>\d+)(?:-s(?P<seed>\d+))?$")
-_BICUBIC_RE = re.compile(r"^bicubic-x(?P<scale>\d+)$")
 
 
 class ReportError(ValueError):
@@ -57,34 +57,7 @@ class ReportError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------
-# Run names and discovery (shared by the notebooks)
-
-
-def parse_run(name: str) -> dict[str, Any]:
-    """``<model>-<loss>-x<s>[-s<seed>]`` or ``bicubic-x<s>`` -> {run, model, loss, scale, seed}.
-
-    ``seed`` is None for a primary-seed run (its name carries no seed) and for bicubic.
-    """
-    if m := _BICUBIC_RE.match(name):
-        scale = int(m["scale"])
-        return {"run": name, "model": "bicubic", "loss": "none", "scale": scale, "seed": None}
-    if m := _RUN_RE.match(name):
-        seed = int(m["seed"]) if m["seed"] is not None else None
-        return {
-            "run": name,
-            "model": m["model"],
-            "loss": m["loss"],
-            "scale": int(m["scale"]),
-            "seed": seed,
-        }
-    raise ValueError(
-        f"run name {name!r} is not <model>-<loss>-x<scale>[-s<seed>] or bicubic-x<scale> "
-        "(see `sgsr runs` for the names the params define)"
-    )
-
-
-def is_run_name(name: str) -> bool:
-    return bool(_BICUBIC_RE.match(name) or _RUN_RE.match(name))
+# Run discovery and the pair to show (names and the pairing rule: sgsr.runs)
 
 
 def discover_runs(
@@ -108,21 +81,22 @@ def discover_runs(
         folder = results_dir / sub
         if folder.is_dir():
             found.update(p.name for p in folder.iterdir() if p.is_dir() and wanted(p.name))
-    return sorted(found, key=lambda r: (parse_run(r)["model"] != "bicubic", r))
+    return sorted(found, key=lambda r: (not is_bicubic(r), r))
 
 
 def pick_pair(
-    runs: Sequence[str],
+    names: Sequence[str],
     results_dir: str | os.PathLike[str] = layout.RESULTS,
     scale: int = 4,
     baseline: str | None = None,
     candidate: str | None = None,
 ) -> tuple[str | None, str | None]:
-    """The (L1 baseline, SGL candidate) pair the figures compare.
+    """The (baseline, candidate) pair the figures compare.
 
     Explicit names win; else the first pair ``summarize`` wrote to ``paired.csv`` at this
-    scale; else the first ``<model>-l1-x<s>`` whose ``<model>-sgl-x<s>`` sibling is in ``runs``.
-    Returns None for a side that cannot be found (the notebooks say so and skip the figure).
+    scale; else (no paired.csv: a notebook run by hand) the first pair that the pairing rule
+    (`sgsr.runs.pair_names`) finds among ``names`` with ``l1`` as the baseline loss. Returns
+    None for a side that cannot be found (the notebooks say so and skip the figure).
     """
     if baseline and candidate:
         return baseline, candidate
@@ -135,42 +109,22 @@ def pick_pair(
             rows = rows[rows["candidate"] == candidate]
         if not rows.empty:
             return str(rows["baseline"].iloc[0]), str(rows["candidate"].iloc[0])
-    for name in runs:
-        info = parse_run(name)
-        if info["scale"] != scale or info["loss"] != "l1":
-            continue
-        sibling = f"{info['model']}-sgl-x{scale}"
-        if (baseline in (None, name)) and (candidate in (None, sibling)) and sibling in runs:
-            return name, sibling
+    for base, cand in pair_names(names, "l1", scale):
+        if baseline in (None, base) and candidate in (None, cand):
+            return base, cand
     return baseline, candidate
 
 
 def pair_from_config(cfg: Config, scale: int) -> tuple[str | None, str | None]:
-    """The first (baseline run, candidate run of the same model) at ``scale``, primary seeds.
-
-    The baseline is the params' ``experiment.baseline`` loss (``cfg.baseline_loss``, the rule
-    summarize pairs by); the candidate is the first other loss with an ``sgl`` term in its
-    spec, else the first other loss.
-    """
-    runs = [r for r in cfg.primary_runs if r.scale == scale]
-    for base in runs:
-        if base.loss != cfg.baseline_loss:
-            continue
-        others = [r for r in runs if r.model == base.model and r.loss != base.loss]
-        sgl = [r for r in others if "sgl" in r.loss_spec]
-        if sgl or others:
-            return base.name, (sgl or others)[0].name
-    return None, None
-
-
-def sgl_operator(loss_spec: Mapping[str, Any] | None) -> str | None:
-    """The second-order operator an SGL loss spec names (``{sgl: {operator: ...}}``)."""
-    if not isinstance(loss_spec, Mapping):
-        return None
-    sgl = loss_spec.get("sgl")
-    if isinstance(sgl, Mapping):
-        return str(sgl.get("operator", "laplacian"))
-    return "laplacian" if sgl is not None else None
+    """The pair to show when paired.csv is not there yet: among the pairs of the primary-seed
+    runs at ``scale`` (`sgsr.runs.pairs`: each candidate against ``experiment.baseline``), the
+    first whose candidate has an ``sgl`` term in its spec, else the first."""
+    found = pairs([r for r in cfg.primary_runs if r.scale == scale], cfg.baseline_loss)
+    sgl = [p for p in found if "sgl" in p.candidate[0].loss_spec]
+    if not found:
+        return None, None
+    chosen = (sgl or found)[0]
+    return chosen.baseline[0].name, chosen.candidate[0].name
 
 
 def read_run_card(models_dir: str | os.PathLike[str], run: str) -> dict[str, Any] | None:
@@ -184,16 +138,10 @@ def read_run_card(models_dir: str | os.PathLike[str], run: str) -> dict[str, Any
         raise ValueError(f"{path}: not valid JSON ({exc}); rerun `sgsr train --run {run}`") from exc
 
 
-def find_loss_spec(card: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
-    """The loss spec inside a run card, wherever train put it (a mapping with an l1/sgl key)."""
-    if not isinstance(card, Mapping):
-        return None
-    for key in ("loss_spec", "loss", "losses"):
-        value = card.get(key)
-        if isinstance(value, Mapping) and value:
-            inner = value.get("spec")
-            return inner if isinstance(inner, Mapping) else value
-    return None
+def card_loss_spec(card: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The loss spec a run card records (``loss_spec``, as `sgsr train` writes it), or None."""
+    spec = card.get("loss_spec") if isinstance(card, Mapping) else None
+    return spec if isinstance(spec, Mapping) else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -495,7 +443,7 @@ def notebook_parameters(
         "results_dir": layout.RESULTS.as_posix(),
         "figures_dir": Path(figures_dir).as_posix(),
         "scale": scale,
-        "runs": [layout.bicubic_run(scale), *(r.name for r in runs)],
+        "runs": [bicubic_run(scale), *(r.name for r in runs)],
         "baseline_run": baseline,
         "candidate_run": candidate,
         "test_sets": list(cfg.data.test_sets),

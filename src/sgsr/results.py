@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from sgsr import layout
+from sgsr.runs import is_bicubic
 
 #: (column in summary.csv, header, format) in table order; a column absent or all-empty is left out.
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -24,7 +25,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
 def gains_over_bicubic(summary: pd.DataFrame, metric: str = "psnr") -> pd.Series:
     """Per row: ``metric`` minus that of ``bicubic-x<scale>`` on the same set (NaN for the
     bicubic rows themselves and where no bicubic row exists)."""
-    bicubic = summary[summary["run"].astype(str).str.fullmatch(r"bicubic-x\d+")]
+    bicubic = summary[summary["run"].astype(str).map(is_bicubic)]
     ref = bicubic.set_index(["scale", "set"])[metric]
     keys = pd.MultiIndex.from_frame(summary[["scale", "set"]])
     base = pd.Series(ref.reindex(keys).to_numpy(), index=summary.index)

@@ -28,11 +28,12 @@ from typing import Any
 import numpy as np
 
 from sgsr import layout
-from sgsr.config import Config, Run
+from sgsr.config import Config
 from sgsr.evaluate import PER_IMAGE_KEYS, _csv_value
 from sgsr.fid import percentile_ci
 from sgsr.fsutil import write_text
 from sgsr.metrics import METRICS
+from sgsr.runs import bicubic_run, configurations, pairs
 from sgsr.stats import paired_bootstrap, seed_effect
 
 SUMMARY_KEYS = ("run", "model", "loss", "scale", "seed", "set", "n_images")
@@ -207,7 +208,7 @@ def summary_runs(cfg: Config) -> list[str]:
     """Runs a summary covers: every bicubic-x<s> baseline, then cfg.runs in order (each
     configuration's seeds together, the primary seed first)."""
     scales = sorted({r.scale for r in cfg.runs})
-    return [layout.bicubic_run(s) for s in scales] + [r.name for r in cfg.runs]
+    return [bicubic_run(s) for s in scales] + [r.name for r in cfg.runs]
 
 
 def summarize(cfg: Config) -> tuple[Path, Path, Path]:
@@ -301,17 +302,10 @@ def _summary_csv(cfg: Config, names: list[str], results: dict[str, RunResults]) 
     return _csv(header, rows)
 
 
-def _configurations(cfg: Config) -> list[tuple[Run, list[Run]]]:
-    """(primary run, its runs over cfg.seeds) per configuration, in cfg.runs order."""
-    groups: dict[tuple[str, str, int], list[Run]] = {}
-    for r in cfg.runs:
-        groups.setdefault(r.configuration, []).append(r)
-    return [(runs[0], runs) for runs in groups.values()]
-
-
 def _seeds_csv(cfg: Config, results: dict[str, RunResults]) -> str:
     rows = []
-    for primary, runs in _configurations(cfg):
+    for runs in configurations(cfg.runs):
+        primary = runs[0]
         for set_name in cfg.data.test_sets:
             for m in cfg.evaluate.metrics:
                 pairs = [(r, results[r.name].value(set_name, m)) for r in runs]
@@ -342,13 +336,10 @@ def _seeds_csv(cfg: Config, results: dict[str, RunResults]) -> str:
 
 
 def _paired_csv(cfg: Config, results: dict[str, RunResults]) -> str:
-    baseline_loss = cfg.baseline_loss
     rows: list[list[Any]] = []
-    by_name = {r.name: r for r in cfg.runs}
-    for primary, cand_runs in _configurations(cfg):
-        if primary.loss == baseline_loss:
-            continue
-        base_runs = [by_name[r.sibling(baseline_loss)] for r in cand_runs]
+    for pair in pairs(cfg.runs, cfg.baseline_loss):  # the pairing rule: sgsr.runs
+        base_runs, cand_runs = pair.baseline, pair.candidate
+        primary = cand_runs[0]
         base_res = [results[r.name] for r in base_runs]
         cand_res = [results[r.name] for r in cand_runs]
         _check_same_images(base_res + cand_res)
