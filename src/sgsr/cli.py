@@ -66,9 +66,9 @@ def _infer(args: argparse.Namespace) -> None:
     from sgsr.infer import run
 
     run(cfg, args.run)
-    base = Path(cfg.source_path).parent
+    base = layout.pipeline_root(cfg)
     n = sum(len(list_images(base / layout.sr_set(args.run, s))) for s in cfg.data.test_sets)
-    log.info("%s: %d images in %s", args.run, n, layout.RESULTS / "sr" / args.run)
+    log.info("%s: %d images in %s", args.run, n, layout.sr_run(args.run))
 
 
 def _evaluate(args: argparse.Namespace) -> None:

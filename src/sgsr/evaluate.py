@@ -482,10 +482,6 @@ def format_table(result: dict) -> str:
 # --------------------------------------------------------------------------------------------
 # the pipeline stage
 # --------------------------------------------------------------------------------------------
-def _base(cfg: Config) -> Path:
-    return Path(cfg.source_path).parent
-
-
 def run_identity(cfg: Config, run_name: str) -> dict[str, Any]:
     """{run, model, loss, scale, seed, replicate} of a run, or of the ``bicubic-x<s>`` baseline
     (model "bicubic", loss and seed None)."""
@@ -534,7 +530,7 @@ def run(
     """
     from sgsr.fid import FeatureCache, bootstrap_fid, plan_fingerprint, resample_plan
 
-    base = _base(cfg)
+    base = layout.pipeline_root(cfg)
     ident = run_identity(cfg, run_name)
     scale = ident["scale"]
     ev = cfg.evaluate

@@ -72,6 +72,17 @@ def sha256sum(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def staging_dir(final: Path) -> Path:
+    """A fresh hidden folder beside `final` to build it in (same filesystem, so
+    :func:`replace_dir` can rename it into place); a leftover of this process is cleared."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    return staging
+
+
 def replace_dir(staging: Path, final: Path) -> None:
     """Put a finished `staging` folder at `final`, replacing what was there.
 

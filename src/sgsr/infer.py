@@ -330,11 +330,6 @@ def upscale_image(
 # --------------------------------------------------------------------------------------------
 # the pipeline stage and the user command
 # --------------------------------------------------------------------------------------------
-def _base(cfg: Config) -> Path:
-    """The pipeline folder: the one holding the params file (layout paths are relative to it)."""
-    return Path(cfg.source_path).parent
-
-
 def _progress(items: list, desc: str) -> Iterator:
     from tqdm import tqdm
 
@@ -343,7 +338,7 @@ def _progress(items: list, desc: str) -> Iterator:
 
 def run(cfg: Config, run_name: str) -> None:
     """Upscale every test set's LR images into ``results/sr/<run>/<set>/<stem>.png``."""
-    base = _base(cfg)
+    base = layout.pipeline_root(cfg)
     scale = bicubic_scale(run_name)
     model = None
     if scale is None:

@@ -36,7 +36,7 @@ import pandas as pd
 
 from sgsr import layout
 from sgsr.config import Config, Run
-from sgsr.fsutil import replace_dir, write_text
+from sgsr.fsutil import replace_dir, staging_dir, write_text
 from sgsr.losses import sgl_operator
 from sgsr.runs import bicubic_run, is_bicubic, is_run_name, pair_names, pairs, parse_run
 
@@ -77,8 +77,7 @@ def discover_runs(
         info = parse_run(name)
         return info["scale"] == scale and (replicates or info["seed"] is None)
 
-    for sub in ("sr", "metrics"):
-        folder = results_dir / sub
+    for folder in (layout.sr_root(results_dir), layout.metrics_root(results_dir)):
         if folder.is_dir():
             found.update(p.name for p in folder.iterdir() if p.is_dir() and wanted(p.name))
     return sorted(found, key=lambda r: (not is_bicubic(r), r))
@@ -129,7 +128,7 @@ def pair_from_config(cfg: Config, scale: int) -> tuple[str | None, str | None]:
 
 def read_run_card(models_dir: str | os.PathLike[str], run: str) -> dict[str, Any] | None:
     """``models/<run>/run.json`` as a dict, or None when the run has not been trained."""
-    path = Path(models_dir) / run / "run.json"
+    path = layout.run_card(run, models_dir)
     if not path.is_file():
         return None
     try:
@@ -170,13 +169,13 @@ def _require_columns(df: pd.DataFrame, columns: Iterable[str], path: Path) -> pd
 
 
 def read_summary(results_dir: str | os.PathLike[str] = layout.RESULTS) -> pd.DataFrame | None:
-    path = Path(results_dir) / "summary.csv"
+    path = Path(results_dir) / layout.SUMMARY_CSV.name
     df = read_csv_if_present(path)
     return None if df is None else _require_columns(df, ("run", "scale", "set"), path)
 
 
 def read_paired(results_dir: str | os.PathLike[str] = layout.RESULTS) -> pd.DataFrame | None:
-    path = Path(results_dir) / "paired.csv"
+    path = Path(results_dir) / layout.PAIRED_CSV.name
     df = read_csv_if_present(path)
     cols = ("set", "scale", "baseline", "candidate", "metric", "mean_diff", "ci_low", "ci_high")
     return None if df is None else _require_columns(df, cols, path)
@@ -202,7 +201,7 @@ def read_per_image(
     """Per-image metrics of ``runs`` stacked with a ``run`` column, and the runs that had none."""
     frames, missing = [], []
     for run in runs:
-        path = Path(results_dir) / "metrics" / run / "per_image.csv"
+        path = layout.metrics_dir(run, results_dir) / layout.PER_IMAGE_CSV
         df = read_csv_if_present(path)
         if df is None:
             missing.append(run)
@@ -221,7 +220,7 @@ def unavailable_metrics(results_dir: str | os.PathLike[str], runs: Sequence[str]
     per metric."""
     out: dict[str, str] = {}
     for run in runs:
-        path = Path(results_dir) / "metrics" / run / layout.METRICS_INFO_JSON
+        path = layout.metrics_dir(run, results_dir) / layout.METRICS_INFO_JSON
         if not path.is_file():
             continue
         try:
@@ -299,7 +298,7 @@ def rank_images(
 
 def test_sets(data_dir: str | os.PathLike[str], scale: int) -> list[str]:
     """Prepared sets at ``scale`` that hold ``hr/`` images (the validation split excluded)."""
-    base = Path(data_dir) / f"x{scale}"
+    base = layout.prepared_scale(scale, data_dir)
     if not base.is_dir():
         return []
     return sorted(
@@ -315,22 +314,10 @@ def list_pairs(
 
     out = []
     for name in sets if sets is not None else test_sets(data_dir, scale):
-        folder = Path(data_dir) / f"x{scale}" / name / "hr"
+        folder = layout.prepared_set(scale, name, data_dir) / "hr"
         if folder.is_dir():
             out.extend((name, p.stem) for p in list_images(folder))
     return out
-
-
-def hr_path(data_dir: str | os.PathLike[str], scale: int, set_name: str, stem: str) -> Path:
-    return Path(data_dir) / f"x{scale}" / set_name / "hr" / f"{stem}.png"
-
-
-def lr_path(data_dir: str | os.PathLike[str], scale: int, set_name: str, stem: str) -> Path:
-    return Path(data_dir) / f"x{scale}" / set_name / "lr" / f"{stem}.png"
-
-
-def sr_path(results_dir: str | os.PathLike[str], run: str, set_name: str, stem: str) -> Path:
-    return Path(results_dir) / "sr" / run / set_name / f"{stem}.png"
 
 
 def select_images(
@@ -377,8 +364,8 @@ def select_images(
 
     scores = []
     for set_name, stem in list(pairs)[:max_scan]:
-        a = sr_path(results_dir, baseline, set_name, stem)
-        b = sr_path(results_dir, candidate, set_name, stem)
+        a = layout.sr_image(baseline, set_name, stem, results_dir)
+        b = layout.sr_image(candidate, set_name, stem, results_dir)
         if a.is_file() and b.is_file():
             diff = read_image(a).astype(np.int16) - read_image(b).astype(np.int16)
             scores.append((float(np.abs(diff).mean()), set_name, stem))
@@ -397,13 +384,7 @@ def select_images(
 
 def notebook_dir(cfg: Config, pipeline_dir: str | os.PathLike[str] | None = None) -> Path:
     """``<pipeline>/<cfg.root>/notebooks``: the notebook sources the stage executes."""
-    pipeline = Path(pipeline_dir) if pipeline_dir is not None else _pipeline_dir(cfg)
-    return (pipeline / cfg.root / "notebooks").resolve()
-
-
-def _pipeline_dir(cfg: Config) -> Path:
-    """The folder of the params file: where dvc.yaml runs the stage and layout paths start."""
-    return Path(cfg.source_path).resolve().parent
+    return (layout.pipeline_root(cfg, pipeline_dir) / cfg.root / "notebooks").resolve()
 
 
 def report_scale(cfg: Config) -> int:
@@ -425,8 +406,7 @@ def notebook_parameters(
     scale = report_scale(cfg)
     runs: list[Run] = [r for r in cfg.primary_runs if r.scale == scale]
     names = [r.name for r in runs]
-    pipeline = Path(pipeline_dir) if pipeline_dir is not None else _pipeline_dir(cfg)
-    paired = read_paired(pipeline / layout.RESULTS)
+    paired = read_paired(layout.pipeline_root(cfg, pipeline_dir) / layout.RESULTS)
     rows = (
         paired[(paired["scale"] == scale) & paired["baseline"].isin(names)]
         if paired is not None
@@ -659,8 +639,7 @@ def run(
     ``reports/``. Returns the path of ``report.html``. On a notebook error raises ReportError
     and leaves any previous ``reports/`` untouched.
     """
-    pipeline = Path(pipeline_dir) if pipeline_dir is not None else _pipeline_dir(cfg)
-    pipeline = pipeline.resolve()
+    pipeline = layout.pipeline_root(cfg, pipeline_dir).resolve()
     sources = notebook_dir(cfg, pipeline)
     missing = [n for n in notebooks if not (sources / f"{n}.ipynb").is_file()]
     if missing:
@@ -669,10 +648,7 @@ def run(
             f"(root: {cfg.root!r} in {cfg.source_path} must point at the repository root)"
         )
     final = pipeline / layout.REPORTS
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=pipeline))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would become reports/'s mode
+    tmp = staging_dir(final)
     try:
         tmp_figures = (tmp / "figures").relative_to(pipeline).as_posix()
         params = notebook_parameters(cfg, tmp_figures, pipeline)

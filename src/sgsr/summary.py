@@ -215,7 +215,7 @@ def summarize(cfg: Config) -> tuple[Path, Path, Path]:
     """Write results/summary.csv, results/summary_seeds.csv and results/paired.csv; returns
     their paths. Every run of the experiment (every seed, and bicubic) must have been
     evaluated: a missing file is an error listing each missing file."""
-    base = Path(cfg.source_path).parent
+    base = layout.pipeline_root(cfg)
     names = summary_runs(cfg)
     missing = [
         str(base / layout.metrics_dir(n) / f)

@@ -769,14 +769,13 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
     Returns the path of ``<root>/models/<run>/model.safetensors``.
     """
     from sgsr import __version__
-    from sgsr.data.common import pipeline_root
     from sgsr.losses import build_loss
     from sgsr.models import build_model
 
     spec = cfg.run(run_name)
     seed = spec.seed  # the primary seed (params `seed`) or a replicate's: init and data order
     opts = cfg.train
-    base = pipeline_root(cfg, root)
+    base = layout.pipeline_root(cfg, root)
     store = base / layout.patch_store(spec.scale)
     if not store.is_dir():
         raise FileNotFoundError(

@@ -34,13 +34,11 @@ from sgsr.data.common import (
     SkippedImage,
     SkippedImageWarning,
     pipeline_advice,
-    pipeline_root,
     read_checked,
-    staging_dir,
     warn_alpha,
     warn_skipped,
 )
-from sgsr.fsutil import atomic_write, replace_dir
+from sgsr.fsutil import atomic_write, replace_dir, staging_dir
 from sgsr.imaging import (
     ImageReadError,
     downscale,
@@ -83,7 +81,7 @@ def protocol_min_side(scale: int, metrics: Sequence[str]) -> int:
 
 def run(cfg: Config, root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Build every prepared output for `cfg`; returns a summary (counts per scale and set)."""
-    base = pipeline_root(cfg, root)
+    base = layout.pipeline_root(cfg, root)
     p, policy, max_px = cfg.prepare, cfg.data.on_bad_image, cfg.data.max_pixels
     check_geometry(p.scales, p.patch_size, p.stride)
     raw = base / layout.RAW
