@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from sgsr import imaging, infer
+from sgsr.devices import resolve_device
 from sgsr.models import build_model
 
 #: Tiling tolerance stated in docs/evaluation.md for a 4-block EDSR-baseline x4, overlap 8.
@@ -112,7 +113,7 @@ def test_bad_arguments_are_refused(small_edsr: torch.nn.Module) -> None:
     with pytest.raises(ValueError, match="one image"):
         infer.upscale(small_edsr, torch.rand(2, 3, 8, 8), 4)
     with pytest.raises(ValueError, match="device"):
-        infer.resolve_device("tpu")
+        resolve_device("tpu")
 
 
 # --------------------------------------------------------------------------------------------

@@ -32,9 +32,9 @@ import numpy as np
 
 from sgsr import layout
 from sgsr.config import DEFAULT_MAX_PIXELS, Config
+from sgsr.devices import resolve_device
 from sgsr.fsutil import sha256sum, write_text
 from sgsr.imaging import list_images, read_image
-from sgsr.infer import resolve_device
 from sgsr.metrics import (
     LPIPS_NOTE,
     METRICS,

@@ -26,6 +26,7 @@ from torch import nn
 
 from sgsr import layout
 from sgsr.config import DEFAULT_MAX_PIXELS, Config, allows_import
+from sgsr.devices import resolve_device
 from sgsr.imaging import (
     IMAGE_SUFFIXES,
     AlphaDroppedWarning,
@@ -47,19 +48,6 @@ _EMA_PREFIX = "ema."
 _STRIP_PREFIXES = ("module.", "_orig_mod.")
 #: Smallest blending weight, so every output pixel has a positive total weight.
 _FLOOR = 1e-6
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` = CUDA when available, else CPU; ``cpu``, ``cuda``, ``cuda:N`` as given."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device != "cpu" and not str(device).startswith("cuda"):
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available here")
-    return torch.device(device)
 
 
 # --------------------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ from sgsr.checkpoint import (
     set_rng_state,
 )
 from sgsr.config import DEFAULT_MAX_PIXELS, Config, Run, TrainConfig, allows_import
-from sgsr.distributed import DistContext, all_mean, barrier, init_from_env, resolve_device
+from sgsr.distributed import DistContext, all_mean, barrier, init_from_env, train_device
 from sgsr.fsutil import atomic_write, sha256sum, write_text
 
 log = logging.getLogger(__name__)
@@ -196,7 +196,7 @@ def build_state(
 ) -> TrainState:
     """Move model and loss to the device, wrap in DDP under torchrun, build Adam, the LR
     schedule (a LambdaLR over :func:`lr_factor`), the grad scaler (on only for fp16) and EMA."""
-    ctx = ctx or DistContext(device=resolve_device(opts.device))
+    ctx = ctx or DistContext(device=train_device(opts.device))
     device = ctx.device
     channels_last = opts.channels_last and device.type == "cuda"
     module = model.to(device, memory_format=torch.channels_last if channels_last else None)
@@ -486,7 +486,7 @@ def train(
 
     Returns the final weights (CPU) and statistics; raises TrainingDiverged on a NaN/inf loss.
     """
-    ctx = ctx or DistContext(device=resolve_device(opts.device))
+    ctx = ctx or DistContext(device=train_device(opts.device))
     fingerprint = fingerprint or options_fingerprint(opts, seed)
     source: BatchSource = batches if callable(batches) else iterable_source(batches)
     checkpoint = Path(checkpoint) if checkpoint is not None else None
