@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from sgsr import imaging, metrics, pretrained
+from sgsr.metric_registry import check_metric_names
 from sgsr.metrics import MetricUnavailable
 
 
@@ -166,7 +167,7 @@ def test_registry_names_and_directions() -> None:
     assert lower == {"gmsd", "lpips", "fid"}
     assert metrics.METRICS["fid"].scope == "set"
     with pytest.raises(ValueError, match="unknown metric"):
-        metrics.check_metric_names(["psnr", "niqe"])
+        check_metric_names(["psnr", "niqe"])
 
 
 # --------------------------------------------------------------------------------------------

@@ -73,6 +73,7 @@ def _infer(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     from sgsr import evaluate
+    from sgsr.metric_registry import REGISTRY
 
     if args.sr or args.hr:
         if not (args.sr and args.hr and args.scale is not None):
@@ -97,11 +98,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     out = evaluate.run(_cfg(args), args.run)
     for set_name, entry in out["sets"].items():
         shown = [
-            f"{label} {entry[m]:{fmt}}{unit}"
-            for m, label, fmt, unit in (
-                ("psnr", "PSNR-Y", ".2f", " dB"),
-                ("ssim", "SSIM", ".4f", ""),
-            )
+            f"{spec.label} {entry[m]:{spec.fmt}}" + (f" {spec.unit}" if spec.unit else "")
+            for m, spec in ((m, REGISTRY[m]) for m in ("psnr", "ssim"))
             if isinstance(entry.get(m), float)
         ]
         log.info(

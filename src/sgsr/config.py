@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from sgsr import yamlio
+from sgsr.metric_registry import NAMES as METRIC_NAMES
 from sgsr.runs import Run, run_name
 
 SOURCES = ("sample", "official", "dir")
@@ -25,7 +26,6 @@ SCHEDULES = ("multistep", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 BAD_IMAGE_POLICIES = ("error", "skip")
-METRICS = ("psnr", "ssim", "ms_ssim", "gmsd", "haarpsi", "lpips", "fid")
 #: Largest image (width x height) any stage decodes, checked from the header first: a 167-byte
 #: PNG can declare 30000x30000 (2.7 GB of RGB). 40 MP holds 8K UHD (33 MP) and every SR
 #: benchmark image; `data.max_pixels` (pipeline) and `--max-pixels` (upscale, evaluate) raise it.
@@ -90,7 +90,7 @@ class InferConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    metrics: tuple[str, ...] = ("psnr", "ssim", "ms_ssim", "gmsd", "haarpsi", "lpips", "fid")
+    metrics: tuple[str, ...] = METRIC_NAMES
     fid_patch: int = 64
     #: FID patches per image: a fixed, seeded choice among the non-overlapping grid cells, the
     #: same for SR and HR and for every run (0 = every cell). Bounds FID's cost.
@@ -540,8 +540,8 @@ def _check_values(cfg: Config, errors: list[str]) -> None:
     if i.overlap < 0 or (i.tile and i.overlap * 2 >= i.tile):
         bad("infer.overlap", i.overlap, "must be >= 0 and less than half of infer.tile")
     for m in e.metrics:
-        if m not in METRICS:
-            bad("evaluate.metrics", m, f"each metric must be one of {', '.join(METRICS)}")
+        if m not in METRIC_NAMES:
+            bad("evaluate.metrics", m, f"each metric must be one of {', '.join(METRIC_NAMES)}")
     _positive(errors, "evaluate.fid_patch", e.fid_patch)
     if e.fid_patches_per_image < 0:
         bad("evaluate.fid_patches_per_image", e.fid_patches_per_image, "must be >= 0 (0 = all)")

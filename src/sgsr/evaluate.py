@@ -35,10 +35,9 @@ from sgsr.config import DEFAULT_MAX_PIXELS, Config
 from sgsr.devices import resolve_device
 from sgsr.fsutil import sha256sum, write_text
 from sgsr.imaging import list_images, read_image
+from sgsr.metric_registry import REGISTRY, check_metric_names
 from sgsr.metrics import (
-    LPIPS_NOTE,
     METRICS,
-    check_metric_names,
     fid_patch_features,
     frechet_distance,
     load_backbones,
@@ -64,16 +63,11 @@ def metric_notes(
         if fid_patches_per_image
         else "all non-overlapping"
     )
-    notes = {
-        "psnr": "dB, Y BT.601 rounded (gray: own channel); inf = identical, nan = undefined",
-        "ssim": "Y, Gaussian 11x11 sigma 1.5, valid window",
-        "ms_ssim": "piq, RGB [0,1]",
-        "gmsd": "piq, RGB [0,1], lower is better",
-        "haarpsi": "piq, RGB [0,1]",
-        "lpips": LPIPS_NOTE,
-        "fid": f"pytorch-fid InceptionV3 pool3 over {fid_patch}x{fid_patch} patches ({per_image})",
+    return {
+        m: REGISTRY[m].note.format(patch=fid_patch, per_image=per_image)
+        for m in metrics
+        if m in REGISTRY
     }
-    return {m: notes[m] for m in metrics if m in notes}
 
 
 def _finite_or_none(value: float | None) -> float | None:

@@ -32,6 +32,7 @@ import torch
 
 from sgsr import pretrained
 from sgsr.imaging import luminance
+from sgsr.metric_registry import REGISTRY, MetricSpec
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,8 @@ log = logging.getLogger(__name__)
 PSNR_IDENTICAL = math.inf
 
 #: Registry names (sgsr.pretrained.WEIGHTS) of the weights the perceptual metrics need.
-LPIPS_WEIGHTS = "lpips_alex"
-FID_WEIGHTS = "fid_inception"
+LPIPS_WEIGHTS = REGISTRY["lpips"].backbone
+FID_WEIGHTS = REGISTRY["fid"].backbone
 
 #: SSIM constants of the reference implementation (Wang et al. 2004, ``ssim_index.m``).
 SSIM_K1, SSIM_K2, SSIM_L = 0.01, 0.03, 255.0
@@ -48,7 +49,6 @@ SSIM_WINDOW, SSIM_SIGMA = 11, 1.5
 #: MS-SSIM scale weights (Wang et al. 2003); piq's defaults.
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
-LPIPS_NOTE = "AlexNet backbone (lpips 0.1)"
 FID_DIMS = 2048
 
 
@@ -400,28 +400,43 @@ def fid(
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Metric:
-    """A registry entry; calling it calls `fn`. Image metrics take ``(sr, hr, border)`` (plus
-    ``net`` when `backbone` is set); the set metric (FID) takes lists of images."""
+    """A registry entry (`sgsr.metric_registry`) bound to the function computing it; calling it
+    calls `fn`. Image metrics take ``(sr, hr, border)`` (plus ``net`` when `backbone` is set);
+    the set metric (FID) takes lists of images."""
 
-    name: str
+    spec: MetricSpec
     fn: Callable[..., float]
-    higher_is_better: bool
-    scope: str = "image"  # "image" | "set"
-    backbone: str | None = None  # weight file it needs, if any
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.spec.higher_is_better
+
+    @property
+    def scope(self) -> str:
+        return self.spec.scope
+
+    @property
+    def backbone(self) -> str | None:
+        return self.spec.backbone
 
     def __call__(self, *args: Any, **kwargs: Any) -> float:
         return self.fn(*args, **kwargs)
 
 
-METRICS: dict[str, Metric] = {
-    "psnr": Metric("psnr", psnr, True),
-    "ssim": Metric("ssim", ssim, True),
-    "ms_ssim": Metric("ms_ssim", ms_ssim, True),
-    "gmsd": Metric("gmsd", gmsd, False),
-    "haarpsi": Metric("haarpsi", haarpsi, True),
-    "lpips": Metric("lpips", lpips_distance, False, backbone=LPIPS_WEIGHTS),
-    "fid": Metric("fid", fid, False, scope="set", backbone=FID_WEIGHTS),
+_FUNCTIONS: dict[str, Callable[..., float]] = {
+    "psnr": psnr,
+    "ssim": ssim,
+    "ms_ssim": ms_ssim,
+    "gmsd": gmsd,
+    "haarpsi": haarpsi,
+    "lpips": lpips_distance,
+    "fid": fid,
 }
+METRICS: dict[str, Metric] = {name: Metric(s, _FUNCTIONS[name]) for name, s in REGISTRY.items()}
 
 #: Loaders for the metrics that need a network.
 LOADERS: dict[str, Callable[..., torch.nn.Module]] = {"lpips": load_lpips, "fid": load_fid}
@@ -445,11 +460,3 @@ def load_backbones(
             unavailable[name] = str(exc)
             log.warning("%s unavailable, reported as null: %s", name, exc)
     return nets, unavailable
-
-
-def check_metric_names(names: Iterable[str]) -> tuple[str, ...]:
-    names = tuple(names)
-    bad = [n for n in names if n not in METRICS]
-    if bad:
-        raise ValueError(f"unknown metric(s) {bad}; available: {', '.join(METRICS)}")
-    return names

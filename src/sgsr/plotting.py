@@ -27,7 +27,7 @@ from PIL import Image
 from sgsr.fsutil import atomic_path
 from sgsr.gradients import get_operator
 from sgsr.imaging import luminance
-from sgsr.report import LOWER_IS_BETTER
+from sgsr.metric_registry import LOWER_IS_BETTER
 from sgsr.runs import is_bicubic, run_name
 
 BICUBIC_COLOR = "#8c8c8c"

@@ -43,8 +43,6 @@ from sgsr.runs import bicubic_run, is_bicubic, is_run_name, pair_names, pairs, p
 #: The notebooks, executed in this order; ``<root>/notebooks/<name>.ipynb``.
 NOTEBOOKS: tuple[str, ...] = ("01_data", "02_gradient_maps", "03_training", "04_results")
 REPORT_HTML = "report.html"
-#: Metrics where a smaller value is better; every other metric column is higher-is-better.
-LOWER_IS_BETTER: frozenset[str] = frozenset({"gmsd", "lpips", "fid"})
 #: Leaf names of learning-rate series: plotted apart from the losses even under ``train/``.
 SCHEDULE_NAMES: frozenset[str] = frozenset({"lr", "learning_rate", "learning-rate"})
 

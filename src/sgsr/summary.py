@@ -32,7 +32,7 @@ from sgsr.config import Config
 from sgsr.evaluate import PER_IMAGE_KEYS, _csv_value
 from sgsr.fid import percentile_ci
 from sgsr.fsutil import write_text
-from sgsr.metrics import METRICS
+from sgsr.metric_registry import REGISTRY
 from sgsr.runs import bicubic_run, configurations, pairs
 from sgsr.stats import paired_bootstrap, seed_effect
 
@@ -321,7 +321,7 @@ def _seeds_csv(cfg: Config, results: dict[str, RunResults]) -> str:
                         primary.scale,
                         set_name,
                         m,
-                        METRICS[m].higher_is_better,
+                        REGISTRY[m].higher_is_better,
                         len(pairs),
                         _join([r.seed for r, _ in pairs]),
                         _join([r.name for r, _ in pairs]),
@@ -351,7 +351,7 @@ def _paired_csv(cfg: Config, results: dict[str, RunResults]) -> str:
             for m in cfg.evaluate.metrics:
                 if m in skip:
                     continue
-                if METRICS[m].scope == "image":
+                if REGISTRY[m].scope == "image":
                     row = _paired_image_metric(cfg, set_name, m, base_res, cand_res)
                 else:
                     row = _paired_fid(cfg, set_name, base_res, cand_res)
@@ -363,7 +363,7 @@ def _paired_csv(cfg: Config, results: dict[str, RunResults]) -> str:
                         primary.scale,
                         set_name,
                         m,
-                        METRICS[m].higher_is_better,
+                        REGISTRY[m].higher_is_better,
                         base_runs[0].name,
                         cand_runs[0].name,
                         len(seeds),
@@ -500,7 +500,7 @@ def _seed_columns(stats: _PairStats, metric: str, ci: float) -> list[Any]:
     """seed_ci_low, seed_ci_high, baseline_seed_sd, baseline_seed_range, exceeds_seed_spread,
     effect: all empty (undefined) with one seed."""
     eff = seed_effect(
-        stats.seed_diffs, stats.baseline_seed_values, METRICS[metric].higher_is_better, ci
+        stats.seed_diffs, stats.baseline_seed_values, REGISTRY[metric].higher_is_better, ci
     )
     if eff is None:
         return [None] * 6
