@@ -30,6 +30,9 @@ REPORTS = Path("reports")
 FIGURES = REPORTS / "figures"
 #: The validation split prepare holds out of the training sets (never a test set).
 VAL_SET = "val"
+#: What a trained run's folder holds (sgsr.weights writes and reads both).
+WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "run.json"
 
 Folder = str | os.PathLike[str]
 
@@ -71,12 +74,12 @@ def run_dir(run: str, models: Folder = MODELS) -> Path:
 
 
 def weights(run: str, models: Folder = MODELS) -> Path:
-    return run_dir(run, models) / "model.safetensors"
+    return run_dir(run, models) / WEIGHTS_NAME
 
 
 def run_card(run: str, models: Folder = MODELS) -> Path:
     """Small JSON beside the weights: arch, kwargs, scale, loss; enough to rebuild the model."""
-    return run_dir(run, models) / "run.json"
+    return run_dir(run, models) / CARD_NAME
 
 
 def checkpoint_dir(run: str, models: Folder = MODELS) -> Path:

@@ -50,7 +50,8 @@ from sgsr.checkpoint import (
 )
 from sgsr.config import DEFAULT_MAX_PIXELS, Config, Run, TrainConfig, allows_import
 from sgsr.distributed import DistContext, all_mean, barrier, init_from_env, train_device
-from sgsr.fsutil import atomic_write, sha256sum, write_text
+from sgsr.fsutil import sha256sum, write_text
+from sgsr.weights import RAW_WEIGHTS_NAME, write_weights
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +63,6 @@ BatchSource = Callable[[int], Iterator[tuple[Tensor, Tensor]]]
 #: TrainConfig keys that change only bookkeeping, never the trained weights; a checkpoint stays
 #: resumable when they change. Every other key (and seed, model, loss, scale, data) is hashed.
 BOOKKEEPING_KEYS = ("checkpoint_every", "val_every", "log_every", "num_workers", "device")
-
-#: File holding the non-averaged weights beside model.safetensors when EMA is on.
-RAW_WEIGHTS_NAME = "model-raw.safetensors"
 
 
 class TrainingDiverged(ArithmeticError):
@@ -861,7 +859,8 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
                 "torch_version": torch.__version__,
                 "train": dataclasses.asdict(opts),
             }
-            write_weights(result, base / layout.run_dir(run_name), card)
+            raw = result.model_state if result.ema_state is not None else None
+            write_weights(base / layout.run_dir(run_name), result.weights, card, raw=raw)
             resumed = f", resumed at {result.resumed_from}" if result.resumed_from else ""
             val = f", validation PSNR-Y {result.val_psnr:.2f} dB" if result.val_psnr else ""
             log.info(
@@ -875,61 +874,3 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
 
         shutdown(ctx)
     return base / layout.weights(run_name)
-
-
-#: Run-card keys copied into the safetensors header (metadata ``sgsr_run``): enough to rebuild
-#: the network from the weights file alone (sgsr.infer falls back to it without run.json), and
-#: nothing that varies between identical runs, so identical trainings give identical bytes.
-WEIGHTS_METADATA_KEYS = ("run", "arch", "model_kwargs", "scale", "loss", "params_hash")
-
-
-def save_safetensors(
-    tensors: Mapping[str, Tensor], path: str | os.PathLike[str], metadata: Mapping[str, str]
-) -> None:
-    """safetensors file with a canonical header, written atomically.
-
-    safetensors serialises the metadata map in random order, so the same tensors give different
-    bytes from run to run (and DVC sees a changed output). The header is re-emitted with sorted
-    keys; tensor offsets are relative to the data block, which is copied unchanged.
-    """
-    from safetensors.torch import save
-
-    blob = save(
-        {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, dict(metadata)
-    )
-    n = int.from_bytes(blob[:8], "little")
-    header = json.loads(blob[8 : 8 + n])
-    meta = header.pop("__metadata__", None)
-    ordered: dict[str, Any] = {"__metadata__": dict(sorted(meta.items()))} if meta else {}
-    ordered.update(sorted(header.items()))
-    text = json.dumps(ordered, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)  # the format pads the header to 8 bytes with spaces
-    with atomic_write(path) as fh:
-        fh.write(len(text).to_bytes(8, "little"))
-        fh.write(text)
-        fh.write(blob[8 + n :])
-
-
-def write_weights(result: TrainResult, out_dir: Path, card: Mapping[str, Any]) -> Path:
-    """``model.safetensors`` (EMA weights if EMA is on), ``model-raw.safetensors`` (EMA on only)
-    and ``run.json``, each written atomically.
-
-    Each weights file is a plain state dict; its metadata says ``sgsr_weights`` ("ema" or "raw")
-    and ``sgsr_run`` (JSON of :data:`WEIGHTS_METADATA_KEYS` from the run card).
-    """
-    out_dir = Path(out_dir)
-    files = [("model.safetensors", result.weights, card["weights"])]
-    if result.ema_state is not None:
-        files.append((RAW_WEIGHTS_NAME, result.model_state, "raw"))
-    else:
-        stale = out_dir / RAW_WEIGHTS_NAME
-        if stale.exists():
-            stale.unlink()
-    summary = json.dumps(
-        {k: card[k] for k in WEIGHTS_METADATA_KEYS if k in card}, sort_keys=True, default=str
-    )
-    for name, tensors, kind in files:
-        meta = {"format": "pt", "sgsr_run": summary, "sgsr_weights": kind}
-        save_safetensors(tensors, out_dir / name, meta)
-    write_text(out_dir / "run.json", json.dumps(card, indent=2, default=str) + "\n")
-    return out_dir / "model.safetensors"
