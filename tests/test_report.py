@@ -16,6 +16,7 @@ from test_notebooks import build_fake_pipeline
 
 from sgsr import report, runs
 from sgsr.config import parse_config
+from sgsr.live import read_live
 from sgsr.plotting import max_diff_box, verdicts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,14 +132,14 @@ def test_read_live_plots_whatever_dvclive_wrote(tmp_path: Path) -> None:
     )
     (base / "learning_rate.tsv").write_text("step\tlearning_rate\n0\t0.001\n")
     (base / "throughput.tsv").write_text("step\tthroughput\n0\t12.5\n")
-    df = report.read_live(tmp_path)
+    df = read_live(tmp_path)
     assert set(df["metric"]) == {"loss/parts/grad", "learning_rate", "throughput"}
     groups = df.drop_duplicates("metric").set_index("metric")["group"].to_dict()
     assert groups == {"loss/parts/grad": "loss", "learning_rate": "schedule", "throughput": "other"}
     assert df.loc[df["metric"] == "loss/parts/grad", "value"].tolist() == [0.5, 0.25]
     (base / "bad.tsv").write_text("a\tb\tc\n1\t2\t3\n")
     with pytest.raises(ValueError, match=r"bad\.tsv"):
-        report.read_live(tmp_path)
+        read_live(tmp_path)
 
 
 def test_rank_and_select_images() -> None:

@@ -43,8 +43,6 @@ from sgsr.runs import bicubic_run, is_bicubic, is_run_name, pair_names, pairs, p
 #: The notebooks, executed in this order; ``<root>/notebooks/<name>.ipynb``.
 NOTEBOOKS: tuple[str, ...] = ("01_data", "02_gradient_maps", "03_training", "04_results")
 REPORT_HTML = "report.html"
-#: Leaf names of learning-rate series: plotted apart from the losses even under ``train/``.
-SCHEDULE_NAMES: frozenset[str] = frozenset({"lr", "learning_rate", "learning-rate"})
 
 
 class ReportError(ValueError):
@@ -228,46 +226,6 @@ def unavailable_metrics(results_dir: str | os.PathLike[str], runs: Sequence[str]
         for metric, why in (doc.get("unavailable") or {}).items():
             out.setdefault(metric, str(why))
     return out
-
-
-def read_live(live_root: str | os.PathLike[str], runs: Sequence[str] | None = None) -> pd.DataFrame:
-    """Every dvclive series under ``<live_root>/<run>/plots/metrics/**/*.tsv``, long form.
-
-    Columns: run, metric (the path below plots/metrics without .tsv, e.g. ``train/l1``),
-    group (its first folder, ``other`` at top level, ``schedule`` for a learning-rate series
-    named in SCHEDULE_NAMES wherever it is), step, value. No other name is assumed.
-    """
-    live_root = Path(live_root)
-    names = runs if runs is not None else sorted(p.name for p in live_root.glob("*") if p.is_dir())
-    frames = []
-    for run in names:
-        base = live_root / run / "plots" / "metrics"
-        for tsv in sorted(base.rglob("*.tsv")):
-            df = pd.read_csv(tsv, sep="\t")
-            values = [c for c in df.columns if c not in ("step", "timestamp")]
-            if "step" not in df.columns or len(values) != 1:
-                raise ValueError(
-                    f"{tsv}: expected dvclive columns step[, timestamp], <name>; "
-                    f"got {', '.join(df.columns)}"
-                )
-            rel = tsv.relative_to(base).with_suffix("")
-            group = rel.parts[0] if len(rel.parts) > 1 else "other"
-            if rel.name.lower() in SCHEDULE_NAMES:  # a schedule, not a loss, wherever logged
-                group = "schedule"
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "run": run,
-                        "metric": rel.as_posix(),
-                        "group": group,
-                        "step": pd.to_numeric(df["step"]),
-                        "value": pd.to_numeric(df[values[0]], errors="coerce"),
-                    }
-                )
-            )
-    if not frames:
-        return pd.DataFrame(columns=["run", "metric", "group", "step", "value"])
-    return pd.concat(frames, ignore_index=True)
 
 
 def rank_images(

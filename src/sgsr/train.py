@@ -50,7 +50,8 @@ from sgsr.checkpoint import (
 )
 from sgsr.config import DEFAULT_MAX_PIXELS, Config, Run, TrainConfig, allows_import
 from sgsr.distributed import DistContext, all_mean, barrier, init_from_env, train_device
-from sgsr.fsutil import sha256sum, write_text
+from sgsr.fsutil import sha256sum
+from sgsr.live import open_live
 from sgsr.weights import RAW_WEIGHTS_NAME, write_weights
 
 log = logging.getLogger(__name__)
@@ -364,71 +365,6 @@ def patch_batches(
         return iter(loader)
 
     return source
-
-
-# --- dvclive -----------------------------------------------------------------------------------
-
-
-def open_live(live_dir: Path, resume_at: int | None) -> Any:
-    """A dvclive logger that writes under `live_dir` only.
-
-    Only the metric TSVs are written (``plots/metrics/{train,val}/*.tsv``; no metrics.json,
-    dvc.yaml or report). ``save_dvc_exp=False, dvcyaml=None`` and the repository lookup is skipped:
-    stock dvclive opens the DVC repo from the working directory and, in a git repository that
-    has no ``.dvc``, *initialises one* (``Repo.init``). We need none of that: the stage declares
-    the folder an output and ``dvc plots`` reads its TSV files. Nothing is sent anywhere:
-    DVC Studio is never contacted, even with a Studio token configured.
-
-    ``resume_at`` (the checkpoint's iteration) first drops rows logged after it by a run that
-    died before its next checkpoint, so steps are never duplicated; None starts a fresh log
-    (dvclive deletes the old curves).
-    """
-    from dvclive import Live
-
-    class _LocalLive(Live):
-        def _init_dvc(self) -> None:
-            self._inside_dvc_pipeline = bool(os.getenv("DVC_ROOT"))
-            self._save_dvc_exp = False
-            self._dvc_file = "dvc.yaml"
-
-        def _init_studio(self) -> None:  # never contact DVC Studio, token or not
-            self._dvc_studio_config = {}
-            self._studio_events_to_skip = {"start", "data", "done"}
-
-        def make_summary(self) -> None:
-            """No metrics.json: ``dvc plots show`` on models/live would fail to plot it, and
-            run.json already holds the final values."""
-
-    if resume_at is not None:
-        truncate_live(live_dir, resume_at)
-    return _LocalLive(
-        dir=str(live_dir), resume=resume_at is not None, save_dvc_exp=False, dvcyaml=None
-    )
-
-
-def truncate_live(live_dir: Path, step: int) -> None:
-    """Drop rows with step > `step` from every dvclive metric TSV under `live_dir`."""
-    metrics = Path(live_dir) / "plots" / "metrics"
-    if not metrics.is_dir():
-        return
-    for tsv in sorted(metrics.rglob("*.tsv")):
-        lines = tsv.read_text().splitlines(keepends=True)
-        if not lines:
-            continue
-        header = lines[0].rstrip("\r\n").split("\t")
-        col = header.index("step") if "step" in header else None
-        if col is None:
-            continue
-        keep = [lines[0]]
-        for line in lines[1:]:
-            cells = line.rstrip("\r\n").split("\t")
-            try:
-                if int(cells[col]) <= step:
-                    keep.append(line)
-            except (ValueError, IndexError):
-                continue
-        if len(keep) != len(lines):
-            write_text(tsv, "".join(keep))
 
 
 # --- the loop ----------------------------------------------------------------------------------
