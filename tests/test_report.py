@@ -14,10 +14,11 @@ import pandas as pd
 import pytest
 from test_notebooks import build_fake_pipeline
 
-from sgsr import report, runs
+from sgsr import readers, report, runs
+from sgsr.analysis import max_diff_box
 from sgsr.config import parse_config
 from sgsr.live import read_live
-from sgsr.plotting import max_diff_box, verdicts
+from sgsr.readers import verdicts
 
 REPO = Path(__file__).resolve().parents[1]
 IMG = re.compile(r"<img\b[^>]*\bsrc=\"data:image/png;base64,")
@@ -104,9 +105,9 @@ def test_pair_from_config_follows_the_experiment_baseline(tmp_path: Path) -> Non
 
 def test_pick_pair_prefers_paired_csv_then_names(tmp_path: Path) -> None:
     runs = ["bicubic-x4", "a-l1-x4", "a-sgl-x4", "b-l1-x4", "b-sgl-x4"]
-    assert report.pick_pair(runs, tmp_path, 4) == ("a-l1-x4", "a-sgl-x4")
-    assert report.pick_pair(runs, tmp_path, 4, baseline="b-l1-x4") == ("b-l1-x4", "b-sgl-x4")
-    assert report.pick_pair(["a-l1-x4"], tmp_path, 4) == (None, None)
+    assert readers.pick_pair(runs, tmp_path, 4) == ("a-l1-x4", "a-sgl-x4")
+    assert readers.pick_pair(runs, tmp_path, 4, baseline="b-l1-x4") == ("b-l1-x4", "b-sgl-x4")
+    assert readers.pick_pair(["a-l1-x4"], tmp_path, 4) == (None, None)
     pd.DataFrame(
         [
             {
@@ -121,7 +122,7 @@ def test_pick_pair_prefers_paired_csv_then_names(tmp_path: Path) -> None:
             }
         ]
     ).to_csv(tmp_path / "paired.csv", index=False)
-    assert report.pick_pair(runs, tmp_path, 4) == ("b-l1-x4", "b-sgl-x4")
+    assert readers.pick_pair(runs, tmp_path, 4) == ("b-l1-x4", "b-sgl-x4")
 
 
 def test_read_live_plots_whatever_dvclive_wrote(tmp_path: Path) -> None:
@@ -151,14 +152,14 @@ def test_rank_and_select_images() -> None:
             "psnr": [30.0, 30.0, 30.0, 30.5, 28.0, float("nan")],
         }
     )
-    ranked = report.rank_images(per_image, "b", "c")
+    ranked = readers.rank_images(per_image, "b", "c")
     assert ranked["image"].tolist() == ["y", "x"]  # |-2| before |+0.5|; NaN dropped
     pairs = [("s", "x"), ("s", "y"), ("s", "z")]
-    chosen, how = report.select_images(pairs, per_image, "b", "c", n=1)
+    chosen, how = readers.select_images(pairs, per_image, "b", "c", n=1)
     assert chosen == [("s", "y")] and "largest" in how
-    assert report.select_images(pairs, per_image, "b", "c", zoom_image="s/z")[0] == [("s", "z")]
+    assert readers.select_images(pairs, per_image, "b", "c", zoom_image="s/z")[0] == [("s", "z")]
     with pytest.raises(ValueError, match="nope"):
-        report.select_images(pairs, per_image, "b", "c", zoom_image="nope")
+        readers.select_images(pairs, per_image, "b", "c", zoom_image="nope")
 
 
 def test_max_diff_box_finds_the_changed_window() -> None:
