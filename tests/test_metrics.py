@@ -317,7 +317,7 @@ def test_fid_really_loads_the_verified_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     torch.manual_seed(321)
-    net = pretrained._fid_inception()
+    net = pretrained.fid_inception()
     state = {k: v for k, v in net.state_dict().items() if "num_batches" not in k}
     path = _fake(monkeypatch, tmp_path, "fid_inception", state)
     fid_net = metrics.load_fid(tmp_path, dims=64)
