@@ -192,7 +192,7 @@ def load_model(
     Loading is strict: a tensor missing or extra for the architecture is an error naming the
     file.
     """
-    from sgsr.models import build_model
+    from sgsr.models import build_model, canonical_arch
 
     path = Path(weights_path)
     if not path.is_file():
@@ -216,7 +216,7 @@ def load_model(
     arch, kwargs, allow = card["arch"], card_kwargs, False
     if trusted is not None:
         ours = {k: v for k, v in trusted.model_kwargs.items() if k != "scale"}
-        same_arch = card["arch"].strip() == trusted.arch.strip()
+        same_arch = canonical_arch(card["arch"]) == canonical_arch(trusted.arch)
         if not same_arch or _json_normal(card_kwargs) != _json_normal(ours):
             raise ValueError(
                 f"{card_src}: the weights were built as {card['arch']!r} {card_kwargs}, but the "
