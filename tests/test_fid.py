@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from sgsr import evaluate, fid, metrics
+from sgsr import evaluate, fid, metrics, scoring
 from sgsr.config import load_config
 from sgsr.summary import summarize
 
@@ -217,7 +217,7 @@ def test_fid_through_evaluate_and_summarize(pipeline: Path, fid_net: torch.nn.Mo
     # a resample is the FID of the drawn images' patches (here recomputed from scratch)
     plan = fid.resample_plan(4, 20, "tiny")
     sr_dir, hr_dir = pipeline / "results/sr/m-l1-x2/tiny", pipeline / "data/prepared/x2/tiny/hr"
-    scorer = evaluate.Scorer(["fid"], fid_patch=16, nets=nets, fid_patches_per_image=2)
+    scorer = scoring.Scorer(["fid"], fid_patch=16, nets=nets, fid_patches_per_image=2)
     score = scorer.score(sr_dir, hr_dir, 2)
     rows = np.concatenate([np.flatnonzero(score.fid_groups == i) for i in plan[3]])
     expect = metrics.frechet_distance(score.fid_sr[rows], score.fid_hr[rows])

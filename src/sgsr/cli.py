@@ -72,14 +72,14 @@ def _infer(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from sgsr import evaluate
+    from sgsr import evaluate, scoring
     from sgsr.metric_registry import REGISTRY
 
     if args.sr or args.hr:
         if not (args.sr and args.hr and args.scale is not None):
             raise ValueError("scoring folders needs all of --sr DIR --hr DIR --scale S")
         metrics = tuple(args.metrics.split(",")) if args.metrics else ("psnr", "ssim")
-        result = evaluate.score_folders(
+        result = scoring.score_folders(
             Path(args.sr),
             Path(args.hr),
             args.scale,
@@ -91,7 +91,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         if args.json:
             print(json.dumps(result, indent=2, allow_nan=True))
         else:
-            print(evaluate.format_table(result))
+            print(scoring.format_table(result))
         return
     if not args.run:
         raise ValueError("sgsr evaluate needs --run NAME (pipeline) or --sr/--hr/--scale")

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +28,12 @@ import numpy as np
 
 from sgsr import layout
 from sgsr.config import Config
-from sgsr.evaluate import PER_IMAGE_KEYS, _csv_value
+from sgsr.evaluate import RUN_FILES, RunResults, load_run
 from sgsr.fid import percentile_ci
 from sgsr.fsutil import write_text
 from sgsr.metric_registry import REGISTRY
 from sgsr.runs import bicubic_run, configurations, pairs
+from sgsr.scoring import csv_value
 from sgsr.stats import paired_bootstrap, seed_effect
 
 SUMMARY_KEYS = ("run", "model", "loss", "scale", "seed", "set", "n_images")
@@ -81,126 +81,6 @@ PAIRED_COLUMNS = (
     "exceeds_seed_spread",
     "effect",
 )
-#: Files every evaluated run must have for summarize.
-RUN_FILES = (
-    layout.METRICS_JSON,
-    layout.METRICS_INFO_JSON,
-    layout.PER_IMAGE_CSV,
-    layout.FID_BOOTSTRAP_CSV,
-)
-
-
-# --------------------------------------------------------------------------------------------
-# reading one run's evaluation
-# --------------------------------------------------------------------------------------------
-@dataclass
-class RunResults:
-    """What ``sgsr evaluate`` wrote for one run."""
-
-    name: str
-    folder: Path
-    info: dict[str, Any]
-    numbers: dict[str, Any]
-    per_image: dict[tuple[str, str], dict[str, float | None]]
-    fid_boot: dict[str, np.ndarray] = field(default_factory=dict)
-
-    @property
-    def unavailable(self) -> dict[str, str]:
-        return dict(self.info.get("unavailable") or {})
-
-    def value(self, set_name: str, metric: str) -> float | None:
-        """The set's value: a float (inf = identical, nan = undefined) or None (unavailable)."""
-        entry = self.numbers.get(set_name)
-        if not isinstance(entry, dict):
-            raise ValueError(
-                f"{self.folder / layout.METRICS_JSON}: no set {set_name!r}; rerun sgsr evaluate "
-                f"--run {self.name}"
-            )
-        v = entry.get(metric)
-        if v is not None:
-            return float(v)
-        nonfinite = self.info.get("sets", {}).get(set_name, {}).get("nonfinite", {})
-        if metric in nonfinite:
-            return float(nonfinite[metric]["value"])
-        if metric in self.unavailable:
-            return None
-        raise ValueError(
-            f"{self.folder / layout.METRICS_JSON}: {set_name}.{metric} is null and "
-            f"{layout.METRICS_INFO_JSON} gives no reason (not evaluated with this metric?); "
-            f"rerun sgsr evaluate --run {self.name}"
-        )
-
-    def why(self, set_name: str, metric: str) -> str:
-        nonfinite = self.info.get("sets", {}).get(set_name, {}).get("nonfinite", {})
-        return str(nonfinite.get(metric, {}).get("why", ""))
-
-    def fid_plan(self, set_name: str) -> str | None:
-        return self.info.get("sets", {}).get(set_name, {}).get("fid", {}).get("plan_sha256")
-
-
-def _read_json(path: Path, name: str) -> dict:
-    try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(
-            f"{path}: not valid JSON ({exc}); rerun sgsr evaluate --run {name}"
-        ) from exc
-    if not isinstance(doc, dict):
-        raise ValueError(f"{path}: expected a JSON object; rerun sgsr evaluate --run {name}")
-    return doc
-
-
-def _float_cell(text: str | None) -> float | None:
-    """CSV cell -> float ('' = unavailable -> None; 'inf', 'nan' kept)."""
-    return None if text in ("", None) else float(text)
-
-
-def read_per_image(path: Path) -> dict[tuple[str, str], dict[str, float | None]]:
-    """{(set, image): {metric: float or None}} from a per_image.csv."""
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    try:
-        return {
-            (row["set"], row["image"]): {
-                k: _float_cell(v) for k, v in row.items() if k not in PER_IMAGE_KEYS
-            }
-            for row in rows
-        }
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: unreadable ({exc}); rerun sgsr evaluate") from exc
-
-
-def read_fid_bootstrap(path: Path) -> dict[str, np.ndarray]:
-    """{set: FID of each resample, in resample order} from a fid_bootstrap.csv."""
-    out: dict[str, list[tuple[int, float]]] = {}
-    with open(path, newline="") as fh:
-        try:
-            for row in csv.DictReader(fh):
-                out.setdefault(row["set"], []).append((int(row["resample"]), float(row["fid"])))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: unreadable ({exc}); rerun sgsr evaluate") from exc
-    return {k: np.array([v for _, v in sorted(rows)]) for k, rows in out.items()}
-
-
-def load_run(base: Path, name: str) -> RunResults:
-    folder = base / layout.metrics_dir(name)
-    numbers = _read_json(folder / layout.METRICS_JSON, name)
-    info = _read_json(folder / layout.METRICS_INFO_JSON, name)
-    if "sets" in numbers or "unavailable" in numbers:
-        raise ValueError(
-            f"{folder / layout.METRICS_JSON} is in the old format (reasons inside metrics.json); "
-            f"rerun sgsr evaluate --run {name} (or dvc repro)"
-        )
-    return RunResults(
-        name=name,
-        folder=folder,
-        info=info,
-        numbers=numbers,
-        per_image=read_per_image(folder / layout.PER_IMAGE_CSV),
-        fid_boot=read_fid_bootstrap(folder / layout.FID_BOOTSTRAP_CSV),
-    )
-
-
 # --------------------------------------------------------------------------------------------
 # the stage
 # --------------------------------------------------------------------------------------------
@@ -248,7 +128,7 @@ def _cell(value: Any) -> str:
     if isinstance(value, int | np.integer):
         return str(int(value))
     if isinstance(value, float | np.floating):
-        return _csv_value(float(value))
+        return csv_value(float(value))
     return str(value)
 
 
