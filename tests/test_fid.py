@@ -49,8 +49,8 @@ def test_patch_cells_are_a_fixed_seeded_choice_per_image_key() -> None:
 def test_capped_patches_are_those_cells_of_the_full_grid() -> None:
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (72, 104, 3), dtype=np.uint8)
-    full = metrics.patches(img, 4, 16)  # (64 // 16) x (96 // 16) = 24 cells
-    capped = metrics.patches(img, 4, 16, max_patches=5, key="img")
+    full = metrics.fid_patches(img, 4, 16)  # (64 // 16) x (96 // 16) = 24 cells
+    capped = metrics.fid_patches(img, 4, 16, max_patches=5, key="img")
     assert full.shape == (24, 3, 16, 16) and capped.shape == (5, 3, 16, 16)
     assert np.array_equal(capped, full[metrics.patch_cells(24, 5, "img")])
 

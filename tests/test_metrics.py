@@ -198,7 +198,7 @@ def test_lpips_plumbing(lpips_random: torch.nn.Module) -> None:
 def test_fid_plumbing(fid_random: torch.nn.Module) -> None:
     rng = np.random.default_rng(0)
     hr = [_pair(shape=(68, 68, 3), seed=i)[1] for i in range(2)]  # 2 x 16 patches of 16 px
-    assert metrics.patches(hr[0], 2, 16).shape == (16, 3, 16, 16)
+    assert metrics.fid_patches(hr[0], 2, 16).shape == (16, 3, 16, 16)
     same = metrics.fid(hr, hr, 2, fid_random, patch=16)
     assert abs(same) < 1e-6
 

@@ -249,7 +249,7 @@ def patch_cells(n_cells: int, max_patches: int, key: str) -> np.ndarray:
     return np.sort(rng.choice(n_cells, size=max_patches, replace=False))
 
 
-def patches(
+def fid_patches(
     image: np.ndarray, border: int, size: int, max_patches: int = 0, key: str = ""
 ) -> np.ndarray:
     """Non-overlapping `size` x `size` patches (N, 3, size, size) float32 in [0, 1] from the
@@ -300,13 +300,13 @@ def fid_features(
     keys: Iterable[str] | None = None,
 ) -> np.ndarray:
     """InceptionV3 features (N, dims) of the `patch` x `patch` patches of `images` (all of
-    them, or ``max_patches`` per image chosen from each image's key, see :func:`patches`),
+    them, or ``max_patches`` per image chosen from each image's key, see :func:`fid_patches`),
     batched across images."""
     key_list = list(keys) if keys is not None else None
     feats, pending, count = [], [], 0
     for i, image in enumerate(images):
         key = key_list[i] if key_list is not None else ""
-        p = patches(image, border, patch, max_patches, key)
+        p = fid_patches(image, border, patch, max_patches, key)
         if len(p):
             pending.append(p)
             count += len(p)

@@ -32,9 +32,9 @@ from sgsr.metric_registry import REGISTRY, check_metric_names
 from sgsr.metrics import (
     METRICS,
     fid_patch_features,
+    fid_patches,
     frechet_distance,
     load_backbones,
-    patches,
 )
 
 #: Batch of patches per InceptionV3 call (batches of 4 are ~1.7x slower per patch on a CPU).
@@ -308,8 +308,8 @@ class _FidCollector:
                 self.hr[index] = cached
                 key = "cached"
         if key != "cached":
-            self._queue("hr", index, patches(hr, *cut), key)
-        self._queue("sr", index, patches(sr, *cut), None)
+            self._queue("hr", index, fid_patches(hr, *cut), key)
+        self._queue("sr", index, fid_patches(sr, *cut), None)
         if self.count >= FID_BATCH:
             self._flush()
 
