@@ -21,7 +21,7 @@ from sgsr import layout
 from sgsr.data.archive import UnsafeArchiveError, read_member
 from sgsr.data.common import download_cache
 from sgsr.data.fetch import ChecksumError, DownloadError, OfflineError, fetch
-from sgsr.fsutil import atomic_write, sha256sum
+from sgsr.fsutil import atomic_path, atomic_write, sha256sum
 from sgsr.pretrained.conversions import safetensors_bytes
 from sgsr.pretrained.errors import ConversionError, WeightsAbsentWarning
 from sgsr.pretrained.manifest import manifest_entry, write_manifest
@@ -150,18 +150,13 @@ def convert(weight: Weight, source: Source, cache: Path) -> bytes:
 
 
 def _place(src: Path, target: Path) -> None:
-    """A verified file at `target`: hard link when possible, else copy; temp name + rename."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    try:
+    """A verified file at `target`: hard link when possible, else copy; atomically."""
+    with atomic_path(target) as tmp:
+        tmp.unlink()
         try:
             os.link(src, tmp)
         except OSError:
             shutil.copyfile(src, tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def fetch_weights(
