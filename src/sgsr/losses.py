@@ -76,16 +76,21 @@ def _reduce(m: Tensor, reduction: str) -> Tensor:
     return m
 
 
+def _check_distance_options(distance: str, reduction: str, eps: Any) -> float:
+    """Validate a distance, a reduction and the Charbonnier eps; returns eps as a float."""
+    _check_choice("distance", distance, DISTANCES)
+    _check_choice("reduction", reduction, REDUCTIONS)
+    return _check_eps("eps", eps)
+
+
 class _DistanceLoss(nn.Module):
     """Shared option handling: distance, Charbonnier eps, reduction."""
 
     def __init__(self, distance: str, reduction: str, eps: float) -> None:
         super().__init__()
-        _check_choice("distance", distance, DISTANCES)
-        _check_choice("reduction", reduction, REDUCTIONS)
+        self.eps = _check_distance_options(distance, reduction, eps)
         self.distance = distance
         self.reduction = reduction
-        self.eps = _check_eps("eps", eps)
 
     def _options(self) -> dict[str, Any]:
         opts: dict[str, Any] = {"distance": self.distance}
@@ -168,8 +173,9 @@ class SecondOrderGradientLoss(_DistanceLoss):
 
     def forward(self, sr: Tensor, hr: Tensor) -> Tensor:
         _check_pair(sr, hr)
-        m = apply_kernels(sr - hr, self.kernels, self.padding)
-        return _reduce(_distance(m, self.distance, self.eps), self.reduction)
+        return _second_order(
+            sr, hr, self.kernels, self.distance, self.reduction, self.eps, self.padding
+        )
 
     def _options(self) -> dict[str, Any]:
         opts = {"operator": self.operator, **super()._options()}
@@ -187,13 +193,20 @@ def second_order_gradient_loss(
     eps: float = 1e-3,
     padding: str = "reflect",
 ) -> Tensor:
-    """Functional :class:`SecondOrderGradientLoss` (builds the small kernel stack per call)."""
+    """Functional :class:`SecondOrderGradientLoss`: the same checks and the same computation
+    (`_second_order`), with the small kernel stack built per call instead of held as a buffer."""
     _check_choice("operator", operator, sorted(OPERATORS))
-    _check_choice("distance", distance, DISTANCES)
-    _check_choice("reduction", reduction, REDUCTIONS)
-    eps = _check_eps("eps", eps)
+    eps = _check_distance_options(distance, reduction, eps)
     _check_pair(sr, hr)
-    m = apply_kernels(sr - hr, operator_kernels(operator, device=sr.device), padding)
+    kernels = operator_kernels(operator, device=sr.device)
+    return _second_order(sr, hr, kernels, distance, reduction, eps, check_padding(padding))
+
+
+def _second_order(
+    sr: Tensor, hr: Tensor, kernels: Tensor, distance: str, reduction: str, eps: float, padding: str
+) -> Tensor:
+    """SGL's one code path: D(op(sr - hr)) reduced (op is linear: equal to D(op(sr) - op(hr)))."""
+    m = apply_kernels(sr - hr, kernels, padding)
     return _reduce(_distance(m, distance, eps), reduction)
 
 
