@@ -98,8 +98,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     out = evaluate.run(_cfg(args), args.run)
     for set_name, entry in out["sets"].items():
         shown = [
-            f"{spec.label} {entry[m]:{spec.fmt}}" + (f" {spec.unit}" if spec.unit else "")
-            for m, spec in ((m, REGISTRY[m]) for m in ("psnr", "ssim"))
+            f"{info.label} {entry[m]:{info.fmt}}" + (f" {info.unit}" if info.unit else "")
+            for m, info in ((m, REGISTRY[m]) for m in ("psnr", "ssim"))
             if isinstance(entry.get(m), float)
         ]
         log.info(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class MetricSpec:
+class MetricInfo:
     """What is known about a metric besides how to compute it."""
 
     name: str
@@ -39,22 +39,22 @@ class MetricSpec:
         return "higher is better" if self.higher_is_better else "lower is better"
 
 
-REGISTRY: dict[str, MetricSpec] = {
-    "psnr": MetricSpec(
+REGISTRY: dict[str, MetricInfo] = {
+    "psnr": MetricInfo(
         "psnr", True, "PSNR-Y", unit="dB", fmt=".2f",
         note="dB, Y BT.601 rounded (gray: own channel); inf = identical, nan = undefined",
     ),
-    "ssim": MetricSpec(
+    "ssim": MetricInfo(
         "ssim", True, "SSIM", min_side=11, note="Y, Gaussian 11x11 sigma 1.5, valid window"
     ),
-    "ms_ssim": MetricSpec("ms_ssim", True, "MS-SSIM", min_side=11, note="piq, RGB [0,1]"),
-    "gmsd": MetricSpec("gmsd", False, "GMSD", note="piq, RGB [0,1], lower is better"),
-    "haarpsi": MetricSpec("haarpsi", True, "HaarPSI", min_side=16, note="piq, RGB [0,1]"),
-    "lpips": MetricSpec(
+    "ms_ssim": MetricInfo("ms_ssim", True, "MS-SSIM", min_side=11, note="piq, RGB [0,1]"),
+    "gmsd": MetricInfo("gmsd", False, "GMSD", note="piq, RGB [0,1], lower is better"),
+    "haarpsi": MetricInfo("haarpsi", True, "HaarPSI", min_side=16, note="piq, RGB [0,1]"),
+    "lpips": MetricInfo(
         "lpips", False, "LPIPS", backbone="lpips_alex", min_side=31,
         note="AlexNet backbone (lpips 0.1)",
     ),
-    "fid": MetricSpec(
+    "fid": MetricInfo(
         "fid", False, "FID", scope="set", backbone="fid_inception",
         note="pytorch-fid InceptionV3 pool3 over {patch}x{patch} patches ({per_image})",
     ),

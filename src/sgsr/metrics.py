@@ -32,7 +32,7 @@ import torch
 
 from sgsr import pretrained
 from sgsr.imaging import luminance
-from sgsr.metric_registry import REGISTRY, MetricSpec
+from sgsr.metric_registry import REGISTRY, MetricInfo
 
 log = logging.getLogger(__name__)
 
@@ -404,24 +404,24 @@ class Metric:
     calls `fn`. Image metrics take ``(sr, hr, border)`` (plus ``net`` when `backbone` is set);
     the set metric (FID) takes lists of images."""
 
-    spec: MetricSpec
+    info: MetricInfo
     fn: Callable[..., float]
 
     @property
     def name(self) -> str:
-        return self.spec.name
+        return self.info.name
 
     @property
     def higher_is_better(self) -> bool:
-        return self.spec.higher_is_better
+        return self.info.higher_is_better
 
     @property
     def scope(self) -> str:
-        return self.spec.scope
+        return self.info.scope
 
     @property
     def backbone(self) -> str | None:
-        return self.spec.backbone
+        return self.info.backbone
 
     def __call__(self, *args: Any, **kwargs: Any) -> float:
         return self.fn(*args, **kwargs)
@@ -436,7 +436,7 @@ _FUNCTIONS: dict[str, Callable[..., float]] = {
     "lpips": lpips_distance,
     "fid": fid,
 }
-METRICS: dict[str, Metric] = {name: Metric(s, _FUNCTIONS[name]) for name, s in REGISTRY.items()}
+METRICS: dict[str, Metric] = {name: Metric(i, _FUNCTIONS[name]) for name, i in REGISTRY.items()}
 
 #: Loaders for the metrics that need a network.
 LOADERS: dict[str, Callable[..., torch.nn.Module]] = {"lpips": load_lpips, "fid": load_fid}

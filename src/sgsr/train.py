@@ -29,6 +29,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -330,6 +331,57 @@ def per_rank_batch(batch_size: int, world_size: int) -> int:
     return batch_size // world_size
 
 
+def _validator(cfg: Config, run_cfg: Run, base: Path) -> Callable[[nn.Module], float] | None:
+    """PSNR-Y on the prepared validation split, or None (with a warning) when it is empty."""
+    val_dir = base / layout.prepared_set(run_cfg.scale, layout.VAL_SET)
+    pairs = load_val_pairs(val_dir, cfg.data.max_pixels)
+    if pairs:
+        return psnr_validator(pairs, run_cfg.scale)
+    warnings.warn(
+        f"no validation images under {val_dir}; "
+        "val/psnr_y is not logged (prepare.val_images is 0?)",
+        stacklevel=3,
+    )
+    return None
+
+
+def run_card(
+    run_cfg: Run,
+    opts: TrainConfig,
+    result: TrainResult,
+    model: nn.Module,
+    ctx: DistContext,
+    global_batch: int,
+) -> dict[str, Any]:
+    """``models/<run>/run.json``: what was trained and how (docs/training.md lists the keys)."""
+    from sgsr import __version__
+
+    return {
+        "run": run_cfg.name,
+        "model": run_cfg.model,
+        "arch": run_cfg.arch,
+        "model_kwargs": dict(run_cfg.model_kwargs),
+        "scale": run_cfg.scale,
+        "loss": run_cfg.loss,
+        "loss_spec": run_cfg.loss_spec,
+        "iterations": result.iterations,
+        "batch_size": global_batch,
+        "world_size": ctx.world_size,
+        "seed": run_cfg.seed,
+        "params_hash": result.fingerprint,
+        "weights": "ema" if result.ema_state is not None else "raw",
+        "raw_weights": RAW_WEIGHTS_NAME if result.ema_state is not None else None,
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+        "val_psnr_y": result.val_psnr,
+        "last_losses": result.last_losses,
+        "wall_time_s": round(result.wall_time, 3),
+        "device": str(ctx.device),
+        "sgsr_version": __version__,
+        "torch_version": torch.__version__,
+        "train": dataclasses.asdict(opts),
+    }
+
+
 def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) -> Path:
     """Pipeline stage: train one run of the matrix and write its weights and run card.
 
@@ -337,22 +389,21 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
     stage). Under torchrun every process calls this; rank 0 alone logs, validates and writes.
     Returns the path of ``<root>/models/<run>/model.safetensors``.
     """
-    from sgsr import __version__
     from sgsr.losses import build_loss
     from sgsr.models import build_model
 
-    spec = cfg.run(run_name)
-    seed = spec.seed  # the primary seed (params `seed`) or a replicate's: init and data order
+    run_cfg = cfg.run(run_name)
+    seed = run_cfg.seed  # the primary seed (params `seed`) or a replicate's: init and data order
     opts = cfg.train
     base = layout.pipeline_root(cfg, root)
-    store = base / layout.patch_store(spec.scale)
+    store = base / layout.patch_store(run_cfg.scale)
     if not store.is_dir():
         raise FileNotFoundError(
             f"patch store {store} not found: run `sgsr prepare` (or `dvc repro prepare`) first"
         )
     # before anything else: a loss on pretrained weights (lpips_vgg) fails here, naming the file,
     # and its network's random initialisation happens before seeding (no effect on the run)
-    loss = build_loss(spec.loss_spec, pretrained_dir=base / layout.PRETRAINED)
+    loss = build_loss(run_cfg.loss_spec, pretrained_dir=base / layout.PRETRAINED)
     ctx = init_from_env(opts.device)
     try:
         batch = per_rank_batch(opts.batch_size, ctx.world_size)
@@ -366,24 +417,13 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
             )
         seed_everything(seed)
         model = build_model(
-            spec.arch,
-            allow_import=allows_import(cfg, spec.model),
-            scale=spec.scale,
-            **spec.model_kwargs,
+            run_cfg.arch,
+            allow_import=allows_import(cfg, run_cfg.model),
+            scale=run_cfg.scale,
+            **run_cfg.model_kwargs,
         )
-        validate = None
-        if ctx.is_main:
-            val_dir = base / layout.prepared_set(spec.scale, layout.VAL_SET)
-            pairs = load_val_pairs(val_dir, cfg.data.max_pixels)
-            if pairs:
-                validate = psnr_validator(pairs, spec.scale)
-            else:
-                warnings.warn(
-                    f"no validation images under {val_dir}; "
-                    "val/psnr_y is not logged (prepare.val_images is 0?)",
-                    stacklevel=2,
-                )
-        fingerprint = params_hash(cfg, spec, store)
+        validate = _validator(cfg, run_cfg, base) if ctx.is_main else None
+        fingerprint = params_hash(cfg, run_cfg, store)
         result = train(
             model,
             loss,
@@ -406,30 +446,7 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
             desc=run_name,
         )
         if ctx.is_main:
-            card = {
-                "run": spec.name,
-                "model": spec.model,
-                "arch": spec.arch,
-                "model_kwargs": dict(spec.model_kwargs),
-                "scale": spec.scale,
-                "loss": spec.loss,
-                "loss_spec": spec.loss_spec,
-                "iterations": result.iterations,
-                "batch_size": batch * ctx.world_size,
-                "world_size": ctx.world_size,
-                "seed": seed,
-                "params_hash": fingerprint,
-                "weights": "ema" if result.ema_state is not None else "raw",
-                "raw_weights": RAW_WEIGHTS_NAME if result.ema_state is not None else None,
-                "n_parameters": sum(p.numel() for p in model.parameters()),
-                "val_psnr_y": result.val_psnr,
-                "last_losses": result.last_losses,
-                "wall_time_s": round(result.wall_time, 3),
-                "device": str(ctx.device),
-                "sgsr_version": __version__,
-                "torch_version": torch.__version__,
-                "train": dataclasses.asdict(opts),
-            }
+            card = run_card(run_cfg, opts, result, model, ctx, batch * ctx.world_size)
             raw = result.model_state if result.ema_state is not None else None
             write_weights(base / layout.run_dir(run_name), result.weights, card, raw=raw)
             resumed = f", resumed at {result.resumed_from}" if result.resumed_from else ""
