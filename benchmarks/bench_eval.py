@@ -71,7 +71,7 @@ def run(quick: bool = False) -> dict:
 
     dims = 64 if quick else metrics.FID_DIMS
     fid_net = metrics.load_fid(None, random_backbone=True, dims=dims)
-    n_patches = len(metrics.patches(hr, 4, patch))
+    n_patches = len(metrics.fid_patches(hr, 4, patch))
     feats: dict[str, np.ndarray] = {}
 
     def features() -> None:

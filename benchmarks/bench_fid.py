@@ -91,9 +91,9 @@ def _study_folders(root: Path, quick: bool) -> dict[str, tuple[Path, Path]]:
 
 
 def _one_run(net, folders: dict, per_image: int, patch: int, resamples: int, cache) -> dict:
-    from sgsr import evaluate, fid
+    from sgsr import fid, scoring
 
-    scorer = evaluate.Scorer(
+    scorer = scoring.Scorer(
         ["fid"], fid_patch=patch, nets={"fid": net}, fid_patches_per_image=per_image,
         feature_cache=cache,
     )  # fmt: skip

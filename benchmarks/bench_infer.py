@@ -77,7 +77,8 @@ def child(args: dict) -> dict:
     import torch
 
     from sgsr import imaging
-    from sgsr.infer import resolve_device, upscale
+    from sgsr.devices import resolve_device
+    from sgsr.infer import upscale
     from sgsr.models import build_model
 
     device = resolve_device("auto")

@@ -53,7 +53,7 @@ def test_runs_are_the_experiment_matrix() -> None:
     ]
     run = cfg.run("other-sgl-x4")
     assert run.arch == "rcan" and run.model_kwargs == {"n_groups": 1, "n_resblocks": 1}
-    assert run.sibling("l1") == "other-l1-x4"
+    assert run.sibling_name("l1") == "other-l1-x4"
     with pytest.raises(ConfigError, match="edsr_tiny-l1-x4"):
         cfg.run("nope")
 
@@ -346,3 +346,17 @@ def test_load_config_writes_nothing(tmp_path_factory, edit) -> None:
 def test_many_edits_of_the_params_load_or_name_the_key(edit) -> None:
     raw, touched = edit
     _check_loads_or_names_a_key(raw, touched)
+
+
+def test_arch_spelling_is_normalised_in_one_place() -> None:
+    """``EDSR-baseline`` names the registered ``edsr_baseline``: params accept it and the runs
+    (hence run cards and fingerprints) carry the registry's spelling; import paths keep theirs."""
+    from sgsr.models import EDSR, build_model, canonical_arch
+
+    raw = _default()
+    raw["models"]["edsr_tiny"]["arch"] = "EDSR-baseline"
+    cfg = parse_config(raw)
+    assert {r.arch for r in cfg.runs} == {"edsr_baseline"}
+    assert canonical_arch(" EDSR-Baseline ") == "edsr_baseline"
+    assert canonical_arch("my_pkg.nets:My-Net") == "my_pkg.nets:My-Net"
+    assert isinstance(build_model("EDSR-baseline", scale=4), EDSR)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from sgsr import evaluate, imaging, metrics
+from sgsr import evaluate, imaging, metrics, scoring
 from sgsr.config import load_config
 from sgsr.stats import paired_bootstrap
 from sgsr.summary import PAIRED_COLUMNS, SEEDS_COLUMNS, SUMMARY_KEYS, summarize
@@ -194,7 +194,7 @@ def test_psnr_with_nothing_left_after_the_crop_is_undefined_not_identical(pipeli
     (pair,) = [r for r in _read_csv(paired_path) if r["metric"] == "psnr"]
     assert (pair["n"], pair["excluded"]) == ("3", "1")  # the undefined image is left out
     sr_dir, hr_dir = folder.parents[1] / "sr/m-l1-x2/tiny", pipeline / "data/prepared/x2/tiny/hr"
-    table = evaluate.format_table(evaluate.score_folders(sr_dir, hr_dir, SCALE, ["psnr"]))
+    table = scoring.format_table(scoring.score_folders(sr_dir, hr_dir, SCALE, ["psnr"]))
     assert "nan" in table and "mean undefined" in table and "inf" not in table
 
 
@@ -233,14 +233,14 @@ def test_score_folders_errors_name_the_file(pipeline: Path, tmp_path: Path) -> N
     for p in imaging.list_images(hr_dir)[:2]:
         imaging.write_image(sr_dir / p.name, imaging.read_image(p))
     with pytest.raises(FileNotFoundError, match=r"img2\.png"):
-        evaluate.score_folders(sr_dir, hr_dir, SCALE)
+        scoring.score_folders(sr_dir, hr_dir, SCALE)
     imaging.write_image(sr_dir / "img2.png", np.zeros((40, 42, 1), np.uint8))
     with pytest.raises(ValueError, match=r"sr/img2\.png: size 42x40x1 differs"):
-        evaluate.score_folders(sr_dir, hr_dir, SCALE)
+        scoring.score_folders(sr_dir, hr_dir, SCALE)
     imaging.write_image(sr_dir / "img2.png", imaging.read_image(hr_dir / "img2.png"))
     imaging.write_image(sr_dir / "extra.png", np.zeros((40, 44, 1), np.uint8))
     with pytest.raises(FileNotFoundError, match=r"extra\.png"):
-        evaluate.score_folders(sr_dir, hr_dir, SCALE)
+        scoring.score_folders(sr_dir, hr_dir, SCALE)
 
 
 def test_score_folders_with_random_backbones_plumbs_lpips_and_fid(pipeline: Path) -> None:
@@ -249,7 +249,7 @@ def test_score_folders_with_random_backbones_plumbs_lpips_and_fid(pipeline: Path
         "lpips": metrics.load_lpips(None, random_backbone=True),
         "fid": metrics.load_fid(None, random_backbone=True, dims=64),
     }
-    scorer = evaluate.Scorer(["psnr", "lpips", "fid"], fid_patch=16, nets=nets)
+    scorer = scoring.Scorer(["psnr", "lpips", "fid"], fid_patch=16, nets=nets)
     hr_dir = pipeline / "data/prepared/x2/tiny/hr"
     same = scorer.score(hr_dir, hr_dir, SCALE)
     assert same.mean["lpips"] == 0.0 and abs(same.mean["fid"]) < 1e-6
@@ -295,10 +295,10 @@ def test_border_defaults_to_the_scale_and_can_be_overridden(tmp_path: Path) -> N
     sr[:2] = 255 - sr[:2]  # differs only in the two top rows
     write_image(tmp_path / "hr" / "a.png", hr)
     write_image(tmp_path / "sr" / "a.png", sr)
-    default = evaluate.score_folders(tmp_path / "sr", tmp_path / "hr", 2, metrics=["psnr"])
+    default = scoring.score_folders(tmp_path / "sr", tmp_path / "hr", 2, metrics=["psnr"])
     assert default["border"] == 2 and default["images"][0]["psnr"] is None  # cropped: identical
-    whole = evaluate.score_folders(tmp_path / "sr", tmp_path / "hr", 2, ["psnr"], border=0)
+    whole = scoring.score_folders(tmp_path / "sr", tmp_path / "hr", 2, ["psnr"], border=0)
     assert whole["border"] == 0 and 0 < whole["images"][0]["psnr"] < 40
-    assert "0 px border cropped" in evaluate.format_table(whole)
+    assert "0 px border cropped" in scoring.format_table(whole)
     with pytest.raises(ValueError, match="border must be an integer >= 0"):
-        evaluate.score_folders(tmp_path / "sr", tmp_path / "hr", 2, ["psnr"], border=-1)
+        scoring.score_folders(tmp_path / "sr", tmp_path / "hr", 2, ["psnr"], border=-1)

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from sgsr import evaluate, fid, metrics
+from sgsr import evaluate, fid, metrics, scoring
 from sgsr.config import load_config
 from sgsr.summary import summarize
 
@@ -49,8 +49,8 @@ def test_patch_cells_are_a_fixed_seeded_choice_per_image_key() -> None:
 def test_capped_patches_are_those_cells_of_the_full_grid() -> None:
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (72, 104, 3), dtype=np.uint8)
-    full = metrics.patches(img, 4, 16)  # (64 // 16) x (96 // 16) = 24 cells
-    capped = metrics.patches(img, 4, 16, max_patches=5, key="img")
+    full = metrics.fid_patches(img, 4, 16)  # (64 // 16) x (96 // 16) = 24 cells
+    capped = metrics.fid_patches(img, 4, 16, max_patches=5, key="img")
     assert full.shape == (24, 3, 16, 16) and capped.shape == (5, 3, 16, 16)
     assert np.array_equal(capped, full[metrics.patch_cells(24, 5, "img")])
 
@@ -217,7 +217,7 @@ def test_fid_through_evaluate_and_summarize(pipeline: Path, fid_net: torch.nn.Mo
     # a resample is the FID of the drawn images' patches (here recomputed from scratch)
     plan = fid.resample_plan(4, 20, "tiny")
     sr_dir, hr_dir = pipeline / "results/sr/m-l1-x2/tiny", pipeline / "data/prepared/x2/tiny/hr"
-    scorer = evaluate.Scorer(["fid"], fid_patch=16, nets=nets, fid_patches_per_image=2)
+    scorer = scoring.Scorer(["fid"], fid_patch=16, nets=nets, fid_patches_per_image=2)
     score = scorer.score(sr_dir, hr_dir, 2)
     rows = np.concatenate([np.flatnonzero(score.fid_groups == i) for i in plan[3]])
     expect = metrics.frechet_distance(score.fid_sr[rows], score.fid_hr[rows])

@@ -11,7 +11,9 @@ import torch
 from safetensors.torch import save_file
 
 from sgsr import imaging, infer
+from sgsr.devices import resolve_device
 from sgsr.models import build_model
+from sgsr.weights import load_model
 
 #: Tiling tolerance stated in docs/evaluation.md for a 4-block EDSR-baseline x4, overlap 8.
 TILE_TOL_MAX, TILE_TOL_MEAN, TILE_TOL_UINT8 = 1e-2, 1e-3, 2
@@ -112,7 +114,7 @@ def test_bad_arguments_are_refused(small_edsr: torch.nn.Module) -> None:
     with pytest.raises(ValueError, match="one image"):
         infer.upscale(small_edsr, torch.rand(2, 3, 8, 8), 4)
     with pytest.raises(ValueError, match="device"):
-        infer.resolve_device("tpu")
+        resolve_device("tpu")
 
 
 # --------------------------------------------------------------------------------------------
@@ -135,7 +137,7 @@ def test_load_model_rebuilds_from_run_json(tmp_path: Path) -> None:
     torch.manual_seed(1)
     model = build_model("edsr_baseline", scale=2, n_resblocks=2, n_feats=16)
     path = _save_run(tmp_path / "run", model, {**CARD, "weights": "ema"})
-    loaded, scale = infer.load_model(path)
+    loaded, scale = load_model(path)
     assert scale == 2 and loaded.sgsr_weights == "ema"
     lr = _lr(12, 10)
     with torch.inference_mode():
@@ -148,11 +150,11 @@ def test_load_model_prefers_ema_copy_unless_raw_is_asked(tmp_path: Path) -> None
     ema = build_model("edsr_baseline", scale=2, n_resblocks=2, n_feats=16)
     extra = {"ema." + k: v.clone() for k, v in ema.state_dict().items()}
     path = _save_run(tmp_path / "a", raw, CARD, **extra)
-    loaded, _ = infer.load_model(path)
+    loaded, _ = load_model(path)
     assert loaded.sgsr_weights == "ema"
     assert torch.equal(loaded.head.weight, ema.head.weight)
     path = _save_run(tmp_path / "b", raw, {**CARD, "weights": "raw"}, **extra)
-    loaded, _ = infer.load_model(path)
+    loaded, _ = load_model(path)
     assert torch.equal(loaded.head.weight, raw.head.weight)
 
 
@@ -161,7 +163,7 @@ def test_load_model_uses_the_card_in_the_file_metadata_without_run_json(tmp_path
     path = tmp_path / "copied.safetensors"
     meta = {"sgsr_run": json.dumps(CARD), "sgsr_weights": "raw"}
     save_file({k: v.clone() for k, v in model.state_dict().items()}, str(path), metadata=meta)
-    loaded, scale = infer.load_model(path)
+    loaded, scale = load_model(path)
     assert scale == 2 and loaded.sgsr_weights == "raw"
 
 
@@ -171,12 +173,12 @@ def test_load_model_errors_name_the_file(tmp_path: Path) -> None:
     )  # not what run.json says
     path = _save_run(tmp_path / "bad", model, CARD)
     with pytest.raises(ValueError, match=r"model\.safetensors"):
-        infer.load_model(path)
+        load_model(path)
     (tmp_path / "bad" / "run.json").unlink()
     with pytest.raises(FileNotFoundError, match=r"run\.json"):
-        infer.load_model(path)
+        load_model(path)
     with pytest.raises(FileNotFoundError, match="nothere"):
-        infer.load_model(tmp_path / "nothere.safetensors")
+        load_model(tmp_path / "nothere.safetensors")
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,7 +373,7 @@ def test_upscale_accepts_an_architecture_registered_by_an_installed_package(
     monkeypatch.syspath_prepend(str(root))
     model = build_model("edsr_baseline", scale=2, n_resblocks=2, n_feats=16)
     weights = _save_run(tmp_path / "run", model, {"arch": "tiny", "model_kwargs": {}, "scale": 2})
-    loaded, scale = infer.load_model(weights)
+    loaded, scale = load_model(weights)
     assert scale == 2 and torch.equal(loaded.head.weight, model.head.weight)
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from sgsr import imaging, metrics, pretrained
+from sgsr.metric_registry import check_metric_names
 from sgsr.metrics import MetricUnavailable
 
 
@@ -166,7 +167,7 @@ def test_registry_names_and_directions() -> None:
     assert lower == {"gmsd", "lpips", "fid"}
     assert metrics.METRICS["fid"].scope == "set"
     with pytest.raises(ValueError, match="unknown metric"):
-        metrics.check_metric_names(["psnr", "niqe"])
+        check_metric_names(["psnr", "niqe"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,7 +198,7 @@ def test_lpips_plumbing(lpips_random: torch.nn.Module) -> None:
 def test_fid_plumbing(fid_random: torch.nn.Module) -> None:
     rng = np.random.default_rng(0)
     hr = [_pair(shape=(68, 68, 3), seed=i)[1] for i in range(2)]  # 2 x 16 patches of 16 px
-    assert metrics.patches(hr[0], 2, 16).shape == (16, 3, 16, 16)
+    assert metrics.fid_patches(hr[0], 2, 16).shape == (16, 3, 16, 16)
     same = metrics.fid(hr, hr, 2, fid_random, patch=16)
     assert abs(same) < 1e-6
 
@@ -316,7 +317,7 @@ def test_fid_really_loads_the_verified_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     torch.manual_seed(321)
-    net = pretrained._fid_inception()
+    net = pretrained.fid_inception()
     state = {k: v for k, v in net.state_dict().items() if "num_batches" not in k}
     path = _fake(monkeypatch, tmp_path, "fid_inception", state)
     fid_net = metrics.load_fid(tmp_path, dims=64)

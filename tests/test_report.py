@@ -14,9 +14,11 @@ import pandas as pd
 import pytest
 from test_notebooks import build_fake_pipeline
 
-from sgsr import report
+from sgsr import readers, report, runs
+from sgsr.analysis import max_diff_box
 from sgsr.config import parse_config
-from sgsr.plotting import max_diff_box, verdicts
+from sgsr.live import read_live
+from sgsr.readers import verdicts
 
 REPO = Path(__file__).resolve().parents[1]
 IMG = re.compile(r"<img\b[^>]*\bsrc=\"data:image/png;base64,")
@@ -43,18 +45,18 @@ def _config(pipeline: Path, root: Path, scale: int = 2, zoom_image: str | None =
 
 
 def test_parse_run_names() -> None:
-    assert report.parse_run("edsr_tiny-sgl-x4") == {
+    assert runs.parse_run("edsr_tiny-sgl-x4") == {
         "run": "edsr_tiny-sgl-x4",
         "model": "edsr_tiny",
         "loss": "sgl",
         "scale": 4,
         "seed": None,
     }
-    assert report.parse_run("edsr_tiny-sgl-x4-s2")["seed"] == 2
-    assert report.parse_run("my-net-l1-x3")["model"] == "my-net"
-    assert report.parse_run("bicubic-x2")["model"] == "bicubic"
+    assert runs.parse_run("edsr_tiny-sgl-x4-s2")["seed"] == 2
+    assert runs.parse_run("my-net-l1-x3")["model"] == "my-net"
+    assert runs.parse_run("bicubic-x2")["model"] == "bicubic"
     with pytest.raises(ValueError, match="checkpoints"):
-        report.parse_run("checkpoints")
+        runs.parse_run("checkpoints")
 
 
 def test_pair_from_config_follows_the_experiment_baseline(tmp_path: Path) -> None:
@@ -103,9 +105,9 @@ def test_pair_from_config_follows_the_experiment_baseline(tmp_path: Path) -> Non
 
 def test_pick_pair_prefers_paired_csv_then_names(tmp_path: Path) -> None:
     runs = ["bicubic-x4", "a-l1-x4", "a-sgl-x4", "b-l1-x4", "b-sgl-x4"]
-    assert report.pick_pair(runs, tmp_path, 4) == ("a-l1-x4", "a-sgl-x4")
-    assert report.pick_pair(runs, tmp_path, 4, baseline="b-l1-x4") == ("b-l1-x4", "b-sgl-x4")
-    assert report.pick_pair(["a-l1-x4"], tmp_path, 4) == (None, None)
+    assert readers.pick_pair(runs, tmp_path, 4) == ("a-l1-x4", "a-sgl-x4")
+    assert readers.pick_pair(runs, tmp_path, 4, baseline="b-l1-x4") == ("b-l1-x4", "b-sgl-x4")
+    assert readers.pick_pair(["a-l1-x4"], tmp_path, 4) == (None, None)
     pd.DataFrame(
         [
             {
@@ -120,7 +122,7 @@ def test_pick_pair_prefers_paired_csv_then_names(tmp_path: Path) -> None:
             }
         ]
     ).to_csv(tmp_path / "paired.csv", index=False)
-    assert report.pick_pair(runs, tmp_path, 4) == ("b-l1-x4", "b-sgl-x4")
+    assert readers.pick_pair(runs, tmp_path, 4) == ("b-l1-x4", "b-sgl-x4")
 
 
 def test_read_live_plots_whatever_dvclive_wrote(tmp_path: Path) -> None:
@@ -131,14 +133,14 @@ def test_read_live_plots_whatever_dvclive_wrote(tmp_path: Path) -> None:
     )
     (base / "learning_rate.tsv").write_text("step\tlearning_rate\n0\t0.001\n")
     (base / "throughput.tsv").write_text("step\tthroughput\n0\t12.5\n")
-    df = report.read_live(tmp_path)
+    df = read_live(tmp_path)
     assert set(df["metric"]) == {"loss/parts/grad", "learning_rate", "throughput"}
     groups = df.drop_duplicates("metric").set_index("metric")["group"].to_dict()
     assert groups == {"loss/parts/grad": "loss", "learning_rate": "schedule", "throughput": "other"}
     assert df.loc[df["metric"] == "loss/parts/grad", "value"].tolist() == [0.5, 0.25]
     (base / "bad.tsv").write_text("a\tb\tc\n1\t2\t3\n")
     with pytest.raises(ValueError, match=r"bad\.tsv"):
-        report.read_live(tmp_path)
+        read_live(tmp_path)
 
 
 def test_rank_and_select_images() -> None:
@@ -150,14 +152,14 @@ def test_rank_and_select_images() -> None:
             "psnr": [30.0, 30.0, 30.0, 30.5, 28.0, float("nan")],
         }
     )
-    ranked = report.rank_images(per_image, "b", "c")
+    ranked = readers.rank_images(per_image, "b", "c")
     assert ranked["image"].tolist() == ["y", "x"]  # |-2| before |+0.5|; NaN dropped
     pairs = [("s", "x"), ("s", "y"), ("s", "z")]
-    chosen, how = report.select_images(pairs, per_image, "b", "c", n=1)
+    chosen, how = readers.select_images(pairs, per_image, "b", "c", n=1)
     assert chosen == [("s", "y")] and "largest" in how
-    assert report.select_images(pairs, per_image, "b", "c", zoom_image="s/z")[0] == [("s", "z")]
+    assert readers.select_images(pairs, per_image, "b", "c", zoom_image="s/z")[0] == [("s", "z")]
     with pytest.raises(ValueError, match="nope"):
-        report.select_images(pairs, per_image, "b", "c", zoom_image="nope")
+        readers.select_images(pairs, per_image, "b", "c", zoom_image="nope")
 
 
 def test_max_diff_box_finds_the_changed_window() -> None:

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from sgsr import report
-from sgsr.config import ConfigError, parse_config, run_name
+from sgsr.config import ConfigError, parse_config
+from sgsr.runs import parse_run, run_name
 
 REPO = Path(__file__).resolve().parents[1]
 FAMILIES = ("train", "infer", "evaluate")
@@ -53,9 +53,9 @@ def test_replicates_add_seeded_runs_and_keep_primary_names() -> None:
     rep = cfg.run("m-sgl-x4-s2")
     assert (rep.seed, rep.replicate, rep.configuration) == (2, True, ("m", "sgl", 4))
     assert rep.primary_name == "m-sgl-x4"
-    assert rep.sibling("l1") == "m-l1-x4-s2"  # pairs keep the seed
+    assert rep.sibling_name("l1") == "m-l1-x4-s2"  # pairs keep the seed
     prim = cfg.run("m-sgl-x4")
-    assert (prim.seed, prim.replicate) == (0, False) and prim.sibling("l1") == "m-l1-x4"
+    assert (prim.seed, prim.replicate) == (0, False) and prim.sibling_name("l1") == "m-l1-x4"
     assert run_name("m", "l1", 4) == "m-l1-x4" and run_name("m", "l1", 4, 7) == "m-l1-x4-s7"
     # without replicates nothing changes
     assert [r.name for r in parse_config(_raw()).runs] == ["m-l1-x4", "m-sgl-x4"]
@@ -113,14 +113,14 @@ def test_every_shipped_params_lists_replicates_for_dvc() -> None:
 
 
 def test_report_parses_seeded_names() -> None:
-    assert report.parse_run("my-net-sgl_hess-x4-s12") == {
+    assert parse_run("my-net-sgl_hess-x4-s12") == {
         "run": "my-net-sgl_hess-x4-s12",
         "model": "my-net",
         "loss": "sgl_hess",
         "scale": 4,
         "seed": 12,
     }
-    assert report.parse_run("m-l1-x4")["seed"] is None
+    assert parse_run("m-l1-x4")["seed"] is None
 
 
 def test_cli_runs_lists_replicates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

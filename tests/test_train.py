@@ -502,7 +502,7 @@ def test_weights_files_are_byte_reproducible(tmp_path):
     """safetensors itself writes metadata keys in random order; ours are canonical."""
     from safetensors.torch import load_file
 
-    from sgsr.train import save_safetensors
+    from sgsr.weights import save_safetensors
 
     state = tiny_model().state_dict()
     meta = {"format": "pt", "sgsr_run": '{"arch": "x"}', "sgsr_weights": "raw", "z": "1"}

@@ -1,4 +1,5 @@
-"""Training checkpoints: write atomically, read without ever running pickled code.
+"""Training checkpoints: what they hold, writing them atomically, reading them without ever
+running pickled code, and deciding whether one is resumed.
 
 A checkpoint is a plain dict of tensors, numbers, strings, lists/tuples and dicts, saved with
 ``torch.save``. Loading uses ``torch.load(weights_only=True)``: the restricted unpickler accepts
@@ -12,21 +13,35 @@ Writing goes to a temp file in the same folder and is then renamed over the old 
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 import pickle
 import random
+import warnings
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
+from sgsr.config import TrainConfig
 from sgsr.fsutil import atomic_path
+
+if TYPE_CHECKING:
+    from sgsr.step import TrainState
 
 #: Bumped when the checkpoint layout changes incompatibly; other versions are not resumed.
 FORMAT = 1
 CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class ResumeWarning(UserWarning):
+    """A checkpoint was found but not resumed (written for different params)."""
 
 
 class CheckpointError(ValueError):
@@ -118,3 +133,131 @@ def set_rng_state(state: dict[str, Any]) -> None:
     cuda = state.get("cuda")
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
+
+
+# --- what a training checkpoint holds, and resuming -------------------------------------------
+
+
+#: TrainConfig keys that change only bookkeeping, never the trained weights; a checkpoint stays
+#: resumable when they change. Every other key (and seed, model, loss, scale, data) is hashed.
+BOOKKEEPING_KEYS = ("checkpoint_every", "val_every", "log_every", "num_workers", "device")
+
+
+def cpu_state(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """A detached CPU copy of a state dict (what checkpoints and results hold)."""
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in sd.items()}
+
+
+def global_batch(opts: TrainConfig, world_size: int) -> int:
+    """Samples per update over all processes: (batch_size // world_size) * world_size."""
+    return opts.batch_size // world_size * world_size
+
+
+def training_checkpoint(
+    state: TrainState, fingerprint: str, samples: int, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """Every piece of state the next iteration reads, plus the loop's own (`extra`)."""
+    return {
+        "format": FORMAT,
+        "fingerprint": fingerprint,
+        "iteration": state.iteration,
+        "samples": samples,
+        "world_size": state.ctx.world_size,
+        "global_batch": global_batch(state.opts, state.ctx.world_size),
+        "model": cpu_state(state.module.state_dict()),
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "scaler": state.scaler.state_dict(),
+        "ema": cpu_state(state.ema.state_dict()) if state.ema is not None else None,
+        "rng": rng_state(),
+        **extra,
+    }
+
+
+def restore_state(state: TrainState, ck: Mapping[str, Any]) -> None:
+    """Load a checkpoint's weights, optimizer, schedule, scaler, EMA, iteration and RNGs."""
+    state.module.load_state_dict(ck["model"])
+    state.optimizer.load_state_dict(ck["optimizer"])
+    state.scheduler.load_state_dict(ck["scheduler"])
+    state.scaler.load_state_dict(ck["scaler"])
+    if state.ema is not None:
+        if ck.get("ema") is None:
+            raise ValueError("checkpoint has no EMA state but train.ema is on")
+        state.ema.load_state_dict(ck["ema"])
+    state.iteration = int(ck["iteration"])
+    set_rng_state(ck["rng"])
+
+
+def options_fingerprint(opts: TrainConfig, seed: int, **more: Any) -> str:
+    """Hash of everything that shapes the trained weights (not BOOKKEEPING_KEYS)."""
+    payload = {
+        "seed": seed,
+        "train": {k: v for k, v in dataclasses.asdict(opts).items() if k not in BOOKKEEPING_KEYS},
+        **more,
+    }
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+#: What resuming reads from a checkpoint ("ema" too when train.ema > 0).
+RESUME_KEYS = (
+    "iteration",
+    "model",
+    "optimizer",
+    "scheduler",
+    "scaler",
+    "rng",
+    "log_window",
+    "wall_time",
+    "last_losses",
+)
+
+
+def resume_checkpoint(
+    state: TrainState, checkpoint: Path | None, fingerprint: str
+) -> dict[str, Any] | None:
+    """Restore `state` from `checkpoint` when it was written for these params (`fingerprint`
+    and global batch) and return it; None (with a ResumeWarning when one exists for other
+    params) to start fresh. An unsafe, corrupt or unfitting checkpoint raises, naming it."""
+    if checkpoint is None or not checkpoint.exists():
+        return None
+    ck = load_checkpoint(checkpoint)  # unsafe/corrupt files raise: never silently discarded
+    batch = global_batch(state.opts, state.ctx.world_size)
+    if ck.get("fingerprint") != fingerprint or ck.get("global_batch") != batch:
+        warnings.warn(
+            f"{checkpoint} was written for different params (fingerprint "
+            f"{ck.get('fingerprint')}, global batch {ck.get('global_batch')}; now {fingerprint}, "
+            f"{batch}): not resuming, training starts fresh and overwrites it at the first "
+            "checkpoint",
+            ResumeWarning,
+            stacklevel=3,
+        )
+        return None
+    fresh = "; delete it to start fresh (training then restarts from iteration 0)"
+    missing = [k for k in RESUME_KEYS if k not in ck]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {checkpoint} matches these params but has no {', '.join(missing)} "
+            f"(incomplete: edited, or written by another sgsr version){fresh}"
+        )
+    try:
+        iteration = int(ck["iteration"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"checkpoint {checkpoint}: iteration {ck['iteration']!r} is not a number{fresh}"
+        ) from exc
+    if iteration > state.opts.iterations:
+        raise ValueError(f"{checkpoint} is at iteration {ck['iteration']}, past the end")
+    try:
+        restore_state(state, ck)
+        int(ck["log_window"]["n"])
+        dict(ck["log_window"]["sums"])
+        float(ck["wall_time"])
+        dict(ck["last_losses"])
+    except (KeyError, RuntimeError, ValueError, TypeError, IndexError, AttributeError) as exc:
+        detail = " ".join(str(exc).split())[:400]
+        raise CheckpointError(
+            f"checkpoint {checkpoint} matches these params but its contents do not fit the "
+            f"model, optimizer or state being trained ({type(exc).__name__}: {detail}){fresh}"
+        ) from exc
+    return ck

@@ -66,19 +66,20 @@ def _infer(args: argparse.Namespace) -> None:
     from sgsr.infer import run
 
     run(cfg, args.run)
-    base = Path(cfg.source_path).parent
+    base = layout.pipeline_root(cfg)
     n = sum(len(list_images(base / layout.sr_set(args.run, s))) for s in cfg.data.test_sets)
-    log.info("%s: %d images in %s", args.run, n, layout.RESULTS / "sr" / args.run)
+    log.info("%s: %d images in %s", args.run, n, layout.sr_run(args.run))
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from sgsr import evaluate
+    from sgsr import evaluate, scoring
+    from sgsr.metric_registry import REGISTRY
 
     if args.sr or args.hr:
         if not (args.sr and args.hr and args.scale is not None):
             raise ValueError("scoring folders needs all of --sr DIR --hr DIR --scale S")
         metrics = tuple(args.metrics.split(",")) if args.metrics else ("psnr", "ssim")
-        result = evaluate.score_folders(
+        result = scoring.score_folders(
             Path(args.sr),
             Path(args.hr),
             args.scale,
@@ -90,18 +91,15 @@ def _evaluate(args: argparse.Namespace) -> None:
         if args.json:
             print(json.dumps(result, indent=2, allow_nan=True))
         else:
-            print(evaluate.format_table(result))
+            print(scoring.format_table(result))
         return
     if not args.run:
         raise ValueError("sgsr evaluate needs --run NAME (pipeline) or --sr/--hr/--scale")
     out = evaluate.run(_cfg(args), args.run)
     for set_name, entry in out.items():  # metrics.json: {set: {metric: value, n_images}}
         shown = [
-            f"{label} {entry[m]:{fmt}}{unit}"
-            for m, label, fmt, unit in (
-                ("psnr", "PSNR-Y", ".2f", " dB"),
-                ("ssim", "SSIM", ".4f", ""),
-            )
+            f"{info.label} {entry[m]:{info.fmt}}" + (f" {info.unit}" if info.unit else "")
+            for m, info in ((m, REGISTRY[m]) for m in ("psnr", "ssim"))
             if isinstance(entry.get(m), float)
         ]
         log.info(

@@ -17,20 +17,18 @@ from typing import Any
 import yaml
 
 from sgsr import yamlio
+from sgsr.metric_registry import NAMES as METRIC_NAMES
+from sgsr.runs import SCALES, ExperimentConfig, Run, expand_runs, parse_experiment
 
 SOURCES = ("sample", "official", "dir")
-SCALES = (2, 3, 4)
 SCHEDULES = ("multistep", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 BAD_IMAGE_POLICIES = ("error", "skip")
-METRICS = ("psnr", "ssim", "ms_ssim", "gmsd", "haarpsi", "lpips", "fid")
 #: Largest image (width x height) any stage decodes, checked from the header first: a 167-byte
 #: PNG can declare 30000x30000 (2.7 GB of RGB). 40 MP holds 8K UHD (33 MP) and every SR
 #: benchmark image; `data.max_pixels` (pipeline) and `--max-pixels` (upscale, evaluate) raise it.
 DEFAULT_MAX_PIXELS = 40_000_000
-#: Keys of a `models.<name>` entry that are not constructor arguments.
-MODEL_META_KEYS = ("arch", "allow_import")
 
 
 class ConfigError(ValueError):
@@ -89,7 +87,7 @@ class InferConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    metrics: tuple[str, ...] = ("psnr", "ssim", "ms_ssim", "gmsd", "haarpsi", "lpips", "fid")
+    metrics: tuple[str, ...] = METRIC_NAMES
     fid_patch: int = 64
     #: FID patches per image: a fixed, seeded choice among the non-overlapping grid cells, the
     #: same for SR and HR and for every run (0 = every cell). Bounds FID's cost.
@@ -104,59 +102,6 @@ class EvaluateConfig:
 class ReportConfig:
     zoom_image: str | None = None
     zoom_size: int = 64
-
-
-@dataclass(frozen=True)
-class ExperimentConfig:
-    """The ``experiment`` section: what is trained and what is compared with what."""
-
-    models: tuple[str, ...] = ()
-    losses: tuple[str, ...] = ()
-    scales: tuple[int, ...] = (4,)
-    #: Extra training seeds. Each adds a replicate run ``<model>-<loss>-x<scale>-s<seed>`` per
-    #: configuration, trained like the primary run (top-level ``seed``) except for the seed.
-    replicates: tuple[int, ...] = ()
-    #: The loss every other loss is compared with (paired.csv); None = the first of ``losses``.
-    baseline: str | None = None
-
-
-@dataclass(frozen=True)
-class Run:
-    """One trained network: a model configuration x a loss configuration x a seed.
-
-    ``replicate`` is False for the primary seed (params ``seed``), whose run name carries no
-    seed, so runs and DVC locks from before replicates existed keep their names.
-    """
-
-    name: str
-    model: str
-    arch: str
-    model_kwargs: Mapping[str, Any]
-    loss: str
-    loss_spec: Mapping[str, Any]
-    scale: int
-    seed: int = 0
-    replicate: bool = False
-
-    @property
-    def configuration(self) -> tuple[str, str, int]:
-        """(model, loss, scale): what the replicates of one configuration share."""
-        return self.model, self.loss, self.scale
-
-    @property
-    def primary_name(self) -> str:
-        """The name of this configuration's primary-seed run (its own name if primary)."""
-        return run_name(self.model, self.loss, self.scale)
-
-    def sibling(self, loss: str) -> str:
-        """Name of the run that differs from this one only in its loss (same seed)."""
-        return run_name(self.model, loss, self.scale, self.seed if self.replicate else None)
-
-
-def run_name(model: str, loss: str, scale: int, seed: int | None = None) -> str:
-    """``<model>-<loss>-x<scale>``, with ``-s<seed>`` for a replicate (non-primary) seed."""
-    base = f"{model}-{loss}-x{scale}"
-    return base if seed is None else f"{base}-s{seed}"
 
 
 @dataclass(frozen=True)
@@ -256,10 +201,8 @@ def parse_config(raw: Mapping[str, Any], source: str = "params.yaml") -> Config:
     models = _mapping(raw.get("models") or {}, "models", errors)
     losses = _mapping(raw.get("losses") or {}, "losses", errors)
     primary = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
-    experiment = _experiment(
-        _experiment_lists(raw.get("experiment") or {}, errors), primary, errors
-    )
-    runs = _expand_runs(experiment, primary, models, losses, errors)
+    experiment = parse_experiment(raw.get("experiment") or {}, primary, errors)
+    runs = expand_runs(experiment, primary, models, losses, errors)
     cfg = Config(
         seed=primary,
         root=str(raw.get("root", ".")),
@@ -274,25 +217,6 @@ def parse_config(raw: Mapping[str, Any], source: str = "params.yaml") -> Config:
     if errors:
         raise ConfigError(f"{source}: {len(errors)} bad key(s):\n  - " + "\n  - ".join(errors))
     return cfg
-
-
-def _experiment_lists(experiment: Any, errors: list[str]) -> Any:
-    """`experiment` with any of models/losses/scales that is not a list of names (or of
-    integers, for scales) reported and dropped, so expanding the matrix never meets a value it
-    cannot iterate or hash."""
-    if not isinstance(experiment, Mapping):
-        return experiment
-    clean = dict(experiment)
-    for key, kind in (("models", str), ("losses", str), ("scales", int)):
-        value = clean.get(key)
-        if value is None:
-            continue
-        items = value if isinstance(value, list | tuple) else None
-        if items is None or not all(isinstance(v, kind) and not isinstance(v, bool) for v in items):
-            what = "names" if kind is str else "integers"
-            errors.append(f"experiment.{key}: must be a list of {what}, got {value!r}")
-            clean[key] = [] if key != "scales" else None
-    return clean
 
 
 def _mapping(value: Any, key: str, errors: list[str]) -> dict[str, Any]:
@@ -386,122 +310,6 @@ def _coerce(value: Any, default: Any, key: str, errors: list[str]) -> Any:
     return value
 
 
-_EXPERIMENT_KEYS = ("models", "losses", "scales", "replicates", "baseline")
-
-
-def _experiment(raw: Any, seed: int, errors: list[str]) -> ExperimentConfig:
-    """The experiment section, each key checked on its own (names are checked by _expand_runs)."""
-    if not isinstance(raw, Mapping):
-        errors.append(f"experiment: must be a mapping with models and losses, got {raw!r}")
-        return ExperimentConfig()
-    for key in raw:
-        if key not in _EXPERIMENT_KEYS:
-            errors.append(f"experiment.{key}: unknown key (allowed: {', '.join(_EXPERIMENT_KEYS)})")
-
-    def names(key: str) -> tuple[str, ...]:
-        value = raw.get(key) or []
-        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-            errors.append(f"experiment.{key}: must be a list of names, got {value!r}")
-            return ()
-        return tuple(value)
-
-    scales = raw.get("scales") or [4]
-    if not isinstance(scales, list | tuple):
-        errors.append(f"experiment.scales: must be a list, got {scales!r}")
-        scales = []
-    replicates = raw.get("replicates")
-    replicates = [] if replicates is None else replicates
-    if not isinstance(replicates, list | tuple):
-        errors.append(
-            f"experiment.replicates: must be a list of extra training seeds (e.g. [1, 2]; [] for "
-            f"none), got {replicates!r}"
-        )
-        replicates = []
-    good: list[int] = []
-    for r in replicates:
-        if not isinstance(r, int) or isinstance(r, bool) or r < 0:
-            errors.append(
-                f"experiment.replicates: each seed must be a non-negative integer, got {r!r}"
-            )
-        elif r == seed:
-            errors.append(
-                f"experiment.replicates: {r} is the primary seed (top-level seed: {seed}); "
-                "its runs exist already, list only the extra seeds"
-            )
-        elif r in good:
-            errors.append(f"experiment.replicates: seed {r} is listed twice")
-        else:
-            good.append(r)
-    losses = names("losses")
-    baseline = raw.get("baseline")
-    if baseline is not None and (not isinstance(baseline, str) or baseline not in losses):
-        errors.append(
-            "experiment.baseline: must be one of experiment.losses "
-            f"({', '.join(losses) or 'none'}), got {baseline!r}"
-        )
-        baseline = None
-    return ExperimentConfig(
-        models=names("models"),
-        losses=losses,
-        scales=tuple(scales),
-        replicates=tuple(good),
-        baseline=baseline,
-    )
-
-
-def _expand_runs(
-    experiment: ExperimentConfig,
-    seed: int,
-    models: dict[str, Any],
-    losses: dict[str, Any],
-    errors: list[str],
-) -> tuple[Run, ...]:
-    """Runs = models x losses x scales x seeds; the seeds of one configuration are adjacent,
-    the primary seed first (so with no replicates the order is the old matrix order)."""
-    runs = []
-    model_names, loss_names, scales = experiment.models, experiment.losses, experiment.scales
-    for s in scales:
-        if s not in SCALES:
-            errors.append(f"experiment.scales: each scale must be one of {SCALES}, got {s!r}")
-    for m in model_names:
-        if m not in models:
-            errors.append(
-                f"experiment.models: {m!r} is not defined under models: "
-                f"(defined: {', '.join(models) or 'none'})"
-            )
-    for loss in loss_names:
-        if loss not in losses:
-            errors.append(
-                f"experiment.losses: {loss!r} is not defined under losses: "
-                f"(defined: {', '.join(losses) or 'none'})"
-            )
-    seeds = [(seed, False), *((r, True) for r in experiment.replicates)]
-    for m in model_names:
-        spec = models.get(m)
-        if not isinstance(spec, Mapping) or "arch" not in spec:
-            if m in models:
-                errors.append(f"models.{m}: needs an 'arch' key (e.g. arch: edsr_baseline)")
-            continue
-        kwargs = {k: v for k, v in spec.items() if k not in MODEL_META_KEYS}
-        for loss in loss_names:
-            if loss not in losses:
-                continue
-            lspec = losses[loss]
-            if not isinstance(lspec, Mapping) or not lspec:
-                errors.append(f"losses.{loss}: must be a non-empty mapping like {{l1: 1.0}}")
-                continue
-            for s in scales:
-                if s not in SCALES:
-                    continue
-                for run_seed, replicate in seeds:
-                    name = run_name(m, loss, s, run_seed if replicate else None)
-                    arch = str(spec["arch"])
-                    runs.append(
-                        Run(name, m, arch, kwargs, loss, dict(lspec), s, run_seed, replicate)
-                    )
-    return tuple(runs)
-
-
 def _check_values(cfg: Config, errors: list[str]) -> None:
     d, p, t, i, e = cfg.data, cfg.prepare, cfg.train, cfg.infer, cfg.evaluate
 
@@ -578,8 +386,8 @@ def _check_values(cfg: Config, errors: list[str]) -> None:
     if i.overlap < 0 or (i.tile and i.overlap * 2 >= i.tile):
         bad("infer.overlap", i.overlap, "must be >= 0 and less than half of infer.tile")
     for m in e.metrics:
-        if m not in METRICS:
-            bad("evaluate.metrics", m, f"each metric must be one of {', '.join(METRICS)}")
+        if m not in METRIC_NAMES:
+            bad("evaluate.metrics", m, f"each metric must be one of {', '.join(METRIC_NAMES)}")
     _positive(errors, "evaluate.fid_patch", e.fid_patch)
     if e.fid_patches_per_image < 0:
         bad("evaluate.fid_patches_per_image", e.fid_patches_per_image, "must be >= 0 (0 = all)")
@@ -605,12 +413,14 @@ def allows_import(cfg: Config, model: str) -> bool:
 
 def _check_models_and_losses(cfg: Config, errors: list[str]) -> None:
     """Ask the model registry and the loss builder, so params fail before training starts."""
+    from sgsr.models import spec_problems
+
     for name, spec in cfg.models.items():
         if not isinstance(spec, Mapping):
             errors.append(f"models.{name}: must be a mapping with an arch key, got {spec!r}")
             continue
         scales = sorted({r.scale for r in cfg.runs if r.model == name}) or [max(SCALES)]
-        errors.extend(f"models.{name}{msg}" for msg in _model_problems(spec, scales))
+        errors.extend(f"models.{name}{msg}" for msg in spec_problems(spec, scales))
     from sgsr.losses import build_loss
 
     for name, spec in cfg.losses.items():
@@ -618,63 +428,3 @@ def _check_models_and_losses(cfg: Config, errors: list[str]) -> None:
             build_loss(spec)
         except Exception as exc:  # any failure of a bad spec is a bad key, never a traceback
             errors.append(f"losses.{name}: {exc}")
-
-
-def _model_problems(spec: Mapping[str, Any], scales: list[int]) -> list[str]:
-    """What is wrong with one ``models.<name>`` entry, each as ``.<key>: message``.
-
-    A registered arch is checked against its constructor's signature and its ``check_args``
-    hook (the constructor's own checks, nothing built), at every scale the experiment uses. An
-    import path needs ``allow_import: true`` and an installed package; it is not imported here
-    (its arguments are checked when the run builds it).
-    """
-    from sgsr.models import (
-        ModelArgumentError,
-        available,
-        check_model_args,
-        installed_problem,
-        is_import_path,
-        registered,
-    )
-
-    arch, allow = spec.get("arch"), spec.get("allow_import", False)
-    if not isinstance(allow, bool):
-        return [f".allow_import: must be true or false, got {allow!r}"]
-    if not isinstance(arch, str) or not arch.strip():
-        return [
-            f".arch: must name a model ({', '.join(available())}, or package.module:Class "
-            f"with allow_import: true), got {arch!r}"
-        ]
-    if is_import_path(arch):
-        if not allow:
-            return [
-                f".arch: {arch!r} is an import path, which imports and runs code; sgsr does so "
-                "only when the params say so: add allow_import: true to this model (the "
-                "package must be installed), or register the class as an entry point in group "
-                "sgsr.models and name it"
-            ]
-        problem = installed_problem(arch)
-        return [f".arch: {problem}"] if problem else []
-    try:
-        ctor = registered(arch)
-    except ValueError as exc:  # a broken entry point
-        return [f".arch: {exc}"]
-    if ctor is None:
-        return [
-            f".arch: unknown model {arch!r} (available: {', '.join(available())}, or "
-            "package.module:Class with allow_import: true)"
-        ]
-    kwargs = {k: v for k, v in spec.items() if k not in MODEL_META_KEYS}
-    if "scale" in kwargs:
-        return [
-            f".scale: the scale is not a model setting; list it under experiment.scales "
-            f"(got {kwargs['scale']!r})"
-        ]
-    for s in scales:
-        try:
-            check_model_args(arch, ctor, {**kwargs, "scale": s})
-        except ModelArgumentError as exc:
-            return [f".{exc.argument}: {exc}"]
-        except Exception as exc:  # a third-party hook: still a bad key, not a traceback
-            return [f": {arch} rejects {kwargs} at x{s}: {type(exc).__name__}: {exc}"]
-    return []

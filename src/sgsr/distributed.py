@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
+from sgsr.devices import resolve_device
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -34,20 +36,9 @@ class DistContext:
         return self.world_size > 1 and dist.is_available() and dist.is_initialized()
 
 
-def resolve_device(pref: str, local_rank: int = 0) -> torch.device:
-    """``auto`` = CUDA if available, else CPU; ``cuda`` = cuda:LOCAL_RANK; ``cuda:N`` as given."""
-    if pref == "auto":
-        pref = "cuda" if torch.cuda.is_available() else "cpu"
-    if pref.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"train.device is {pref!r} but CUDA is not available here; "
-                "set train.device: cpu (or auto)"
-            )
-        return torch.device(f"cuda:{local_rank}") if pref == "cuda" else torch.device(pref)
-    if pref != "cpu":
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {pref!r}")
-    return torch.device("cpu")
+def train_device(pref: str, local_rank: int = 0) -> torch.device:
+    """The training device: a bare ``cuda`` is ``cuda:LOCAL_RANK`` (sgsr.devices)."""
+    return resolve_device(pref, local_rank=local_rank, key="train.device")
 
 
 def env_world() -> tuple[int, int, int]:
@@ -71,10 +62,10 @@ def init_from_env(device: str = "auto") -> DistContext:
     """
     rank, world, local = env_world()
     if world <= 1:
-        return DistContext(device=resolve_device(device, 0))
+        return DistContext(device=train_device(device, 0))
     if device.startswith("cuda:"):
         device = "cuda"
-    dev = resolve_device(device, local)
+    dev = train_device(device, local)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if not dist.is_initialized():

@@ -23,28 +23,10 @@ _FILE_MODE = 0o666 & ~_umask()
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator:
-    """Open a temp file beside `path`; on success rename it over `path`, on error delete it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temp path beside `path` for writers that want a filename (PIL, safetensors,
-    torch.save); it is renamed over `path` only if the block succeeds."""
+    torch.save); it is renamed over `path` only if the block succeeds, else deleted. The temp
+    name keeps `path`'s suffix, for writers that pick a format from it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
@@ -59,6 +41,16 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator:
+    """Open a temp file beside `path`; on success flush it to disk and rename it over `path`,
+    on error delete it (:func:`atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, mode) as fh:
+        yield fh
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def write_text(path: str | os.PathLike[str], text: str) -> None:
     with atomic_write(path, "w") as fh:
         fh.write(text)
@@ -70,6 +62,17 @@ def sha256sum(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def staging_dir(final: Path) -> Path:
+    """A fresh hidden folder beside `final` to build it in (same filesystem, so
+    :func:`replace_dir` can rename it into place); a leftover of this process is cleared."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    return staging
 
 
 def replace_dir(staging: Path, final: Path) -> None:

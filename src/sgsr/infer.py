@@ -11,13 +11,10 @@ plus the output image itself.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import re
 import warnings
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,167 +38,11 @@ from sgsr.imaging import (
     upscale_bicubic,
     write_image,
 )
+from sgsr.runs import bicubic_scale
+from sgsr.weights import TrustedArch, load_model
 
-_BICUBIC = re.compile(r"^bicubic-x(\d+)$")
-#: Key prefixes under which a trainer may store a second copy of the weights.
-_EMA_PREFIX = "ema."
-_STRIP_PREFIXES = ("module.", "_orig_mod.")
 #: Smallest blending weight, so every output pixel has a positive total weight.
 _FLOOR = 1e-6
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` = CUDA when available, else CPU; ``cpu``, ``cuda``, ``cuda:N`` as given."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device != "cpu" and not str(device).startswith("cuda"):
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available here")
-    return torch.device(device)
-
-
-# --------------------------------------------------------------------------------------------
-# loading trained weights
-# --------------------------------------------------------------------------------------------
-def _select_state(
-    tensors: dict[str, torch.Tensor], kind: str | None, path: Path
-) -> tuple[dict[str, torch.Tensor], str]:
-    """Pick the weights to run: EMA when the file has them, unless `kind` says "raw".
-
-    Layouts understood: plain keys (the trainer's: ``model.safetensors`` holds the EMA model
-    when train.ema > 0, ``model-raw.safetensors`` the raw one, each saying which in its
-    metadata ``sgsr_weights`` and run.json ``"weights"``), or plain keys plus an ``ema.``-prefixed
-    copy. DDP/compile prefixes are stripped.
-    """
-    if kind not in (None, "ema", "raw"):
-        raise ValueError(f"{path}: weights kind must be 'ema' or 'raw', got {kind!r}")
-    ema = {k[len(_EMA_PREFIX) :]: v for k, v in tensors.items() if k.startswith(_EMA_PREFIX)}
-    raw = {k: v for k, v in tensors.items() if not k.startswith(_EMA_PREFIX)}
-    if ema and kind != "raw":
-        state, kind = ema, "ema"
-    elif raw:
-        state, kind = raw, kind or "as stored"
-    else:
-        raise ValueError(f"{path}: holds only ema.* tensors, but raw weights were asked for")
-    cleaned = {}
-    for key, value in state.items():
-        for prefix in _STRIP_PREFIXES:
-            if key.startswith(prefix):
-                key = key[len(prefix) :]
-        cleaned[key] = value
-    return cleaned, kind
-
-
-def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = dict(fh.metadata() or {})
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (not a dict)
-    except Exception as exc:  # safetensors raises its own error types
-        raise ValueError(f"{path}: not a readable safetensors file ({exc})") from exc
-    return tensors, meta
-
-
-def _run_card(path: Path, meta: dict[str, str]) -> tuple[dict[str, Any], Path | str]:
-    """run.json beside the weights, else the copy the trainer embeds in the file's metadata."""
-    card_path = path.parent / "run.json"
-    if card_path.is_file():
-        try:
-            return json.loads(card_path.read_text()), card_path
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{card_path}: not valid JSON ({exc})") from exc
-    if "sgsr_run" in meta:
-        try:
-            return json.loads(meta["sgsr_run"]), f"{path} (metadata sgsr_run)"
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: metadata sgsr_run is not valid JSON ({exc})") from exc
-    raise FileNotFoundError(
-        f"{card_path} not found and {path} carries no run card: run.json names the architecture "
-        "(arch, model_kwargs, scale); keep it beside the weights"
-    )
-
-
-@dataclass(frozen=True)
-class TrustedArch:
-    """The architecture as params.yaml defines a run (trusted, unlike a run card in
-    ``models/<run>/``, which arrives as data, e.g. from ``dvc pull``)."""
-
-    arch: str
-    model_kwargs: Mapping[str, Any]
-    allow_import: bool = False
-
-
-def _json_normal(value: Any) -> Any:
-    """What `value` looks like after a trip through run.json (tuples become lists, ...)."""
-    return json.loads(json.dumps(value, sort_keys=True, default=str))
-
-
-def load_model(
-    weights_path: str | os.PathLike[str],
-    device: str | torch.device = "cpu",
-    trusted: TrustedArch | None = None,
-) -> tuple[nn.Module, int]:
-    """Rebuild the network from ``run.json`` beside `weights_path` and load its weights.
-
-    run.json (or, when absent, the run card in the file's metadata) needs ``arch``,
-    ``model_kwargs`` and ``scale``. A card is data, so its ``arch`` may only name a registered
-    architecture (sgsr.models.registered): an import path there is refused before anything is
-    imported. With `trusted` (the pipeline passes the params' definition of the run) the card
-    must agree with it and the params' arch is what gets built. Returns ``(model in eval mode
-    on device, scale)``; the model gets ``.sgsr_weights`` ("ema", "raw" or "as stored").
-    Loading is strict: a tensor missing or extra for the architecture is an error naming the
-    file.
-    """
-    from sgsr.models import build_model
-
-    path = Path(weights_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights {path} not found (train the run first: sgsr train)")
-    tensors, meta = _read_weights(path)
-    card, card_src = _run_card(path, meta)
-    if not isinstance(card, dict):
-        raise ValueError(f"{card_src}: must be a JSON object, got {type(card).__name__}")
-    missing = [k for k in ("arch", "model_kwargs", "scale") if k not in card]
-    if missing:
-        raise ValueError(f"{card_src}: missing key(s) {missing} (need arch, model_kwargs, scale)")
-    scale = card["scale"]
-    if not isinstance(scale, int) or isinstance(scale, bool):
-        raise ValueError(f"{card_src}: scale must be an integer, got {scale!r}")
-    card_kwargs = card["model_kwargs"] or {}
-    if not isinstance(card_kwargs, dict):
-        raise ValueError(f"{card_src}: model_kwargs must be an object, got {card_kwargs!r}")
-    card_kwargs = {k: v for k, v in card_kwargs.items() if k != "scale"}
-    if not isinstance(card["arch"], str):
-        raise ValueError(f"{card_src}: arch must be a string, got {card['arch']!r}")
-    arch, kwargs, allow = card["arch"], card_kwargs, False
-    if trusted is not None:
-        ours = {k: v for k, v in trusted.model_kwargs.items() if k != "scale"}
-        same_arch = card["arch"].strip() == trusted.arch.strip()
-        if not same_arch or _json_normal(card_kwargs) != _json_normal(ours):
-            raise ValueError(
-                f"{card_src}: the weights were built as {card['arch']!r} {card_kwargs}, but the "
-                f"params define this run as {trusted.arch!r} {dict(ours)}; they belong to another "
-                "model: retrain the run (sgsr train, or dvc repro)"
-            )
-        arch, kwargs, allow = trusted.arch, dict(ours), trusted.allow_import
-    try:
-        model = build_model(arch, allow_import=allow, scale=scale, **kwargs)
-    except ValueError as exc:
-        raise ValueError(f"{card_src}: cannot build the model ({exc})") from exc
-    # The file's own label wins: run.json's "weights" describes model.safetensors only.
-    kind = meta.get("sgsr_weights") or card.get("weights")
-    state, kind = _select_state(tensors, kind, path)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ValueError(f"{path}: weights do not fit {arch} {kwargs}: {exc}") from exc
-    model.sgsr_weights = kind
-    return model.eval().to(resolve_device(device)), scale
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,17 +172,6 @@ def upscale_image(
 # --------------------------------------------------------------------------------------------
 # the pipeline stage and the user command
 # --------------------------------------------------------------------------------------------
-def _base(cfg: Config) -> Path:
-    """The pipeline folder: the one holding the params file (layout paths are relative to it)."""
-    return Path(cfg.source_path).parent
-
-
-def bicubic_scale(run_name: str) -> int | None:
-    """The scale of a ``bicubic-x<s>`` pseudo-run, else None."""
-    m = _BICUBIC.match(run_name)
-    return int(m.group(1)) if m else None
-
-
 def _progress(items: list, desc: str) -> Iterator:
     from tqdm import tqdm
 
@@ -350,7 +180,7 @@ def _progress(items: list, desc: str) -> Iterator:
 
 def run(cfg: Config, run_name: str) -> None:
     """Upscale every test set's LR images into ``results/sr/<run>/<set>/<stem>.png``."""
-    base = _base(cfg)
+    base = layout.pipeline_root(cfg)
     scale = bicubic_scale(run_name)
     model = None
     if scale is None:

@@ -1,9 +1,20 @@
 """Where each stage reads and writes, relative to the pipeline folder (the folder holding
-``dvc.yaml`` and ``params.yaml``). One place, so stages, notebooks and dvc.yaml agree."""
+``dvc.yaml`` and ``params.yaml``). One place, so stages, notebooks and dvc.yaml agree.
+
+Paths are relative; :func:`pipeline_root` is the folder they start from. Functions that name a
+file under ``data/prepared``, ``models`` or ``results`` take that top folder as an optional
+last argument, so the notebooks (whose ``data_dir``, ``models_dir`` and ``results_dir``
+parameters may point elsewhere) build their paths here too.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sgsr.config import Config
 
 RAW = Path("data/raw")
 PREPARED = Path("data/prepared")
@@ -19,58 +30,100 @@ REPORTS = Path("reports")
 FIGURES = REPORTS / "figures"
 #: The validation split prepare holds out of the training sets (never a test set).
 VAL_SET = "val"
+#: What a trained run's folder holds (sgsr.weights writes and reads both).
+WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "run.json"
+
+Folder = str | os.PathLike[str]
+
+
+def pipeline_root(cfg: Config, root: Folder | None = None) -> Path:
+    """The folder every path here is relative to: `root` if given, else the params file's
+    folder (the pipeline folder; "." when a stage runs there, as DVC runs it)."""
+    return Path(root) if root is not None else Path(cfg.source_path).parent
 
 
 def raw_set(name: str) -> Path:
     return RAW / name
 
 
-def prepared_set(scale: int, name: str) -> Path:
+def prepared_scale(scale: int, prepared: Folder = PREPARED) -> Path:
+    """Everything prepare writes for one scale: the sets, ``val/`` and ``patches/``."""
+    return Path(prepared) / f"x{scale}"
+
+
+def prepared_set(scale: int, name: str, prepared: Folder = PREPARED) -> Path:
     """Holds ``hr/`` (mod-cropped) and ``lr/`` (MATLAB bicubic) PNGs with matching names."""
-    return PREPARED / f"x{scale}" / name
+    return prepared_scale(scale, prepared) / name
 
 
-def patch_store(scale: int) -> Path:
-    return PREPARED / f"x{scale}" / "patches"
+def hr_image(scale: int, set_name: str, stem: str, prepared: Folder = PREPARED) -> Path:
+    return prepared_set(scale, set_name, prepared) / "hr" / f"{stem}.png"
 
 
-def run_dir(run: str) -> Path:
-    return MODELS / run
+def lr_image(scale: int, set_name: str, stem: str, prepared: Folder = PREPARED) -> Path:
+    return prepared_set(scale, set_name, prepared) / "lr" / f"{stem}.png"
 
 
-def weights(run: str) -> Path:
-    return run_dir(run) / "model.safetensors"
+def patch_store(scale: int, prepared: Folder = PREPARED) -> Path:
+    return prepared_scale(scale, prepared) / "patches"
 
 
-def run_card(run: str) -> Path:
+def run_dir(run: str, models: Folder = MODELS) -> Path:
+    return Path(models) / run
+
+
+def weights(run: str, models: Folder = MODELS) -> Path:
+    return run_dir(run, models) / WEIGHTS_NAME
+
+
+def run_card(run: str, models: Folder = MODELS) -> Path:
     """Small JSON beside the weights: arch, kwargs, scale, loss; enough to rebuild the model."""
-    return run_dir(run) / "run.json"
+    return run_dir(run, models) / CARD_NAME
 
 
-def checkpoint_dir(run: str) -> Path:
-    return MODELS / "checkpoints" / run
+def checkpoint_dir(run: str, models: Folder = MODELS) -> Path:
+    return Path(models) / "checkpoints" / run
 
 
-def live_dir(run: str) -> Path:
-    return MODELS / "live" / run
+def live_root(models: Folder = MODELS) -> Path:
+    """The dvclive folders of every run (``dvc plots`` reads them)."""
+    return Path(models) / "live"
 
 
-def sr_set(run: str, name: str) -> Path:
-    return RESULTS / "sr" / run / name
+def live_dir(run: str, models: Folder = MODELS) -> Path:
+    return live_root(models) / run
 
 
-def metrics_dir(run: str) -> Path:
+def sr_root(results: Folder = RESULTS) -> Path:
+    return Path(results) / "sr"
+
+
+def sr_run(run: str, results: Folder = RESULTS) -> Path:
+    """One run's SR images, a folder per test set."""
+    return sr_root(results) / run
+
+
+def sr_set(run: str, name: str, results: Folder = RESULTS) -> Path:
+    return sr_run(run, results) / name
+
+
+def sr_image(run: str, set_name: str, stem: str, results: Folder = RESULTS) -> Path:
+    return sr_set(run, set_name, results) / f"{stem}.png"
+
+
+def metrics_root(results: Folder = RESULTS) -> Path:
+    return Path(results) / "metrics"
+
+
+def metrics_dir(run: str, results: Folder = RESULTS) -> Path:
     """Holds ``metrics.json`` (numbers only, a DVC metrics file), ``metrics_info.json`` (what
     the numbers are: run identity, notes, unavailable/undefined reasons), ``per_image.csv`` and
     ``fid_bootstrap.csv``."""
-    return RESULTS / "metrics" / run
+    return metrics_root(results) / run
 
 
 METRICS_JSON = "metrics.json"
 METRICS_INFO_JSON = "metrics_info.json"
 PER_IMAGE_CSV = "per_image.csv"
 FID_BOOTSTRAP_CSV = "fid_bootstrap.csv"
-
-
-def bicubic_run(scale: int) -> str:
-    return f"bicubic-x{scale}"

@@ -28,6 +28,8 @@ from torch import Tensor, nn
 from sgsr.gradients import OPERATORS, apply_kernels, check_padding, operator_kernels
 
 DISTANCES: tuple[str, ...] = ("l1", "l2", "charbonnier")
+#: The operator of an ``sgl`` term that names none.
+SGL_DEFAULT_OPERATOR = "laplacian"
 REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
 
 
@@ -74,16 +76,21 @@ def _reduce(m: Tensor, reduction: str) -> Tensor:
     return m
 
 
+def _check_distance_options(distance: str, reduction: str, eps: Any) -> float:
+    """Validate a distance, a reduction and the Charbonnier eps; returns eps as a float."""
+    _check_choice("distance", distance, DISTANCES)
+    _check_choice("reduction", reduction, REDUCTIONS)
+    return _check_eps("eps", eps)
+
+
 class _DistanceLoss(nn.Module):
     """Shared option handling: distance, Charbonnier eps, reduction."""
 
     def __init__(self, distance: str, reduction: str, eps: float) -> None:
         super().__init__()
-        _check_choice("distance", distance, DISTANCES)
-        _check_choice("reduction", reduction, REDUCTIONS)
+        self.eps = _check_distance_options(distance, reduction, eps)
         self.distance = distance
         self.reduction = reduction
-        self.eps = _check_eps("eps", eps)
 
     def _options(self) -> dict[str, Any]:
         opts: dict[str, Any] = {"distance": self.distance}
@@ -152,7 +159,7 @@ class SecondOrderGradientLoss(_DistanceLoss):
 
     def __init__(
         self,
-        operator: str = "laplacian",
+        operator: str = SGL_DEFAULT_OPERATOR,
         distance: str = "l1",
         reduction: str = "mean",
         eps: float = 1e-3,
@@ -166,8 +173,9 @@ class SecondOrderGradientLoss(_DistanceLoss):
 
     def forward(self, sr: Tensor, hr: Tensor) -> Tensor:
         _check_pair(sr, hr)
-        m = apply_kernels(sr - hr, self.kernels, self.padding)
-        return _reduce(_distance(m, self.distance, self.eps), self.reduction)
+        return _second_order(
+            sr, hr, self.kernels, self.distance, self.reduction, self.eps, self.padding
+        )
 
     def _options(self) -> dict[str, Any]:
         opts = {"operator": self.operator, **super()._options()}
@@ -179,19 +187,26 @@ class SecondOrderGradientLoss(_DistanceLoss):
 def second_order_gradient_loss(
     sr: Tensor,
     hr: Tensor,
-    operator: str = "laplacian",
+    operator: str = SGL_DEFAULT_OPERATOR,
     distance: str = "l1",
     reduction: str = "mean",
     eps: float = 1e-3,
     padding: str = "reflect",
 ) -> Tensor:
-    """Functional :class:`SecondOrderGradientLoss` (builds the small kernel stack per call)."""
+    """Functional :class:`SecondOrderGradientLoss`: the same checks and the same computation
+    (`_second_order`), with the small kernel stack built per call instead of held as a buffer."""
     _check_choice("operator", operator, sorted(OPERATORS))
-    _check_choice("distance", distance, DISTANCES)
-    _check_choice("reduction", reduction, REDUCTIONS)
-    eps = _check_eps("eps", eps)
+    eps = _check_distance_options(distance, reduction, eps)
     _check_pair(sr, hr)
-    m = apply_kernels(sr - hr, operator_kernels(operator, device=sr.device), padding)
+    kernels = operator_kernels(operator, device=sr.device)
+    return _second_order(sr, hr, kernels, distance, reduction, eps, check_padding(padding))
+
+
+def _second_order(
+    sr: Tensor, hr: Tensor, kernels: Tensor, distance: str, reduction: str, eps: float, padding: str
+) -> Tensor:
+    """SGL's one code path: D(op(sr - hr)) reduced (op is linear: equal to D(op(sr) - op(hr)))."""
+    m = apply_kernels(sr - hr, kernels, padding)
     return _reduce(_distance(m, distance, eps), reduction)
 
 
@@ -435,3 +450,14 @@ def build_loss(
             raise ValueError(f"loss spec {name!r}: {err}") from err
         terms[name] = (weight, module)
     return CompositeLoss(terms)
+
+
+def sgl_operator(spec: Mapping[str, Any] | None) -> str | None:
+    """The second-order operator of a loss spec's ``sgl`` term (``{sgl: 0.1}`` or ``{sgl:
+    {weight: 0.1, operator: hessian}}``), or None when the spec has no such term."""
+    if not isinstance(spec, Mapping) or spec.get("sgl") is None:
+        return None
+    sgl = spec["sgl"]
+    if isinstance(sgl, Mapping):
+        return str(sgl.get("operator", SGL_DEFAULT_OPERATOR))
+    return SGL_DEFAULT_OPERATOR

@@ -32,6 +32,7 @@ import torch
 
 from sgsr import pretrained
 from sgsr.imaging import luminance
+from sgsr.metric_registry import REGISTRY, MetricInfo
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,8 @@ log = logging.getLogger(__name__)
 PSNR_IDENTICAL = math.inf
 
 #: Registry names (sgsr.pretrained.WEIGHTS) of the weights the perceptual metrics need.
-LPIPS_WEIGHTS = "lpips_alex"
-FID_WEIGHTS = "fid_inception"
+LPIPS_WEIGHTS = REGISTRY["lpips"].backbone
+FID_WEIGHTS = REGISTRY["fid"].backbone
 
 #: SSIM constants of the reference implementation (Wang et al. 2004, ``ssim_index.m``).
 SSIM_K1, SSIM_K2, SSIM_L = 0.01, 0.03, 255.0
@@ -48,7 +49,6 @@ SSIM_WINDOW, SSIM_SIGMA = 11, 1.5
 #: MS-SSIM scale weights (Wang et al. 2003); piq's defaults.
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
-LPIPS_NOTE = "AlexNet backbone (lpips 0.1)"
 FID_DIMS = 2048
 
 
@@ -249,7 +249,7 @@ def patch_cells(n_cells: int, max_patches: int, key: str) -> np.ndarray:
     return np.sort(rng.choice(n_cells, size=max_patches, replace=False))
 
 
-def patches(
+def fid_patches(
     image: np.ndarray, border: int, size: int, max_patches: int = 0, key: str = ""
 ) -> np.ndarray:
     """Non-overlapping `size` x `size` patches (N, 3, size, size) float32 in [0, 1] from the
@@ -300,13 +300,13 @@ def fid_features(
     keys: Iterable[str] | None = None,
 ) -> np.ndarray:
     """InceptionV3 features (N, dims) of the `patch` x `patch` patches of `images` (all of
-    them, or ``max_patches`` per image chosen from each image's key, see :func:`patches`),
+    them, or ``max_patches`` per image chosen from each image's key, see :func:`fid_patches`),
     batched across images."""
     key_list = list(keys) if keys is not None else None
     feats, pending, count = [], [], 0
     for i, image in enumerate(images):
         key = key_list[i] if key_list is not None else ""
-        p = patches(image, border, patch, max_patches, key)
+        p = fid_patches(image, border, patch, max_patches, key)
         if len(p):
             pending.append(p)
             count += len(p)
@@ -400,28 +400,43 @@ def fid(
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Metric:
-    """A registry entry; calling it calls `fn`. Image metrics take ``(sr, hr, border)`` (plus
-    ``net`` when `backbone` is set); the set metric (FID) takes lists of images."""
+    """A registry entry (`sgsr.metric_registry`) bound to the function computing it; calling it
+    calls `fn`. Image metrics take ``(sr, hr, border)`` (plus ``net`` when `backbone` is set);
+    the set metric (FID) takes lists of images."""
 
-    name: str
+    info: MetricInfo
     fn: Callable[..., float]
-    higher_is_better: bool
-    scope: str = "image"  # "image" | "set"
-    backbone: str | None = None  # weight file it needs, if any
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.info.higher_is_better
+
+    @property
+    def scope(self) -> str:
+        return self.info.scope
+
+    @property
+    def backbone(self) -> str | None:
+        return self.info.backbone
 
     def __call__(self, *args: Any, **kwargs: Any) -> float:
         return self.fn(*args, **kwargs)
 
 
-METRICS: dict[str, Metric] = {
-    "psnr": Metric("psnr", psnr, True),
-    "ssim": Metric("ssim", ssim, True),
-    "ms_ssim": Metric("ms_ssim", ms_ssim, True),
-    "gmsd": Metric("gmsd", gmsd, False),
-    "haarpsi": Metric("haarpsi", haarpsi, True),
-    "lpips": Metric("lpips", lpips_distance, False, backbone=LPIPS_WEIGHTS),
-    "fid": Metric("fid", fid, False, scope="set", backbone=FID_WEIGHTS),
+_FUNCTIONS: dict[str, Callable[..., float]] = {
+    "psnr": psnr,
+    "ssim": ssim,
+    "ms_ssim": ms_ssim,
+    "gmsd": gmsd,
+    "haarpsi": haarpsi,
+    "lpips": lpips_distance,
+    "fid": fid,
 }
+METRICS: dict[str, Metric] = {name: Metric(i, _FUNCTIONS[name]) for name, i in REGISTRY.items()}
 
 #: Loaders for the metrics that need a network.
 LOADERS: dict[str, Callable[..., torch.nn.Module]] = {"lpips": load_lpips, "fid": load_fid}
@@ -445,11 +460,3 @@ def load_backbones(
             unavailable[name] = str(exc)
             log.warning("%s unavailable, reported as null: %s", name, exc)
     return nets, unavailable
-
-
-def check_metric_names(names: Iterable[str]) -> tuple[str, ...]:
-    names = tuple(names)
-    bad = [n for n in names if n not in METRICS]
-    if bad:
-        raise ValueError(f"unknown metric(s) {bad}; available: {', '.join(METRICS)}")
-    return names

@@ -1,8 +1,5 @@
-"""The report stage: execute the notebooks with papermill and render one offline HTML report.
-
-Also the small readers the notebooks share (run discovery, the L1/SGL pair, CSVs, dvclive
-logs), so that a notebook run by hand (``papermill notebooks/04_results.ipynb out.ipynb``)
-finds its inputs by the same rules as the pipeline, and the notebooks stay short.
+"""The report stage: the parameters each notebook gets, executing the notebooks with papermill
+and rendering one offline HTML report. What the notebooks read is `sgsr.readers`.
 
 Why the pieces look the way they do:
 
@@ -21,32 +18,25 @@ Why the pieces look the way they do:
 from __future__ import annotations
 
 import datetime as _dt
-import json
-import math
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from html import escape as html_escape
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from sgsr import layout
 from sgsr.config import Config, Run
-from sgsr.fsutil import replace_dir, write_text
+from sgsr.fsutil import replace_dir, staging_dir, write_text
+from sgsr.losses import sgl_operator
+from sgsr.readers import read_paired
+from sgsr.runs import bicubic_run, pairs
 
 #: The notebooks, executed in this order; ``<root>/notebooks/<name>.ipynb``.
 NOTEBOOKS: tuple[str, ...] = ("01_data", "02_gradient_maps", "03_training", "04_results")
 REPORT_HTML = "report.html"
-#: Metrics where a smaller value is better; every other metric column is higher-is-better.
-LOWER_IS_BETTER: frozenset[str] = frozenset({"gmsd", "lpips", "fid"})
-#: Leaf names of learning-rate series: plotted apart from the losses even under ``train/``.
-SCHEDULE_NAMES: frozenset[str] = frozenset({"lr", "learning_rate", "learning-rate"})
-_RUN_RE = re.compile(r"^(?P<model>.+)-(?P<loss>[^-]+)-x(?P<scale>\d+)(?:-s(?P<seed>\d+))?$")
-_BICUBIC_RE = re.compile(r"^bicubic-x(?P<scale>\d+)$")
 
 
 class ReportError(ValueError):
@@ -57,390 +47,19 @@ class ReportError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------
-# Run names and discovery (shared by the notebooks)
-
-
-def parse_run(name: str) -> dict[str, Any]:
-    """``<model>-<loss>-x<s>[-s<seed>]`` or ``bicubic-x<s>`` -> {run, model, loss, scale, seed}.
-
-    ``seed`` is None for a primary-seed run (its name carries no seed) and for bicubic.
-    """
-    if m := _BICUBIC_RE.match(name):
-        scale = int(m["scale"])
-        return {"run": name, "model": "bicubic", "loss": "none", "scale": scale, "seed": None}
-    if m := _RUN_RE.match(name):
-        seed = int(m["seed"]) if m["seed"] is not None else None
-        return {
-            "run": name,
-            "model": m["model"],
-            "loss": m["loss"],
-            "scale": int(m["scale"]),
-            "seed": seed,
-        }
-    raise ValueError(
-        f"run name {name!r} is not <model>-<loss>-x<scale>[-s<seed>] or bicubic-x<scale> "
-        "(see `sgsr runs` for the names the params define)"
-    )
-
-
-def is_run_name(name: str) -> bool:
-    return bool(_BICUBIC_RE.match(name) or _RUN_RE.match(name))
-
-
-def discover_runs(
-    results_dir: str | os.PathLike[str] = layout.RESULTS,
-    scale: int = 4,
-    replicates: bool = False,
-) -> list[str]:
-    """Runs at ``scale`` that have SR images or metrics under ``results_dir``, bicubic first;
-    replicate-seed runs (``...-s<seed>``) only with ``replicates=True`` (the per-run figures
-    show each configuration once; the seed figure reads summary.csv)."""
-    results_dir = Path(results_dir)
-    found: set[str] = set()
-
-    def wanted(name: str) -> bool:
-        if not is_run_name(name):
-            return False
-        info = parse_run(name)
-        return info["scale"] == scale and (replicates or info["seed"] is None)
-
-    for sub in ("sr", "metrics"):
-        folder = results_dir / sub
-        if folder.is_dir():
-            found.update(p.name for p in folder.iterdir() if p.is_dir() and wanted(p.name))
-    return sorted(found, key=lambda r: (parse_run(r)["model"] != "bicubic", r))
-
-
-def pick_pair(
-    runs: Sequence[str],
-    results_dir: str | os.PathLike[str] = layout.RESULTS,
-    scale: int = 4,
-    baseline: str | None = None,
-    candidate: str | None = None,
-) -> tuple[str | None, str | None]:
-    """The (L1 baseline, SGL candidate) pair the figures compare.
-
-    Explicit names win; else the first pair ``summarize`` wrote to ``paired.csv`` at this
-    scale; else the first ``<model>-l1-x<s>`` whose ``<model>-sgl-x<s>`` sibling is in ``runs``.
-    Returns None for a side that cannot be found (the notebooks say so and skip the figure).
-    """
-    if baseline and candidate:
-        return baseline, candidate
-    paired = read_paired(results_dir)
-    if paired is not None and not paired.empty:
-        rows = paired[paired["scale"] == scale]
-        if baseline:
-            rows = rows[rows["baseline"] == baseline]
-        if candidate:
-            rows = rows[rows["candidate"] == candidate]
-        if not rows.empty:
-            return str(rows["baseline"].iloc[0]), str(rows["candidate"].iloc[0])
-    for name in runs:
-        info = parse_run(name)
-        if info["scale"] != scale or info["loss"] != "l1":
-            continue
-        sibling = f"{info['model']}-sgl-x{scale}"
-        if (baseline in (None, name)) and (candidate in (None, sibling)) and sibling in runs:
-            return name, sibling
-    return baseline, candidate
+# The parameters the notebooks get
 
 
 def pair_from_config(cfg: Config, scale: int) -> tuple[str | None, str | None]:
-    """The first (baseline run, candidate run of the same model) at ``scale``, primary seeds.
-
-    The baseline is the params' ``experiment.baseline`` loss (``cfg.baseline_loss``, the rule
-    summarize pairs by); the candidate is the first other loss with an ``sgl`` term in its
-    spec, else the first other loss.
-    """
-    runs = [r for r in cfg.primary_runs if r.scale == scale]
-    for base in runs:
-        if base.loss != cfg.baseline_loss:
-            continue
-        others = [r for r in runs if r.model == base.model and r.loss != base.loss]
-        sgl = [r for r in others if "sgl" in r.loss_spec]
-        if sgl or others:
-            return base.name, (sgl or others)[0].name
-    return None, None
-
-
-def sgl_operator(loss_spec: Mapping[str, Any] | None) -> str | None:
-    """The second-order operator an SGL loss spec names (``{sgl: {operator: ...}}``)."""
-    if not isinstance(loss_spec, Mapping):
-        return None
-    sgl = loss_spec.get("sgl")
-    if isinstance(sgl, Mapping):
-        return str(sgl.get("operator", "laplacian"))
-    return "laplacian" if sgl is not None else None
-
-
-def read_run_card(models_dir: str | os.PathLike[str], run: str) -> dict[str, Any] | None:
-    """``models/<run>/run.json`` as a dict, or None when the run has not been trained."""
-    path = Path(models_dir) / run / "run.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc}); rerun `sgsr train --run {run}`") from exc
-
-
-def find_loss_spec(card: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
-    """The loss spec inside a run card, wherever train put it (a mapping with an l1/sgl key)."""
-    if not isinstance(card, Mapping):
-        return None
-    for key in ("loss_spec", "loss", "losses"):
-        value = card.get(key)
-        if isinstance(value, Mapping) and value:
-            inner = value.get("spec")
-            return inner if isinstance(inner, Mapping) else value
-    return None
-
-
-# --------------------------------------------------------------------------------------------
-# Readers
-
-
-def read_csv_if_present(path: str | os.PathLike[str]) -> pd.DataFrame | None:
-    """A CSV as a DataFrame, or None when the file is absent (an empty file is an error)."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        return pd.read_csv(path)
-    except pd.errors.EmptyDataError as exc:
-        raise ValueError(f"{path} is empty; rerun the stage that writes it") from exc
-
-
-def _require_columns(df: pd.DataFrame, columns: Iterable[str], path: Path) -> pd.DataFrame:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ValueError(
-            f"{path}: missing column(s) {', '.join(missing)} (has {', '.join(df.columns)}); "
-            "it was written by another version of sgsr: rerun `sgsr summarize`/`sgsr evaluate`"
-        )
-    return df
-
-
-def read_summary(results_dir: str | os.PathLike[str] = layout.RESULTS) -> pd.DataFrame | None:
-    path = Path(results_dir) / "summary.csv"
-    df = read_csv_if_present(path)
-    return None if df is None else _require_columns(df, ("run", "scale", "set"), path)
-
-
-def read_paired(results_dir: str | os.PathLike[str] = layout.RESULTS) -> pd.DataFrame | None:
-    path = Path(results_dir) / "paired.csv"
-    df = read_csv_if_present(path)
-    cols = ("set", "scale", "baseline", "candidate", "metric", "mean_diff", "ci_low", "ci_high")
-    return None if df is None else _require_columns(df, cols, path)
-
-
-def read_seeds(results_dir: str | os.PathLike[str] = layout.RESULTS) -> pd.DataFrame | None:
-    """``summary_seeds.csv``: per configuration x set x metric, the spread over seeds."""
-    path = Path(results_dir) / layout.SEEDS_CSV.name
-    df = read_csv_if_present(path)
-    cols = ("model", "loss", "scale", "set", "metric", "n_seeds", "mean", "sd")
-    return None if df is None else _require_columns(df, cols, path)
-
-
-def metric_columns(df: pd.DataFrame) -> list[str]:
-    """The numeric metric columns of a summary or per-image table, in file order."""
-    skip = {"run", "model", "loss", "scale", "seed", "set", "image", "n_images", "n"}
-    return [c for c in df.columns if c not in skip and pd.api.types.is_numeric_dtype(df[c])]
-
-
-def read_per_image(
-    results_dir: str | os.PathLike[str], runs: Sequence[str]
-) -> tuple[pd.DataFrame, list[str]]:
-    """Per-image metrics of ``runs`` stacked with a ``run`` column, and the runs that had none."""
-    frames, missing = [], []
-    for run in runs:
-        path = Path(results_dir) / "metrics" / run / "per_image.csv"
-        df = read_csv_if_present(path)
-        if df is None:
-            missing.append(run)
-            continue
-        _require_columns(df, ("set", "image"), path)
-        df = df.assign(run=run, image=df["image"].astype(str).map(lambda s: Path(s).stem))
-        frames.append(df)
-    if not frames:
-        return pd.DataFrame(columns=["run", "set", "image"]), missing
-    return pd.concat(frames, ignore_index=True), missing
-
-
-def unavailable_metrics(results_dir: str | os.PathLike[str], runs: Sequence[str]) -> dict[str, str]:
-    """{metric: why} that evaluate recorded as unavailable (``metrics_info.json``
-    ``unavailable``), e.g. LPIPS without its AlexNet weights offline; the first reason found
-    per metric."""
-    out: dict[str, str] = {}
-    for run in runs:
-        path = Path(results_dir) / "metrics" / run / layout.METRICS_INFO_JSON
-        if not path.is_file():
-            continue
-        try:
-            doc = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc}); rerun `sgsr evaluate`") from exc
-        for metric, why in (doc.get("unavailable") or {}).items():
-            out.setdefault(metric, str(why))
-    return out
-
-
-def read_live(live_root: str | os.PathLike[str], runs: Sequence[str] | None = None) -> pd.DataFrame:
-    """Every dvclive series under ``<live_root>/<run>/plots/metrics/**/*.tsv``, long form.
-
-    Columns: run, metric (the path below plots/metrics without .tsv, e.g. ``train/l1``),
-    group (its first folder, ``other`` at top level, ``schedule`` for a learning-rate series
-    named in SCHEDULE_NAMES wherever it is), step, value. No other name is assumed.
-    """
-    live_root = Path(live_root)
-    names = runs if runs is not None else sorted(p.name for p in live_root.glob("*") if p.is_dir())
-    frames = []
-    for run in names:
-        base = live_root / run / "plots" / "metrics"
-        for tsv in sorted(base.rglob("*.tsv")):
-            df = pd.read_csv(tsv, sep="\t")
-            values = [c for c in df.columns if c not in ("step", "timestamp")]
-            if "step" not in df.columns or len(values) != 1:
-                raise ValueError(
-                    f"{tsv}: expected dvclive columns step[, timestamp], <name>; "
-                    f"got {', '.join(df.columns)}"
-                )
-            rel = tsv.relative_to(base).with_suffix("")
-            group = rel.parts[0] if len(rel.parts) > 1 else "other"
-            if rel.name.lower() in SCHEDULE_NAMES:  # a schedule, not a loss, wherever logged
-                group = "schedule"
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "run": run,
-                        "metric": rel.as_posix(),
-                        "group": group,
-                        "step": pd.to_numeric(df["step"]),
-                        "value": pd.to_numeric(df[values[0]], errors="coerce"),
-                    }
-                )
-            )
-    if not frames:
-        return pd.DataFrame(columns=["run", "metric", "group", "step", "value"])
-    return pd.concat(frames, ignore_index=True)
-
-
-def rank_images(
-    per_image: pd.DataFrame, baseline: str, candidate: str, metric: str = "psnr"
-) -> pd.DataFrame:
-    """Test images sorted by |candidate - baseline| in ``metric``, largest first.
-
-    Columns: set, image, baseline, candidate, diff. Empty when either run has no values.
-    """
-    cols = ["set", "image", "baseline", "candidate", "diff"]
-    if per_image.empty or metric not in per_image.columns:
-        return pd.DataFrame(columns=cols)
-    keyed = per_image.set_index(["set", "image"])
-    a = keyed[per_image["run"].to_numpy() == baseline][metric]
-    b = keyed[per_image["run"].to_numpy() == candidate][metric]
-    both = pd.concat({"baseline": a, "candidate": b}, axis=1, join="inner").dropna()
-    both = both[both.map(math.isfinite).all(axis=1)]
-    both["diff"] = both["candidate"] - both["baseline"]
-    both = both.reindex(both["diff"].abs().sort_values(ascending=False).index)
-    return both.reset_index()[cols]
-
-
-# --------------------------------------------------------------------------------------------
-# Images on disk
-
-
-def test_sets(data_dir: str | os.PathLike[str], scale: int) -> list[str]:
-    """Prepared sets at ``scale`` that hold ``hr/`` images (the validation split excluded)."""
-    base = Path(data_dir) / f"x{scale}"
-    if not base.is_dir():
-        return []
-    return sorted(
-        p.name for p in base.iterdir() if (p / "hr").is_dir() and p.name != layout.VAL_SET
-    )
-
-
-def list_pairs(
-    data_dir: str | os.PathLike[str], scale: int, sets: Sequence[str] | None = None
-) -> list[tuple[str, str]]:
-    """(set, stem) of every prepared HR image of ``sets`` (default: all test sets), sorted."""
-    from sgsr.imaging import list_images
-
-    out = []
-    for name in sets if sets is not None else test_sets(data_dir, scale):
-        folder = Path(data_dir) / f"x{scale}" / name / "hr"
-        if folder.is_dir():
-            out.extend((name, p.stem) for p in list_images(folder))
-    return out
-
-
-def hr_path(data_dir: str | os.PathLike[str], scale: int, set_name: str, stem: str) -> Path:
-    return Path(data_dir) / f"x{scale}" / set_name / "hr" / f"{stem}.png"
-
-
-def lr_path(data_dir: str | os.PathLike[str], scale: int, set_name: str, stem: str) -> Path:
-    return Path(data_dir) / f"x{scale}" / set_name / "lr" / f"{stem}.png"
-
-
-def sr_path(results_dir: str | os.PathLike[str], run: str, set_name: str, stem: str) -> Path:
-    return Path(results_dir) / "sr" / run / set_name / f"{stem}.png"
-
-
-def select_images(
-    pairs: Sequence[tuple[str, str]],
-    per_image: pd.DataFrame,
-    baseline: str,
-    candidate: str,
-    zoom_image: str | None = None,
-    n: int = 3,
-    metric: str = "psnr",
-    results_dir: str | os.PathLike[str] | None = None,
-    max_scan: int = 50,
-) -> tuple[list[tuple[str, str]], str]:
-    """The test images to zoom into, and a sentence saying how they were chosen.
-
-    ``zoom_image`` (``stem`` or ``set/stem``) picks one explicitly (ValueError if unknown);
-    else the ``n`` with the largest |candidate - baseline| in ``metric``; without per-image
-    metrics and given ``results_dir``, the largest mean |SR_candidate - SR_baseline| over at
-    most ``max_scan`` images, read one pair at a time.
-    """
-    if zoom_image:
-        want_set, _, want_stem = zoom_image.rpartition("/")
-        hits = [p for p in pairs if p[1] == want_stem and want_set in ("", p[0])]
-        if not hits:
-            shown = ", ".join("/".join(p) for p in pairs[:10])
-            raise ValueError(
-                f"zoom_image {zoom_image!r} is not a prepared test image; "
-                f"some that are: {shown or '(none)'} (use <stem> or <set>/<stem>)"
-            )
-        return hits[:1], f"`{zoom_image}`, chosen by the zoom_image parameter"
-    available = set(pairs)
-    ranked = rank_images(per_image, baseline, candidate, metric)
-    keys = list(zip(ranked["set"], ranked["image"], strict=True))
-    ranked = ranked[[k in available for k in keys]]
-    if not ranked.empty:
-        chosen = list(zip(ranked["set"].head(n), ranked["image"].head(n), strict=True))
-        how = f"the {len(chosen)} image(s) with the largest |{candidate} - {baseline}| in {metric}"
-        return chosen, how
-    if results_dir is None:
-        return [], f"no per-image {metric} for both runs, so no image could be ranked"
-    import numpy as np
-
-    from sgsr.imaging import read_image
-
-    scores = []
-    for set_name, stem in list(pairs)[:max_scan]:
-        a = sr_path(results_dir, baseline, set_name, stem)
-        b = sr_path(results_dir, candidate, set_name, stem)
-        if a.is_file() and b.is_file():
-            diff = read_image(a).astype(np.int16) - read_image(b).astype(np.int16)
-            scores.append((float(np.abs(diff).mean()), set_name, stem))
-    scores.sort(reverse=True)
-    chosen = [(s, i) for _, s, i in scores[:n]]
-    how = (
-        f"the {len(chosen)} image(s) where the two SR outputs differ most in mean absolute "
-        f"pixel value (no per-image {metric} available)"
-    )
-    return chosen, how if chosen else "no image has SR outputs from both runs"
+    """The pair to show when paired.csv is not there yet: among the pairs of the primary-seed
+    runs at ``scale`` (`sgsr.runs.pairs`: each candidate against ``experiment.baseline``), the
+    first whose candidate has an ``sgl`` term in its spec, else the first."""
+    found = pairs([r for r in cfg.primary_runs if r.scale == scale], cfg.baseline_loss)
+    sgl = [p for p in found if "sgl" in p.candidate[0].loss_spec]
+    if not found:
+        return None, None
+    chosen = (sgl or found)[0]
+    return chosen.baseline[0].name, chosen.candidate[0].name
 
 
 # --------------------------------------------------------------------------------------------
@@ -449,13 +68,7 @@ def select_images(
 
 def notebook_dir(cfg: Config, pipeline_dir: str | os.PathLike[str] | None = None) -> Path:
     """``<pipeline>/<cfg.root>/notebooks``: the notebook sources the stage executes."""
-    pipeline = Path(pipeline_dir) if pipeline_dir is not None else _pipeline_dir(cfg)
-    return (pipeline / cfg.root / "notebooks").resolve()
-
-
-def _pipeline_dir(cfg: Config) -> Path:
-    """The folder of the params file: where dvc.yaml runs the stage and layout paths start."""
-    return Path(cfg.source_path).resolve().parent
+    return (layout.pipeline_root(cfg, pipeline_dir) / cfg.root / "notebooks").resolve()
 
 
 def report_scale(cfg: Config) -> int:
@@ -477,8 +90,7 @@ def notebook_parameters(
     scale = report_scale(cfg)
     runs: list[Run] = [r for r in cfg.primary_runs if r.scale == scale]
     names = [r.name for r in runs]
-    pipeline = Path(pipeline_dir) if pipeline_dir is not None else _pipeline_dir(cfg)
-    paired = read_paired(pipeline / layout.RESULTS)
+    paired = read_paired(layout.pipeline_root(cfg, pipeline_dir) / layout.RESULTS)
     rows = (
         paired[(paired["scale"] == scale) & paired["baseline"].isin(names)]
         if paired is not None
@@ -495,7 +107,7 @@ def notebook_parameters(
         "results_dir": layout.RESULTS.as_posix(),
         "figures_dir": Path(figures_dir).as_posix(),
         "scale": scale,
-        "runs": [layout.bicubic_run(scale), *(r.name for r in runs)],
+        "runs": [bicubic_run(scale), *(r.name for r in runs)],
         "baseline_run": baseline,
         "candidate_run": candidate,
         "test_sets": list(cfg.data.test_sets),
@@ -711,8 +323,7 @@ def run(
     ``reports/``. Returns the path of ``report.html``. On a notebook error raises ReportError
     and leaves any previous ``reports/`` untouched.
     """
-    pipeline = Path(pipeline_dir) if pipeline_dir is not None else _pipeline_dir(cfg)
-    pipeline = pipeline.resolve()
+    pipeline = layout.pipeline_root(cfg, pipeline_dir).resolve()
     sources = notebook_dir(cfg, pipeline)
     missing = [n for n in notebooks if not (sources / f"{n}.ipynb").is_file()]
     if missing:
@@ -721,10 +332,7 @@ def run(
             f"(root: {cfg.root!r} in {cfg.source_path} must point at the repository root)"
         )
     final = pipeline / layout.REPORTS
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=pipeline))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would become reports/'s mode
+    tmp = staging_dir(final)
     try:
         tmp_figures = (tmp / "figures").relative_to(pipeline).as_posix()
         params = notebook_parameters(cfg, tmp_figures, pipeline)

@@ -12,19 +12,22 @@ from pathlib import Path
 import pandas as pd
 
 from sgsr import layout
+from sgsr.metric_registry import REGISTRY
+from sgsr.runs import is_bicubic
 
-#: (column in summary.csv, header, format) in table order; a column absent or all-empty is left out.
-COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("psnr", "PSNR-Y dB", "{:.2f}"),
-    ("ssim", "SSIM", "{:.4f}"),
-    ("lpips", "LPIPS", "{:.4f}"),
+#: The metric columns of summary.csv shown, in table order (header and format from the metric
+#: registry); a column absent or all-empty is left out.
+SHOWN: tuple[str, ...] = ("psnr", "ssim", "lpips")
+#: (column in summary.csv, header, format) in table order.
+COLUMNS: tuple[tuple[str, str, str], ...] = tuple(
+    (m, f"{REGISTRY[m].label} {REGISTRY[m].unit}".strip(), f"{{:{REGISTRY[m].fmt}}}") for m in SHOWN
 )
 
 
 def gains_over_bicubic(summary: pd.DataFrame, metric: str = "psnr") -> pd.Series:
     """Per row: ``metric`` minus that of ``bicubic-x<scale>`` on the same set (NaN for the
     bicubic rows themselves and where no bicubic row exists)."""
-    bicubic = summary[summary["run"].astype(str).str.fullmatch(r"bicubic-x\d+")]
+    bicubic = summary[summary["run"].astype(str).map(is_bicubic)]
     ref = bicubic.set_index(["scale", "set"])[metric]
     keys = pd.MultiIndex.from_frame(summary[["scale", "set"]])
     base = pd.Series(ref.reindex(keys).to_numpy(), index=summary.index)
@@ -97,7 +100,7 @@ def show(pipeline_dir: str | os.PathLike[str] = ".") -> str:
     lines = [format_results(summary)]
     absent = [
         head
-        for c, head in (("lpips", "LPIPS"), ("fid", "FID"))
+        for c, head in ((m, REGISTRY[m].label) for m in ("lpips", "fid"))
         if c in summary.columns and pd.to_numeric(summary[c], errors="coerce").isna().all()
     ]
     if absent:

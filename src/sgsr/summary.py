@@ -18,21 +18,22 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sgsr import layout
-from sgsr.config import Config, Run
-from sgsr.evaluate import PER_IMAGE_KEYS, _csv_value
+from sgsr.config import Config
+from sgsr.evaluate import RUN_FILES, RunResults, load_run
 from sgsr.fid import percentile_ci
 from sgsr.fsutil import write_text
-from sgsr.metrics import METRICS
+from sgsr.metric_registry import REGISTRY
+from sgsr.runs import bicubic_run, configurations, pairs
+from sgsr.scoring import csv_value
 from sgsr.stats import paired_bootstrap, seed_effect
 
 SUMMARY_KEYS = ("run", "model", "loss", "scale", "seed", "set", "n_images")
@@ -80,126 +81,6 @@ PAIRED_COLUMNS = (
     "exceeds_seed_spread",
     "effect",
 )
-#: Files every evaluated run must have for summarize.
-RUN_FILES = (
-    layout.METRICS_JSON,
-    layout.METRICS_INFO_JSON,
-    layout.PER_IMAGE_CSV,
-    layout.FID_BOOTSTRAP_CSV,
-)
-
-
-# --------------------------------------------------------------------------------------------
-# reading one run's evaluation
-# --------------------------------------------------------------------------------------------
-@dataclass
-class RunResults:
-    """What ``sgsr evaluate`` wrote for one run."""
-
-    name: str
-    folder: Path
-    info: dict[str, Any]
-    numbers: dict[str, Any]
-    per_image: dict[tuple[str, str], dict[str, float | None]]
-    fid_boot: dict[str, np.ndarray] = field(default_factory=dict)
-
-    @property
-    def unavailable(self) -> dict[str, str]:
-        return dict(self.info.get("unavailable") or {})
-
-    def value(self, set_name: str, metric: str) -> float | None:
-        """The set's value: a float (inf = identical, nan = undefined) or None (unavailable)."""
-        entry = self.numbers.get(set_name)
-        if not isinstance(entry, dict):
-            raise ValueError(
-                f"{self.folder / layout.METRICS_JSON}: no set {set_name!r}; rerun sgsr evaluate "
-                f"--run {self.name}"
-            )
-        v = entry.get(metric)
-        if v is not None:
-            return float(v)
-        nonfinite = self.info.get("sets", {}).get(set_name, {}).get("nonfinite", {})
-        if metric in nonfinite:
-            return float(nonfinite[metric]["value"])
-        if metric in self.unavailable:
-            return None
-        raise ValueError(
-            f"{self.folder / layout.METRICS_JSON}: {set_name}.{metric} is null and "
-            f"{layout.METRICS_INFO_JSON} gives no reason (not evaluated with this metric?); "
-            f"rerun sgsr evaluate --run {self.name}"
-        )
-
-    def why(self, set_name: str, metric: str) -> str:
-        nonfinite = self.info.get("sets", {}).get(set_name, {}).get("nonfinite", {})
-        return str(nonfinite.get(metric, {}).get("why", ""))
-
-    def fid_plan(self, set_name: str) -> str | None:
-        return self.info.get("sets", {}).get(set_name, {}).get("fid", {}).get("plan_sha256")
-
-
-def _read_json(path: Path, name: str) -> dict:
-    try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(
-            f"{path}: not valid JSON ({exc}); rerun sgsr evaluate --run {name}"
-        ) from exc
-    if not isinstance(doc, dict):
-        raise ValueError(f"{path}: expected a JSON object; rerun sgsr evaluate --run {name}")
-    return doc
-
-
-def _float_cell(text: str | None) -> float | None:
-    """CSV cell -> float ('' = unavailable -> None; 'inf', 'nan' kept)."""
-    return None if text in ("", None) else float(text)
-
-
-def read_per_image(path: Path) -> dict[tuple[str, str], dict[str, float | None]]:
-    """{(set, image): {metric: float or None}} from a per_image.csv."""
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    try:
-        return {
-            (row["set"], row["image"]): {
-                k: _float_cell(v) for k, v in row.items() if k not in PER_IMAGE_KEYS
-            }
-            for row in rows
-        }
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: unreadable ({exc}); rerun sgsr evaluate") from exc
-
-
-def read_fid_bootstrap(path: Path) -> dict[str, np.ndarray]:
-    """{set: FID of each resample, in resample order} from a fid_bootstrap.csv."""
-    out: dict[str, list[tuple[int, float]]] = {}
-    with open(path, newline="") as fh:
-        try:
-            for row in csv.DictReader(fh):
-                out.setdefault(row["set"], []).append((int(row["resample"]), float(row["fid"])))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: unreadable ({exc}); rerun sgsr evaluate") from exc
-    return {k: np.array([v for _, v in sorted(rows)]) for k, rows in out.items()}
-
-
-def load_run(base: Path, name: str) -> RunResults:
-    folder = base / layout.metrics_dir(name)
-    numbers = _read_json(folder / layout.METRICS_JSON, name)
-    info = _read_json(folder / layout.METRICS_INFO_JSON, name)
-    if "sets" in numbers or "unavailable" in numbers:
-        raise ValueError(
-            f"{folder / layout.METRICS_JSON} is in the old format (reasons inside metrics.json); "
-            f"rerun sgsr evaluate --run {name} (or dvc repro)"
-        )
-    return RunResults(
-        name=name,
-        folder=folder,
-        info=info,
-        numbers=numbers,
-        per_image=read_per_image(folder / layout.PER_IMAGE_CSV),
-        fid_boot=read_fid_bootstrap(folder / layout.FID_BOOTSTRAP_CSV),
-    )
-
-
 # --------------------------------------------------------------------------------------------
 # the stage
 # --------------------------------------------------------------------------------------------
@@ -207,14 +88,14 @@ def summary_runs(cfg: Config) -> list[str]:
     """Runs a summary covers: every bicubic-x<s> baseline, then cfg.runs in order (each
     configuration's seeds together, the primary seed first)."""
     scales = sorted({r.scale for r in cfg.runs})
-    return [layout.bicubic_run(s) for s in scales] + [r.name for r in cfg.runs]
+    return [bicubic_run(s) for s in scales] + [r.name for r in cfg.runs]
 
 
 def summarize(cfg: Config) -> tuple[Path, Path, Path]:
     """Write results/summary.csv, results/summary_seeds.csv and results/paired.csv; returns
     their paths. Every run of the experiment (every seed, and bicubic) must have been
     evaluated: a missing file is an error listing each missing file."""
-    base = Path(cfg.source_path).parent
+    base = layout.pipeline_root(cfg)
     names = summary_runs(cfg)
     missing = [
         str(base / layout.metrics_dir(n) / f)
@@ -247,7 +128,7 @@ def _cell(value: Any) -> str:
     if isinstance(value, int | np.integer):
         return str(int(value))
     if isinstance(value, float | np.floating):
-        return _csv_value(float(value))
+        return csv_value(float(value))
     return str(value)
 
 
@@ -301,17 +182,10 @@ def _summary_csv(cfg: Config, names: list[str], results: dict[str, RunResults]) 
     return _csv(header, rows)
 
 
-def _configurations(cfg: Config) -> list[tuple[Run, list[Run]]]:
-    """(primary run, its runs over cfg.seeds) per configuration, in cfg.runs order."""
-    groups: dict[tuple[str, str, int], list[Run]] = {}
-    for r in cfg.runs:
-        groups.setdefault(r.configuration, []).append(r)
-    return [(runs[0], runs) for runs in groups.values()]
-
-
 def _seeds_csv(cfg: Config, results: dict[str, RunResults]) -> str:
     rows = []
-    for primary, runs in _configurations(cfg):
+    for runs in configurations(cfg.runs):
+        primary = runs[0]
         for set_name in cfg.data.test_sets:
             for m in cfg.evaluate.metrics:
                 pairs = [(r, results[r.name].value(set_name, m)) for r in runs]
@@ -327,7 +201,7 @@ def _seeds_csv(cfg: Config, results: dict[str, RunResults]) -> str:
                         primary.scale,
                         set_name,
                         m,
-                        METRICS[m].higher_is_better,
+                        REGISTRY[m].higher_is_better,
                         len(pairs),
                         _join([r.seed for r, _ in pairs]),
                         _join([r.name for r, _ in pairs]),
@@ -342,13 +216,10 @@ def _seeds_csv(cfg: Config, results: dict[str, RunResults]) -> str:
 
 
 def _paired_csv(cfg: Config, results: dict[str, RunResults]) -> str:
-    baseline_loss = cfg.baseline_loss
     rows: list[list[Any]] = []
-    by_name = {r.name: r for r in cfg.runs}
-    for primary, cand_runs in _configurations(cfg):
-        if primary.loss == baseline_loss:
-            continue
-        base_runs = [by_name[r.sibling(baseline_loss)] for r in cand_runs]
+    for pair in pairs(cfg.runs, cfg.baseline_loss):  # the pairing rule: sgsr.runs
+        base_runs, cand_runs = pair.baseline, pair.candidate
+        primary = cand_runs[0]
         base_res = [results[r.name] for r in base_runs]
         cand_res = [results[r.name] for r in cand_runs]
         _check_same_images(base_res + cand_res)
@@ -360,7 +231,7 @@ def _paired_csv(cfg: Config, results: dict[str, RunResults]) -> str:
             for m in cfg.evaluate.metrics:
                 if m in skip:
                     continue
-                if METRICS[m].scope == "image":
+                if REGISTRY[m].scope == "image":
                     row = _paired_image_metric(cfg, set_name, m, base_res, cand_res)
                 else:
                     row = _paired_fid(cfg, set_name, base_res, cand_res)
@@ -372,7 +243,7 @@ def _paired_csv(cfg: Config, results: dict[str, RunResults]) -> str:
                         primary.scale,
                         set_name,
                         m,
-                        METRICS[m].higher_is_better,
+                        REGISTRY[m].higher_is_better,
                         base_runs[0].name,
                         cand_runs[0].name,
                         len(seeds),
@@ -509,7 +380,7 @@ def _seed_columns(stats: _PairStats, metric: str, ci: float) -> list[Any]:
     """seed_ci_low, seed_ci_high, baseline_seed_sd, baseline_seed_range, exceeds_seed_spread,
     effect: all empty (undefined) with one seed."""
     eff = seed_effect(
-        stats.seed_diffs, stats.baseline_seed_values, METRICS[metric].higher_is_better, ci
+        stats.seed_diffs, stats.baseline_seed_values, REGISTRY[metric].higher_is_better, ci
     )
     if eff is None:
         return [None] * 6

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sgsr.config import DEFAULT_MAX_PIXELS, Config
+from sgsr.config import DEFAULT_MAX_PIXELS
 from sgsr.imaging import (
     AlphaDroppedWarning,
     ImageReadError,
@@ -29,14 +28,6 @@ class BadImageWarning(UserWarning):
 
 class SkippedImageWarning(UserWarning):
     """Images left out for a reason other than corruption (e.g. smaller than a patch)."""
-
-
-def pipeline_root(cfg: Config, root: str | os.PathLike[str] | None = None) -> Path:
-    """The folder that layout.py paths are relative to: `root` if given, else the params
-    file's folder (the pipeline folder; "." when the stage runs there, as DVC does)."""
-    if root is not None:
-        return Path(root)
-    return Path(cfg.source_path).parent
 
 
 def download_cache(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -120,13 +111,3 @@ def warn_alpha(files: list[tuple[Path, str]], what: str) -> None:
     note = alpha_note(files, what)
     if note:
         warnings.warn(note, AlphaDroppedWarning, stacklevel=3)
-
-
-def staging_dir(final: Path) -> Path:
-    """A fresh hidden folder beside `final` (same filesystem, so replace_dir can rename)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir()
-    return staging

@@ -34,13 +34,11 @@ from sgsr.data.archive import safe_extract
 from sgsr.data.common import (
     SkippedImage,
     download_cache,
-    pipeline_root,
     read_checked,
-    staging_dir,
     warn_skipped,
 )
 from sgsr.data.fetch import UnpinnedError, fetch
-from sgsr.fsutil import atomic_write, replace_dir, sha256sum
+from sgsr.fsutil import atomic_write, replace_dir, sha256sum, staging_dir
 from sgsr.imaging import IMAGE_SUFFIXES, list_images, write_image
 
 log = logging.getLogger(__name__)
@@ -57,7 +55,7 @@ def run(
     Returns ``{"sets": {name: record}, "weights": manifest}``; paths are under `root` (default:
     the params file's folder).
     """
-    base = pipeline_root(cfg, root)
+    base = layout.pipeline_root(cfg, root)
     cache = download_cache(cache_dir)
     names = list(dict.fromkeys((*cfg.data.train_sets, *cfg.data.test_sets)))
     raw = base / layout.RAW

@@ -34,13 +34,11 @@ from sgsr.data.common import (
     SkippedImage,
     SkippedImageWarning,
     pipeline_advice,
-    pipeline_root,
     read_checked,
-    staging_dir,
     warn_alpha,
     warn_skipped,
 )
-from sgsr.fsutil import atomic_write, replace_dir
+from sgsr.fsutil import atomic_write, replace_dir, staging_dir
 from sgsr.imaging import (
     ImageReadError,
     downscale,
@@ -49,6 +47,7 @@ from sgsr.imaging import (
     mod_crop,
     write_image,
 )
+from sgsr.metric_registry import REGISTRY
 
 log = logging.getLogger(__name__)
 
@@ -59,31 +58,16 @@ HR_FILE, LR_FILE, COORDS_FILE, META_FILE = "hr.npy", "lr.npy", "coords.npy", "me
 Labeled = tuple[str, Path]
 
 
-#: Smallest side (pixels, after the `scale`-pixel border crop) on which each metric gives a
-#: finite value, measured with the metric functions themselves (tests/test_prepare.py pins each
-#: number): SSIM and MS-SSIM need one 11x11 window, piq's HaarPSI 16 px, LPIPS-AlexNet 31 px.
-#: FID pools patches over a whole set, so it sets no per-image minimum.
-METRIC_MIN_SIDE: dict[str, int] = {
-    "psnr": 1,
-    "ssim": 11,
-    "ms_ssim": 11,
-    "gmsd": 1,
-    "haarpsi": 16,
-    "lpips": 31,
-    "fid": 1,
-}
-
-
 def protocol_min_side(scale: int, metrics: Sequence[str]) -> int:
     """Smallest HR side (after mod-crop) that `metrics` can score at `scale`: the border crop
     of `scale` pixels on each side plus what the most demanding metric needs. A smaller test
     image would score NaN (PSNR of zero pixels) or fail at evaluation time."""
-    return 2 * scale + max((METRIC_MIN_SIDE.get(m, 1) for m in metrics), default=1)
+    return 2 * scale + max((REGISTRY[m].min_side for m in metrics if m in REGISTRY), default=1)
 
 
 def run(cfg: Config, root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Build every prepared output for `cfg`; returns a summary (counts per scale and set)."""
-    base = pipeline_root(cfg, root)
+    base = layout.pipeline_root(cfg, root)
     p, policy, max_px = cfg.prepare, cfg.data.on_bad_image, cfg.data.max_pixels
     check_geometry(p.scales, p.patch_size, p.stride)
     raw = base / layout.RAW

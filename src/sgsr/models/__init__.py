@@ -33,6 +33,7 @@ from sgsr.models.common import SCALES, MeanShift, ModelArgumentError, Upsampler,
 from sgsr.models.edsr import EDSR, edsr, edsr_baseline
 from sgsr.models.rcan import RCAN
 from sgsr.models.srresnet import SRResNet
+from sgsr.runs import MODEL_META_KEYS
 
 __all__ = [
     "EDSR",
@@ -46,6 +47,7 @@ __all__ = [
     "UntrustedModelError",
     "Upsampler",
     "build_model",
+    "canonical_arch",
     "check_model_args",
     "count_parameters",
     "edsr",
@@ -53,6 +55,7 @@ __all__ = [
     "is_import_path",
     "registered",
     "resolve_model",
+    "spec_problems",
 ]
 
 #: Installed packages register architectures here (pyproject: [project.entry-points."sgsr.models"]
@@ -77,12 +80,17 @@ def is_import_path(name: object) -> bool:
     return isinstance(name, str) and ":" in name
 
 
-def _key(name: str) -> str:
-    return name.strip().lower().replace("-", "_")
+def canonical_arch(name: str) -> str:
+    """How an architecture name is spelled once read: a registered name lower-cased with ``-``
+    as ``_`` (``EDSR-baseline`` is ``edsr_baseline``); an import path only stripped. The one
+    normalisation: the registry, entry points, params runs and run cards all use it."""
+    name = name.strip()
+    return name if is_import_path(name) else name.lower().replace("-", "_")
 
 
 def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
-    return {_key(ep.name): ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    return {canonical_arch(ep.name): ep for ep in eps}
 
 
 def registered(name: str) -> Callable[..., nn.Module] | None:
@@ -90,7 +98,7 @@ def registered(name: str) -> Callable[..., nn.Module] | None:
     None. Never interprets `name` as an import path: safe for names read from data files."""
     if not isinstance(name, str) or is_import_path(name) or not name.strip():
         return None
-    key = _key(name)
+    key = canonical_arch(name)
     if key in MODELS:
         return MODELS[key]
     ep = _entry_points().get(key)
@@ -269,3 +277,54 @@ def build_model(name: str, *, allow_import: bool = False, **kwargs: Any) -> nn.M
     if not isinstance(model, nn.Module):
         raise ValueError(f"model {name!r} returned {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def spec_problems(spec: Mapping[str, Any], scales: list[int]) -> list[str]:
+    """What is wrong with one ``models.<name>`` entry, each as ``.<key>: message``.
+
+    A registered arch is checked against its constructor's signature and its ``check_args``
+    hook (the constructor's own checks, nothing built), at every scale the experiment uses. An
+    import path needs ``allow_import: true`` and an installed package; it is not imported here
+    (its arguments are checked when the run builds it).
+    """
+    arch, allow = spec.get("arch"), spec.get("allow_import", False)
+    if not isinstance(allow, bool):
+        return [f".allow_import: must be true or false, got {allow!r}"]
+    if not isinstance(arch, str) or not arch.strip():
+        return [
+            f".arch: must name a model ({', '.join(available())}, or package.module:Class "
+            f"with allow_import: true), got {arch!r}"
+        ]
+    if is_import_path(arch):
+        if not allow:
+            return [
+                f".arch: {arch!r} is an import path, which imports and runs code; sgsr does so "
+                "only when the params say so: add allow_import: true to this model (the "
+                "package must be installed), or register the class as an entry point in group "
+                "sgsr.models and name it"
+            ]
+        problem = installed_problem(arch)
+        return [f".arch: {problem}"] if problem else []
+    try:
+        ctor = registered(arch)
+    except ValueError as exc:  # a broken entry point
+        return [f".arch: {exc}"]
+    if ctor is None:
+        return [
+            f".arch: unknown model {arch!r} (available: {', '.join(available())}, or "
+            "package.module:Class with allow_import: true)"
+        ]
+    kwargs = {k: v for k, v in spec.items() if k not in MODEL_META_KEYS}
+    if "scale" in kwargs:
+        return [
+            f".scale: the scale is not a model setting; list it under experiment.scales "
+            f"(got {kwargs['scale']!r})"
+        ]
+    for s in scales:
+        try:
+            check_model_args(arch, ctor, {**kwargs, "scale": s})
+        except ModelArgumentError as exc:
+            return [f".{exc.argument}: {exc}"]
+        except Exception as exc:  # a third-party hook: still a bad key, not a traceback
+            return [f": {arch} rejects {kwargs} at x{s}: {type(exc).__name__}: {exc}"]
+    return []

@@ -120,7 +120,9 @@ class MeanShift(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """conv-act-conv with an identity skip and residual scaling; no batch norm (EDSR, sec. 3.1)."""
+    """conv-act-conv with an identity skip and residual scaling; no batch norm (EDSR, sec. 3.1).
+    `attention` (built after the convolutions), when given, ends the residual branch: RCAN's
+    RCAB is this block with channel attention."""
 
     def __init__(
         self,
@@ -129,11 +131,13 @@ class ResBlock(nn.Module):
         res_scale: float = 1.0,
         act: Callable[[], nn.Module] = lambda: nn.ReLU(inplace=True),
         conv: Callable[..., nn.Module] = default_conv,
+        attention: Callable[[], nn.Module] | None = None,
     ) -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            conv(n_feats, n_feats, kernel_size), act(), conv(n_feats, n_feats, kernel_size)
-        )
+        layers = [conv(n_feats, n_feats, kernel_size), act(), conv(n_feats, n_feats, kernel_size)]
+        if attention is not None:
+            layers.append(attention())
+        self.body = nn.Sequential(*layers)
         self.res_scale = res_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -141,6 +145,30 @@ class ResBlock(nn.Module):
         if self.res_scale != 1.0:
             res = res * self.res_scale
         return x + res
+
+
+class MeanShiftedSR(nn.Module):
+    """The frame EDSR, RCAN and SRResNet share: images in [0, rgb_range], the DIV2K mean taken
+    out on the way in (``sub_mean``) and put back on the way out (``add_mean``), and
+    ``head -> body with a global skip -> tail``. Subclasses run their own argument checks
+    first, then this constructor, then build ``head``, ``body`` and ``tail``."""
+
+    head: nn.Module
+    body: nn.Module
+    tail: nn.Module
+
+    def __init__(self, *, scale: int, n_colors: int, rgb_range: float) -> None:
+        super().__init__()
+        self.scale = check_scale(scale)
+        self.n_colors = check_n_colors(n_colors)
+        self.rgb_range = check_positive_float("rgb_range", rgb_range)
+        self.sub_mean = MeanShift(self.rgb_range, self.n_colors, sign=-1)
+        self.add_mean = MeanShift(self.rgb_range, self.n_colors, sign=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.head(self.sub_mean(x))
+        x = x + self.body(x)
+        return self.add_mean(self.tail(x))
 
 
 class Upsampler(nn.Sequential):

@@ -14,19 +14,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from sgsr.models.common import (
-    MeanShift,
+    MeanShiftedSR,
     ResBlock,
     Upsampler,
-    check_n_colors,
-    check_positive_float,
-    check_positive_int,
     check_residual_args,
-    check_scale,
     default_conv,
 )
 
 
-class EDSR(nn.Module):
+class EDSR(MeanShiftedSR):
     """EDSR on inputs in [0, rgb_range]; output has the same range (no clamp, so losses see the
     raw prediction). Defaults are EDSR-baseline; `edsr()` gives the full model."""
 
@@ -41,7 +37,6 @@ class EDSR(nn.Module):
         rgb_range: float = 1.0,
         bicubic_skip: bool = False,
     ) -> None:
-        super().__init__()
         check_residual_args(
             scale=scale,
             n_resblocks=n_resblocks,
@@ -52,14 +47,8 @@ class EDSR(nn.Module):
         )
         if not isinstance(bicubic_skip, bool):
             raise ValueError(f"bicubic_skip={bicubic_skip!r} must be true or false")
-        self.scale = check_scale(scale)
-        n_resblocks = check_positive_int("n_resblocks", n_resblocks)
-        n_feats = check_positive_int("n_feats", n_feats)
-        res_scale = check_positive_float("res_scale", res_scale)
-        self.n_colors = check_n_colors(n_colors)
-        self.rgb_range = check_positive_float("rgb_range", rgb_range)
-
-        self.sub_mean = MeanShift(self.rgb_range, self.n_colors, sign=-1)
+        super().__init__(scale=scale, n_colors=n_colors, rgb_range=rgb_range)
+        res_scale = float(res_scale)
         self.head = default_conv(self.n_colors, n_feats, 3)
         self.body = nn.Sequential(
             *[ResBlock(n_feats, 3, res_scale=res_scale) for _ in range(n_resblocks)],
@@ -68,7 +57,6 @@ class EDSR(nn.Module):
         self.tail = nn.Sequential(
             Upsampler(self.scale, n_feats), default_conv(n_feats, self.n_colors, 3)
         )
-        self.add_mean = MeanShift(self.rgb_range, self.n_colors, sign=1)
         self.bicubic_skip = bicubic_skip
         if bicubic_skip:  # start as bicubic: the residual branch outputs zero
             last = self.tail[-1]

@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 from sgsr.models.common import (
-    MeanShift,
+    MeanShiftedSR,
     ModelArgumentError,
+    ResBlock,
     Upsampler,
     check_n_colors,
     check_positive_float,
@@ -35,25 +36,15 @@ class ChannelAttention(nn.Module):
         return x * self.excite(self.pool(x))
 
 
-class RCAB(nn.Module):
-    """conv-ReLU-conv-attention with an identity skip. The official RCAB ignores res_scale
-    (its multiply is commented out); here it is applied, and the default 1.0 makes that moot."""
+class RCAB(ResBlock):
+    """conv-ReLU-conv-attention with an identity skip: a ResBlock ending in channel attention.
+    The official RCAB ignores res_scale (its multiply is commented out); here it is applied, and
+    the default 1.0 makes that moot."""
 
     def __init__(self, n_feats: int, reduction: int = 16, res_scale: float = 1.0) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            default_conv(n_feats, n_feats, 3),
-            nn.ReLU(inplace=True),
-            default_conv(n_feats, n_feats, 3),
-            ChannelAttention(n_feats, reduction),
+        super().__init__(
+            n_feats, 3, res_scale=res_scale, attention=lambda: ChannelAttention(n_feats, reduction)
         )
-        self.res_scale = res_scale
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        res = self.body(x)
-        if self.res_scale != 1.0:
-            res = res * self.res_scale
-        return x + res
 
 
 class ResidualGroup(nn.Module):
@@ -70,7 +61,7 @@ class ResidualGroup(nn.Module):
         return x + self.body(x)
 
 
-class RCAN(nn.Module):
+class RCAN(MeanShiftedSR):
     """RCAN on [0, rgb_range] inputs; defaults: 10 groups x 20 RCABs, 64 features, reduction 16."""
 
     def __init__(
@@ -85,7 +76,6 @@ class RCAN(nn.Module):
         n_colors: int = 3,
         rgb_range: float = 1.0,
     ) -> None:
-        super().__init__()
         self.check_args(
             scale=scale,
             n_groups=n_groups,
@@ -96,12 +86,8 @@ class RCAN(nn.Module):
             n_colors=n_colors,
             rgb_range=rgb_range,
         )
-        self.scale = check_scale(scale)
-        res_scale = check_positive_float("res_scale", res_scale)
-        self.n_colors = check_n_colors(n_colors)
-        self.rgb_range = check_positive_float("rgb_range", rgb_range)
-
-        self.sub_mean = MeanShift(self.rgb_range, self.n_colors, sign=-1)
+        super().__init__(scale=scale, n_colors=n_colors, rgb_range=rgb_range)
+        res_scale = float(res_scale)
         self.head = default_conv(self.n_colors, n_feats, 3)
         self.body = nn.Sequential(
             *[ResidualGroup(n_feats, n_resblocks, reduction, res_scale) for _ in range(n_groups)],
@@ -110,7 +96,6 @@ class RCAN(nn.Module):
         self.tail = nn.Sequential(
             Upsampler(self.scale, n_feats), default_conv(n_feats, self.n_colors, 3)
         )
-        self.add_mean = MeanShift(self.rgb_range, self.n_colors, sign=1)
 
     @staticmethod
     def check_args(
@@ -140,8 +125,3 @@ class RCAN(nn.Module):
         check_positive_float("res_scale", res_scale)
         check_n_colors(n_colors)
         check_positive_float("rgb_range", rgb_range)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.head(self.sub_mean(x))
-        x = x + self.body(x)
-        return self.add_mean(self.tail(x))

@@ -12,23 +12,18 @@ Departures from the paper, stated so numbers are read right:
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from sgsr.models.common import (
-    MeanShift,
+    MeanShiftedSR,
     ResBlock,
     Upsampler,
-    check_n_colors,
-    check_positive_float,
-    check_positive_int,
     check_residual_args,
-    check_scale,
     default_conv,
 )
 
 
-class SRResNet(nn.Module):
+class SRResNet(MeanShiftedSR):
     """SRResNet without BN: 9x9 head, `n_resblocks` residual blocks, conv + global skip,
     sub-pixel upsampling with PReLU, 9x9 reconstruction conv."""
 
@@ -42,7 +37,6 @@ class SRResNet(nn.Module):
         n_colors: int = 3,
         rgb_range: float = 1.0,
     ) -> None:
-        super().__init__()
         check_residual_args(
             scale=scale,
             n_resblocks=n_resblocks,
@@ -51,14 +45,8 @@ class SRResNet(nn.Module):
             n_colors=n_colors,
             rgb_range=rgb_range,
         )
-        self.scale = check_scale(scale)
-        n_resblocks = check_positive_int("n_resblocks", n_resblocks)
-        n_feats = check_positive_int("n_feats", n_feats)
-        res_scale = check_positive_float("res_scale", res_scale)
-        self.n_colors = check_n_colors(n_colors)
-        self.rgb_range = check_positive_float("rgb_range", rgb_range)
-
-        self.sub_mean = MeanShift(self.rgb_range, self.n_colors, sign=-1)
+        super().__init__(scale=scale, n_colors=n_colors, rgb_range=rgb_range)
+        res_scale = float(res_scale)
         self.head = nn.Sequential(default_conv(self.n_colors, n_feats, 9), nn.PReLU())
         self.body = nn.Sequential(
             *[ResBlock(n_feats, 3, res_scale=res_scale, act=nn.PReLU) for _ in range(n_resblocks)],
@@ -67,12 +55,6 @@ class SRResNet(nn.Module):
         self.tail = nn.Sequential(
             Upsampler(self.scale, n_feats, act=nn.PReLU), default_conv(n_feats, self.n_colors, 9)
         )
-        self.add_mean = MeanShift(self.rgb_range, self.n_colors, sign=1)
 
     #: Validation hook (sgsr.models.check_model_args): the same checks, nothing built.
     check_args = staticmethod(check_residual_args)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.head(self.sub_mean(x))
-        x = x + self.body(x)
-        return self.add_mean(self.tail(x))

@@ -1,0 +1,58 @@
+"""The validation split during training: its images, read once, and the PSNR-Y the trainer
+logs (``val/psnr_y``) and writes to the run card."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from sgsr.config import DEFAULT_MAX_PIXELS
+
+
+def load_val_pairs(
+    folder: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, lr, hr) uint8 RGB images from ``<folder>/{lr,hr}/``, matched by file name."""
+    from sgsr.imaging import list_images, read_image
+
+    folder = Path(folder)
+    if not (folder / "hr").is_dir() or not (folder / "lr").is_dir():
+        return []
+    hr_files = {p.stem: p for p in list_images(folder / "hr")}
+    lr_files = {p.stem: p for p in list_images(folder / "lr")}
+    unmatched = sorted(set(hr_files) ^ set(lr_files))
+    if unmatched:
+        raise ValueError(
+            f"validation split {folder}: hr/ and lr/ differ ({', '.join(unmatched[:5])}); "
+            "rerun sgsr prepare"
+        )
+    return [
+        (
+            stem,
+            read_image(lr_files[stem], mode="rgb", max_pixels=max_pixels),
+            read_image(hr_files[stem], mode="rgb", max_pixels=max_pixels),
+        )
+        for stem in sorted(hr_files)
+    ]
+
+
+def psnr_validator(
+    pairs: list[tuple[str, np.ndarray, np.ndarray]], scale: int
+) -> Callable[[nn.Module], float]:
+    """Mean PSNR-Y (dB, `scale` border cropped) of whole validation images, computed in fp32."""
+    from sgsr.imaging import to_tensor, to_uint8
+    from sgsr.metrics import psnr
+
+    def validate(model: nn.Module) -> float:
+        device = next(model.parameters()).device
+        scores = []
+        for _, lr, hr in pairs:
+            sr = model(to_tensor(lr).to(device)).float().cpu()
+            scores.append(psnr(to_uint8(sr), hr, border=scale))
+        return float(np.mean(scores))
+
+    return validate
