@@ -173,6 +173,20 @@ def test_wrong_architecture_for_the_graph_is_refused(srvgg) -> None:
         state_dict_from_ncnn(text, data, "rrdbnet")
 
 
+def test_graph_operations_are_checked_not_only_the_convolutions(rrdb) -> None:
+    _, text, data = rrdb
+    residual = "-23301=2,2.000000e-01,1.000000e+00"
+    scaled = text.replace(residual, "-23301=2,3.000000e-01,1.000000e+00", 1)
+    with pytest.raises(NcnnFormatError, match=r"m\.param line \d+: Eltwise layer 'Eltwise_\d+'"):
+        state_dict_from_ncnn(scaled, data, "rrdbnet", "m.param")
+    bilinear = text.replace("0=1 1=2.0", "0=2 1=2.0", 1)
+    with pytest.raises(NcnnFormatError, match="Interp layer"):
+        state_dict_from_ncnn(bilinear, data, "rrdbnet", "m.param")
+    extra = text.replace("BinaryOp ", "Sigmoid  ", 1)
+    with pytest.raises(NcnnFormatError, match=r"BinaryOp: 0 \(expected 1\); unexpected .*Sigmoid"):
+        state_dict_from_ncnn(extra, data, "rrdbnet", "m.param")
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [

@@ -232,16 +232,15 @@ def _expect_conv(
 
 
 def _expect_counts(layers: list[Layer], want: dict[str, int], source: str, arch: str) -> None:
+    """Layer counts by type (Split layers are plumbing and may vary)."""
     got = Counter(layer.type for layer in layers)
-    bad = {t: (got.get(t, 0), n) for t, n in want.items() if got.get(t, 0) != n}
-    extra = sorted(set(got) - set(want) - {"Input", "Split"})
-    if bad or extra or got.get("Input") != 1:
-        detail = ", ".join(f"{t}: {g} (expected {n})" for t, (g, n) in bad.items())
-        raise NcnnFormatError(
-            f"{source}: the layer graph is not a {arch}: {detail or ''}"
-            f"{' unexpected layer types ' + str(extra) if extra else ''}"
-            f"{' Input layers: ' + str(got.get('Input', 0)) if got.get('Input') != 1 else ''}"
-        )
+    want = {**want, "Input": 1}
+    problems = [f"{t}: {got.get(t, 0)} (expected {n})" for t, n in want.items() if got[t] != n]
+    extra = sorted(set(got) - set(want) - {"Split"})
+    if extra:
+        problems.append(f"unexpected layer types {extra}")
+    if problems:
+        raise NcnnFormatError(f"{source}: the layer graph is not a {arch}: {'; '.join(problems)}")
 
 
 #: ncnn's defaults of the parameters checked below (layer type -> id -> default).
