@@ -82,7 +82,11 @@ def init_state(spec: str, base: str | os.PathLike[str], run_name: str) -> dict[s
 
 
 def load_init(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
-    """Load `state` into `model` strictly; the error names `source` and the keys that differ."""
+    """Load `state` into `model` strictly; the error names `source` and the keys that differ.
+    A model with ``adapt_state`` (community models) first renames the keys its own way."""
+    adapt = getattr(model, "adapt_state", None)
+    if adapt is not None:
+        state = adapt(state, source)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     extra = sorted(set(state) - set(own))
@@ -107,10 +111,14 @@ def load_init(model: nn.Module, state: Mapping[str, Tensor], source: str) -> Non
 
 
 def freeze(model: nn.Module, prefixes: Sequence[str]) -> list[str]:
-    """Stop gradients for every parameter whose name starts with one of `prefixes`; returns
-    the frozen names. A prefix that matches nothing is an error listing the top-level names,
+    """Stop gradients for every parameter whose state-dict name starts with one of `prefixes`;
+    returns the frozen names. A prefix that matches nothing is an error listing the top-level names,
     since a typo would otherwise silently train everything."""
-    names = [n for n, _ in model.named_parameters()]
+    # the names users see are the state-dict keys, which a wrapper may spell differently from
+    # named_parameters() (community models: spandrel's key mapping); match by identity
+    keys = {id(v): k for k, v in model.state_dict(keep_vars=True).items()}
+    params = [(keys.get(id(p), n), p) for n, p in model.named_parameters()]
+    names = [k for k, _ in params]
     for prefix in prefixes:
         if not any(n.startswith(prefix) for n in names):
             tops = sorted({n.split(".")[0] for n in names})
@@ -119,7 +127,7 @@ def freeze(model: nn.Module, prefixes: Sequence[str]) -> list[str]:
                 f"parameter names start with {tops[:12]}"
             )
     frozen = []
-    for name, param in model.named_parameters():
+    for name, param in params:
         if any(name.startswith(p) for p in prefixes):
             param.requires_grad_(False)
             frozen.append(name)

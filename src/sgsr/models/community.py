@@ -244,6 +244,12 @@ class CommunitySR(nn.Module):
             y = y[..., : h * self.scale, : w * self.scale]
         return y
 
+    def adapt_state(self, state: Mapping[str, Any], source: str) -> dict[str, Tensor]:
+        """`state` in this network's key names: spandrel maps other conventions of the same
+        architecture (e.g. basicsr's RRDBNet keys onto its ESRGAN ones); for ``init_from``."""
+        desc = load_descriptor(state, source=source, allow_restrictive=True)
+        return dict(desc.model.state_dict())
+
     def extra_repr(self) -> str:
         return f"arch={self.arch}, scale={self.scale}, n_colors={self.n_colors}, " + (
             f"rgb_range={self.rgb_range}"
