@@ -236,9 +236,9 @@ def test_rcan_reduction_larger_than_features_rejected() -> None:
 
 
 # ------------------------------------------------------------------ registry
-def test_registry_is_a_plain_dict_of_the_four_models() -> None:
+def test_registry_is_a_plain_dict_of_the_four_models_and_community() -> None:
     assert type(MODELS) is dict
-    assert set(MODELS) == {"edsr_baseline", "edsr", "rcan", "srresnet"}
+    assert set(MODELS) == {"edsr_baseline", "edsr", "rcan", "srresnet", "community"}
 
 
 def test_unknown_name_lists_available_and_import_form() -> None:

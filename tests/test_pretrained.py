@@ -204,8 +204,10 @@ def test_safetensors_bytes_are_reproducible_and_readable() -> None:
 # the registry
 # --------------------------------------------------------------------------------------------
 def test_registry_is_pinned_and_ordered_originals_first() -> None:
-    assert set(pretrained.WEIGHTS) == {"lpips_alex", "lpips_vgg", "fid_inception"}
-    for name, weight in pretrained.WEIGHTS.items():
+    assert set(pretrained.METRIC_WEIGHTS) == {"lpips_alex", "lpips_vgg", "fid_inception"}
+    assert set(pretrained.WEIGHTS) == {*pretrained.METRIC_WEIGHTS, *pretrained.SR_WEIGHTS}
+    for name in pretrained.METRIC_WEIGHTS:  # SR weights: tests/test_realesrgan.py
+        weight = pretrained.WEIGHTS[name]
         assert weight.name == name and weight.filename == f"{name}.safetensors"
         assert len(weight.sha256) == 64 and int(weight.sha256, 16) >= 0
         kinds = [s.artifact.kind for s in weight.sources]
@@ -458,7 +460,7 @@ def test_offline_every_weight_is_null_with_a_reason_in_seconds(
     with pytest.warns(pretrained.WeightsAbsentWarning):
         manifest = pretrained.fetch_weights(tmp_path / "pretrained")
     assert time.monotonic() - t0 < 10
-    assert set(manifest) == set(pretrained.WEIGHTS)
+    assert set(manifest) == set(pretrained.METRIC_WEIGHTS)  # SR networks only when used
     for entry in manifest.values():
         assert not entry["present"] and entry["reason"].count("SGSR_OFFLINE") == 2
     with pytest.raises(OfflineError, match="SGSR_OFFLINE"):

@@ -188,13 +188,20 @@ def restore_state(state: TrainState, ck: Mapping[str, Any]) -> None:
     set_rng_state(ck["rng"])
 
 
+#: train keys added later, hashed only when not at their default, so the fingerprints (and the
+#: params_hash in every model.safetensors) of runs that do not use them stay as they were.
+HASHED_WHEN_SET = ("init_from", "freeze")
+
+
 def options_fingerprint(opts: TrainConfig, seed: int, **more: Any) -> str:
     """Hash of everything that shapes the trained weights (not BOOKKEEPING_KEYS)."""
-    payload = {
-        "seed": seed,
-        "train": {k: v for k, v in dataclasses.asdict(opts).items() if k not in BOOKKEEPING_KEYS},
-        **more,
+    defaults = TrainConfig()
+    train = {
+        k: v
+        for k, v in dataclasses.asdict(opts).items()
+        if k not in BOOKKEEPING_KEYS and not (k in HASHED_WHEN_SET and v == getattr(defaults, k))
     }
+    payload = {"seed": seed, "train": train, **more}
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

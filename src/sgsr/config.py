@@ -76,6 +76,10 @@ class TrainConfig:
     log_every: int = 10
     num_workers: int = 0
     deterministic: bool = True
+    #: start from these weights (sgsr.warmstart): pretrained:<weight>, run:<run> or a file
+    init_from: str | None = None
+    #: parameter-name prefixes that stay fixed while fine-tuning (e.g. [conv_first, body.0])
+    freeze: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -259,6 +263,7 @@ _ELEMENT_TYPES: dict[str, type] = {
     "prepare.scales": int,
     "train.betas": float,
     "train.milestones": int,
+    "train.freeze": str,
     "evaluate.metrics": str,
 }
 
@@ -381,6 +386,12 @@ def _check_values(cfg: Config, errors: list[str]) -> None:
         bad("train.num_workers", t.num_workers, "must be >= 0")
     if t.weight_decay < 0:
         bad("train.weight_decay", t.weight_decay, "must be >= 0")
+    if t.init_from is not None:
+        from sgsr.warmstart import init_problem
+
+        problem = init_problem(t.init_from, [r.name for r in cfg.runs])
+        if problem:
+            bad("train.init_from", t.init_from, problem)
     if i.tile < 0:
         bad("infer.tile", i.tile, "must be >= 0 (0 = whole image)")
     if i.overlap < 0 or (i.tile and i.overlap * 2 >= i.tile):

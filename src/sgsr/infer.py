@@ -38,6 +38,7 @@ from sgsr.imaging import (
     upscale_bicubic,
     write_image,
 )
+from sgsr.models.common import rgb_range_of, unit_forward
 from sgsr.runs import bicubic_scale
 from sgsr.weights import TrustedArch, load_model
 
@@ -91,14 +92,10 @@ def _axis_windows(size: int, tile: int, overlap: int, scale: int) -> list[tuple[
     return out
 
 
-def _model_range(model: nn.Module) -> float:
-    return float(getattr(model, "rgb_range", 1.0))
-
-
 def _tiled(model: nn.Module, x: torch.Tensor, scale: int, tile: int, overlap: int) -> torch.Tensor:
     """Core of `upscale`: x (B, C, H, W) float in [0, 1] on CPU -> unclamped float32 SR."""
     device = next(model.parameters()).device
-    rgb_range = _model_range(model)
+    rgb_range = rgb_range_of(model)
     b, _, h, w = x.shape
     rows = _axis_windows(h, tile, overlap, scale)
     cols = _axis_windows(w, tile, overlap, scale)
@@ -112,10 +109,7 @@ def _tiled(model: nn.Module, x: torch.Tensor, scale: int, tile: int, overlap: in
     for y0, th, wy in rows:
         for x0, tw, wx in cols:
             window = x[..., y0 : y0 + th, x0 : x0 + tw].to(device, torch.float32)
-            pred = model(window * rgb_range) if rgb_range != 1.0 else model(window)
-            pred = pred.float().cpu()
-            if rgb_range != 1.0:
-                pred = pred / rgb_range
+            pred = unit_forward(model, window, rgb_range).float().cpu()
             if pred.shape[-2:] != (th * scale, tw * scale):
                 raise ValueError(
                     f"model output {tuple(pred.shape)} is not {scale}x its input "

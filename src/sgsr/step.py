@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from sgsr.config import TrainConfig
 from sgsr.distributed import DistContext, all_mean, train_device
+from sgsr.models.common import rgb_range_of, unit_forward
 
 
 class TrainingDiverged(ArithmeticError):
@@ -173,7 +174,7 @@ def train_step(state: TrainState, lr_batch: Tensor, hr_batch: Tensor) -> dict[st
     lr_batch = lr_batch.to(state.device, non_blocking=True).contiguous(memory_format=fmt)
     hr_batch = hr_batch.to(state.device, non_blocking=True)
     with torch.autocast(state.device.type, dtype=state.dtype, enabled=state.dtype is not None):
-        sr = state.model(lr_batch)
+        sr = unit_forward(state.model, lr_batch, rgb_range_of(state.module))
     total, components = state.loss(sr.float(), hr_batch.float())
     values = torch.stack([total.detach(), *(c.detach() for c in components.values())]).float()
     numbers = all_mean(state.ctx, values).tolist()

@@ -60,6 +60,7 @@ from sgsr.step import (
     train_step,
 )
 from sgsr.validation import load_val_pairs, psnr_validator
+from sgsr.warmstart import warm_start
 from sgsr.weights import RAW_WEIGHTS_NAME, write_weights
 
 __all__ = [
@@ -390,7 +391,7 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
     Returns the path of ``<root>/models/<run>/model.safetensors``.
     """
     from sgsr.losses import build_loss
-    from sgsr.models import build_model
+    from sgsr.models import build_model, canonical_arch
 
     run_cfg = cfg.run(run_name)
     seed = run_cfg.seed  # the primary seed (params `seed`) or a replicate's: init and data order
@@ -416,12 +417,17 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
                 "prepare.patch_size on a side; lower prepare.patch_size or add images"
             )
         seed_everything(seed)
+        context = {}  # where a community model's pretrained weights are (not a params key)
+        if canonical_arch(run_cfg.arch) == "community":
+            context["pretrained_dir"] = base / layout.PRETRAINED
         model = build_model(
             run_cfg.arch,
             allow_import=allows_import(cfg, run_cfg.model),
             scale=run_cfg.scale,
             **run_cfg.model_kwargs,
+            **context,
         )
+        start = warm_start(model, opts.init_from, opts.freeze, base, run_name)
         validate = _validator(cfg, run_cfg, base) if ctx.is_main else None
         fingerprint = params_hash(cfg, run_cfg, store)
         result = train(
@@ -447,6 +453,7 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
         )
         if ctx.is_main:
             card = run_card(run_cfg, opts, result, model, ctx, batch * ctx.world_size)
+            card.update(start)
             raw = result.model_state if result.ema_state is not None else None
             write_weights(base / layout.run_dir(run_name), result.weights, card, raw=raw)
             resumed = f", resumed at {result.resumed_from}" if result.resumed_from else ""

@@ -46,12 +46,14 @@ def psnr_validator(
     """Mean PSNR-Y (dB, `scale` border cropped) of whole validation images, computed in fp32."""
     from sgsr.imaging import to_tensor, to_uint8
     from sgsr.metrics import psnr
+    from sgsr.models.common import rgb_range_of, unit_forward
 
     def validate(model: nn.Module) -> float:
         device = next(model.parameters()).device
         scores = []
         for _, lr, hr in pairs:
-            sr = model(to_tensor(lr).to(device)).float().cpu()
+            x = to_tensor(lr).to(device)
+            sr = unit_forward(model, x, rgb_range_of(model)).float().cpu()
             scores.append(psnr(to_uint8(sr), hr, border=scale))
         return float(np.mean(scores))
 

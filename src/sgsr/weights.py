@@ -142,6 +142,13 @@ def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     return tensors, meta
 
 
+def read_shipped_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The state dict a ``model.safetensors`` ships (EMA when the file has them), with no
+    network built: what another run starts from (``train.init_from: run:<name>``)."""
+    tensors, meta = _read_weights(Path(path))
+    return _select_state(tensors, meta.get("sgsr_weights"), Path(path))[0]
+
+
 def _run_card(path: Path, meta: dict[str, str]) -> tuple[dict[str, Any], Path | str]:
     """run.json beside the weights, else the copy the trainer embeds in the file's metadata."""
     card_path = path.parent / CARD_NAME
@@ -192,7 +199,7 @@ def load_model(
     Loading is strict: a tensor missing or extra for the architecture is an error naming the
     file.
     """
-    from sgsr.models import build_model, canonical_arch
+    from sgsr.models import build_model, canonical_arch, resolve_model
 
     path = Path(weights_path)
     if not path.is_file():
@@ -224,13 +231,19 @@ def load_model(
                 "model: retrain the run (sgsr train, or dvc repro)"
             )
         arch, kwargs, allow = trusted.arch, dict(ours), trusted.allow_import
-    try:
-        model = build_model(arch, allow_import=allow, scale=scale, **kwargs)
-    except ValueError as exc:
-        raise ValueError(f"{card_src}: cannot build the model ({exc})") from exc
     # The file's own label wins: run.json's "weights" describes model.safetensors only.
     kind = meta.get("sgsr_weights") or card.get("weights")
     state, kind = _select_state(tensors, kind, path)
+    try:
+        # An architecture read from weights (arch: community) is rebuilt from these trained
+        # tensors (its `from_state` hook), so the pretrained file it started from is not needed.
+        from_state = getattr(resolve_model(arch, allow_import=allow), "from_state", None)
+        if from_state is not None:
+            model = from_state(state, scale=scale, **kwargs)
+        else:
+            model = build_model(arch, allow_import=allow, scale=scale, **kwargs)
+    except ValueError as exc:
+        raise ValueError(f"{card_src}: cannot build the model ({exc})") from exc
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

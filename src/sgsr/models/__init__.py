@@ -30,6 +30,7 @@ from typing import Any
 from torch import nn
 
 from sgsr.models.common import SCALES, MeanShift, ModelArgumentError, Upsampler, count_parameters
+from sgsr.models.community import community
 from sgsr.models.edsr import EDSR, edsr, edsr_baseline
 from sgsr.models.rcan import RCAN
 from sgsr.models.srresnet import SRResNet
@@ -72,6 +73,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "edsr": edsr,
     "rcan": RCAN,
     "srresnet": SRResNet,
+    # any spandrel-supported network, built from (and starting at) the weights it names
+    "community": community,
 }
 
 

