@@ -51,6 +51,9 @@ from sgsr.checkpoint import (
 from sgsr.config import DEFAULT_MAX_PIXELS, Config, Run, TrainConfig, allows_import
 from sgsr.distributed import DistContext, all_mean, barrier, init_from_env, resolve_device
 from sgsr.fsutil import atomic_write, sha256sum, write_text
+from sgsr.optim import IMPLEMENTATION_KEYS, make_adam  # [gpu] optimizer factory
+from sgsr.prefetch import prefetched  # [gpu] background batch loading
+from sgsr.step_capture import make_step  # [gpu] eager / CUDA graph / compile step
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +64,10 @@ BatchSource = Callable[[int], Iterator[tuple[Tensor, Tensor]]]
 
 #: TrainConfig keys that change only bookkeeping, never the trained weights; a checkpoint stays
 #: resumable when they change. Every other key (and seed, model, loss, scale, data) is hashed.
-BOOKKEEPING_KEYS = ("checkpoint_every", "val_every", "log_every", "num_workers", "device")
+BOOKKEEPING_KEYS = (
+    "checkpoint_every", "val_every", "log_every", "num_workers", "device",
+    *IMPLEMENTATION_KEYS,  # [gpu] how a step runs, not what it computes
+)  # fmt: skip
 
 #: File holding the non-averaged weights beside model.safetensors when EMA is on.
 RAW_WEIGHTS_NAME = "model-raw.safetensors"
@@ -208,9 +214,7 @@ def build_state(
         ids = [device.index] if device.type == "cuda" else None
         wrapped = DistributedDataParallel(module, device_ids=ids)
     params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(
-        params, lr=opts.lr, betas=tuple(opts.betas), weight_decay=opts.weight_decay
-    )
+    optimizer = make_adam(params, opts, device)  # [gpu] train.optimizer_impl
 
     def factor(step: int) -> float:
         return lr_factor(step, opts)
@@ -583,6 +587,7 @@ def _loop(
 
     ctx = state.ctx
     ck = _resume(state, checkpoint, fingerprint)
+    step = make_step(state)  # [gpu] train.capture; after _resume (a graph holds the tensors)
     start = state.iteration
     window = _LogWindow()
     wall_before = 0.0
@@ -619,7 +624,7 @@ def _loop(
                     f"a batch for every one of the {opts.iterations} iterations"
                 ) from None
             batch_size = int(lr.shape[0])
-            values = train_step(state, lr, hr)
+            values = step(lr, hr)  # [gpu] was train_step(state, lr, hr)
             it = state.iteration
             window.add(values)
             last = values
@@ -819,14 +824,18 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
         result = train(
             model,
             loss,
-            patch_batches(
-                dataset,
-                batch,
-                seed,
-                rank=ctx.rank,
-                world_size=ctx.world_size,
-                num_workers=opts.num_workers,
-                pin_memory=ctx.device.type == "cuda",
+            prefetched(  # [gpu] train.prefetch
+                patch_batches(
+                    dataset,
+                    batch,
+                    seed,
+                    rank=ctx.rank,
+                    world_size=ctx.world_size,
+                    num_workers=opts.num_workers,
+                    pin_memory=ctx.device.type == "cuda",
+                ),
+                opts.prefetch,
+                pin=ctx.device.type == "cuda",
             ),
             opts,
             seed=seed,
