@@ -74,7 +74,9 @@ class PrefetchIterator:
         self._thread.join(timeout=10)
 
     def __del__(self) -> None:
-        self._stop.set()
+        stop = getattr(self, "_stop", None)  # absent when __init__ refused its arguments
+        if stop is not None:
+            stop.set()
 
 
 def _produce(inner: Iterator[Batch], out: queue.Queue, stop: threading.Event, pin: bool) -> None:
