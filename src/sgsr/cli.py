@@ -95,7 +95,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     if not args.run:
         raise ValueError("sgsr evaluate needs --run NAME (pipeline) or --sr/--hr/--scale")
     out = evaluate.run(_cfg(args), args.run)
-    for set_name, entry in out["sets"].items():
+    for set_name, entry in out.items():  # metrics.json: {set: {metric: value, n_images}}
         shown = [
             f"{label} {entry[m]:{fmt}}{unit}"
             for m, label, fmt, unit in (
