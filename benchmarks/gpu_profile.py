@@ -56,8 +56,12 @@ def tool_env(extra_path: Path | None = None) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(REPO / "src"), env.get("PYTHONPATH", "")) if p
     )
-    for key, value in (("GIT_AUTHOR_NAME", "sgsr"), ("GIT_AUTHOR_EMAIL", "sgsr@localhost"),
-                       ("GIT_COMMITTER_NAME", "sgsr"), ("GIT_COMMITTER_EMAIL", "sgsr@localhost")):
+    for key, value in (
+        ("GIT_AUTHOR_NAME", "sgsr"),
+        ("GIT_AUTHOR_EMAIL", "sgsr@localhost"),
+        ("GIT_COMMITTER_NAME", "sgsr"),
+        ("GIT_COMMITTER_EMAIL", "sgsr@localhost"),
+    ):
         env.setdefault(key, value)  # fmt: skip
     return env
 
