@@ -77,11 +77,16 @@ def sgsr_shim(folder: Path) -> Path:
 
 
 def make_profile_copy(
-    dest: Path, params: dict | None = None, profile: str = "gpu", env: dict | None = None
+    dest: Path,
+    params: dict | None = None,
+    profile: str = "gpu",
+    env: dict | None = None,
+    dvc: bool = True,
 ) -> Path:
     """Copy ``profiles/<profile>`` (params merged with `params`) into `dest`; return the copy's
     profile folder, ready for ``dvc repro``. Uses git when it is installed (DVC's usual
-    setting), else a DVC project without SCM."""
+    setting), else a DVC project without SCM; ``dvc=False``: no DVC project (for running the
+    stage commands by hand where DVC is not installed)."""
     env = env or tool_env()
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy2(REPO / "dvc.yaml", dest / "dvc.yaml")
@@ -95,14 +100,18 @@ def make_profile_copy(
     raw.setdefault("data", {})["dir"] = str(SHARED)
     deep_update(raw, params or {})
     (folder / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    if not dvc:
+        return folder
     git = shutil.which("git", path=env["PATH"]) is not None
-    dvc = [sys.executable, "-m", "dvc"]
+    dvc_cmd = [sys.executable, "-m", "dvc"]
     if git:
         subprocess.run(["git", "init", "-q"], cwd=dest, check=True, env=env)
-        subprocess.run([*dvc, "init", "-q", "--subdir"], cwd=folder, check=True, env=env)
+        subprocess.run([*dvc_cmd, "init", "-q", "--subdir"], cwd=folder, check=True, env=env)
     else:
-        subprocess.run([*dvc, "init", "-q", "--no-scm"], cwd=folder, check=True, env=env)
-    subprocess.run([*dvc, "config", "core.analytics", "false"], cwd=folder, check=True, env=env)
+        subprocess.run([*dvc_cmd, "init", "-q", "--no-scm"], cwd=folder, check=True, env=env)
+    subprocess.run(
+        [*dvc_cmd, "config", "core.analytics", "false"], cwd=folder, check=True, env=env
+    )
     if git:
         subprocess.run(["git", "add", "-A"], cwd=dest, check=True, env=env)
         subprocess.run(["git", "commit", "-qm", "profile copy"], cwd=dest, check=True, env=env)
