@@ -397,6 +397,8 @@ def test_runs_trained_together_equal_runs_trained_alone(tmp_path, monkeypatch):
     run_together(cfg, "tiny-l1-x2-s7")  # its own stage: nothing left to train
     after = companion.stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    # and, having nothing to train itself, it starts no other run either
+    assert not (folders["together"] / "models/checkpoints/tiny-sgl-x2").exists()
     from safetensors.torch import load_file
 
     for name in ("tiny-l1-x2", "tiny-l1-x2-s7"):

@@ -109,6 +109,8 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
             )
         return train.run(cfg, run_name, root)
     base = pipeline_root(cfg, root)
+    if is_trained(cfg, run_name, base):  # trained beside another run: only write its weights
+        return train.run(cfg, run_name, root)
     others = companions(cfg, run_name, base)
     if not others:
         return train.run(cfg, run_name, root)
