@@ -40,7 +40,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SGSR_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
-TOTAL_BUDGET_S = 450  # the check must end within 8 minutes: this leaves a margin
+TOTAL_BUDGET_S = 420  # the check must end within 8 minutes: this leaves a margin
 FULL_ITERATIONS = 8000
 FULL_RUNS = 15
 
@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         with_report = use_dvc and "report" not in missing
         _say(f"short gpu profile run ({args.iterations} iterations, 5 runs) ...")
         report["profile"] = short_profile(
-            env, short_overrides(args.iterations), max(60.0, left() - 150), use_dvc, with_report
+            env, short_overrides(args.iterations), max(60.0, left() - 120), use_dvc, with_report
         )
         if not with_report:
             report["profile"]["report"] = "not run (dvc or papermill/jupyter missing)"
@@ -369,9 +369,9 @@ def main(argv: list[str] | None = None) -> int:
         _say(json.dumps(report["projection"]))
     _say("bench_gpu ...")
     bench_out = Path(tempfile.mkdtemp(prefix="sgsr-bench-gpu-")) / "bench.json"
-    budget = max(30.0, left() - 90)
-    r = _run([sys.executable, "benchmarks/bench_gpu.py", "--budget", str(budget * 0.6), "--out",
-              str(bench_out)], env, budget)  # fmt: skip
+    budget = max(45.0, left())
+    r = _run([sys.executable, "benchmarks/bench_gpu.py", "--budget", str(budget), "--out",
+              str(bench_out)], env, budget + 45)  # fmt: skip
     if bench_out.is_file():
         report["bench_gpu"] = json.loads(bench_out.read_text())
         _say(json.dumps(report["bench_gpu"].get("goals", {})))

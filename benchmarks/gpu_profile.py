@@ -109,9 +109,7 @@ def make_profile_copy(
         subprocess.run([*dvc_cmd, "init", "-q", "--subdir"], cwd=folder, check=True, env=env)
     else:
         subprocess.run([*dvc_cmd, "init", "-q", "--no-scm"], cwd=folder, check=True, env=env)
-    subprocess.run(
-        [*dvc_cmd, "config", "core.analytics", "false"], cwd=folder, check=True, env=env
-    )
+    subprocess.run([*dvc_cmd, "config", "core.analytics", "false"], cwd=folder, check=True, env=env)
     if git:
         subprocess.run(["git", "add", "-A"], cwd=dest, check=True, env=env)
         subprocess.run(["git", "commit", "-qm", "profile copy"], cwd=dest, check=True, env=env)
