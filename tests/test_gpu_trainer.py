@@ -39,9 +39,29 @@ CUDA = torch.cuda.is_available()
 
 
 def cuda(test):
-    """Marked ``cuda`` (what benchmarks/gpu_check.py selects) and skipped without a GPU."""
+    """Marked ``cuda`` (what benchmarks/gpu_check.py selects), skipped without a GPU, run in
+    full fp32 (no TF32), so that comparisons measure the implementations, not TF32 rounding."""
     skip = pytest.mark.skipif(not CUDA, reason="needs a CUDA device (benchmarks/gpu_check.py)")
-    return pytest.mark.cuda(skip(test))
+    return pytest.mark.cuda(skip(pytest.mark.usefixtures("_no_tf32")(test)))
+
+
+@pytest.fixture
+def _no_tf32():
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def assert_same_run(got: dict[str, Tensor], ref: dict[str, Tensor], frac: float) -> None:
+    """`got` ended where `ref` did, relative to how far training moved the weights from their
+    initialisation: mean |got - ref| <= frac * mean |ref - init| over all weights. (Adam moves
+    a weight whose gradient is mostly noise by about lr per step in either direction, so
+    element-wise tolerances would fail on GPU noise alone.)"""
+    init = {k: v.to(torch.float32) for k, v in tiny_model().state_dict().items()}
+    diff = sum(float((got[k].float() - ref[k].float()).abs().sum()) for k in ref)
+    moved = sum(float((ref[k].float() - init[k]).abs().sum()) for k in ref)
+    assert moved > 0 and diff <= frac * moved, (diff, moved)
 
 
 EVERY_FEATURE = dict(
@@ -147,6 +167,7 @@ def test_fused_and_foreach_match_the_for_loop_step_over_many_iterations(impl):
         for k in r:
             assert math.isclose(r[k], g[k], rel_tol=1e-4, abs_tol=1e-7), (i, k, r[k], g[k])
     assert ref[-1]["total"] < ref[0]["total"]  # it trains
+    assert_same_run(got_w, ref_w, 0.01)  # the criterion the GPU tests use
     for k in ref_w:
         torch.testing.assert_close(got_w[k], ref_w[k], rtol=1e-4, atol=1e-5)
     assert ref_ema is not None and got_ema is not None
@@ -468,8 +489,7 @@ def test_cuda_optimizer_impls_match_the_for_loop(impl):
                               30, device="cuda")  # fmt: skip
     for r, g in zip(ref, got, strict=True):
         assert math.isclose(r["total"], g["total"], rel_tol=1e-3, abs_tol=1e-6), (r, g)
-    for k in ref_w:
-        torch.testing.assert_close(got_w[k], ref_w[k], rtol=1e-3, atol=1e-4)
+    assert_same_run(got_w, ref_w, 0.01)
 
 
 @cuda
@@ -489,14 +509,12 @@ def test_cuda_graph_step_matches_the_eager_fused_step(amp):
                                     step_factory=graph, device="cuda")  # fmt: skip
     assert steps[0].graph is not None
     tol = 1e-3 if amp == "off" else 2e-2
-    assert [r["lr"] for r in ref] == pytest.approx([g["lr"] for g in got], rel=1e-6)
+    assert [r["lr"] for r in ref] == [g["lr"] for g in got]
     for r, g in zip(ref, got, strict=True):
         assert math.isclose(r["total"], g["total"], rel_tol=tol, abs_tol=1e-5), (r, g)
-    for k in ref_w:
-        torch.testing.assert_close(got_w[k], ref_w[k], rtol=tol, atol=tol)
+    assert_same_run(got_w, ref_w, 0.02 if amp == "off" else 0.1)
     assert ref_ema is not None and got_ema is not None
-    for k in ref_ema:
-        torch.testing.assert_close(got_ema[k], ref_ema[k], rtol=tol, atol=tol)
+    assert_same_run(got_ema, ref_ema, 0.02 if amp == "off" else 0.1)
 
 
 @cuda
@@ -515,9 +533,7 @@ def test_cuda_graph_checkpoint_resumes_eagerly_and_in_a_graph(tmp_path):
         train(tiny_model(), build_loss(SGL), _dying(7), o, checkpoint=ck)
     resumed = train(tiny_model(), build_loss(SGL), lambda s: batches(s), o, checkpoint=ck)
     assert resumed.resumed_from == 6
-    for k in ref.model_state:
-        torch.testing.assert_close(resumed.model_state[k], ref.model_state[k], rtol=1e-3,
-                                   atol=1e-4)  # fmt: skip
+    assert_same_run(resumed.model_state, ref.model_state, 0.02)
     eager = dataclasses.replace(o, capture="off")
     ck2 = tmp_path / "run2.pt"
     with pytest.raises(_Interrupt):
@@ -533,8 +549,7 @@ def test_cuda_compiled_step_matches_the_eager_step():
     got, got_w, _ = run_steps(_gpu_opts(capture="compile", **kw), 8, device="cuda")
     for r, g in zip(ref, got, strict=True):
         assert math.isclose(r["total"], g["total"], rel_tol=1e-3, abs_tol=1e-5), (r, g)
-    for k in ref_w:
-        torch.testing.assert_close(got_w[k], ref_w[k], rtol=1e-3, atol=1e-4)
+    assert_same_run(got_w, ref_w, 0.02)
 
 
 @cuda
@@ -572,5 +587,4 @@ def test_cuda_runs_in_threads_with_graphs_match_runs_alone():
     for t in threads:
         t.join()
     for i in range(2):
-        for k in alone[i]:
-            torch.testing.assert_close(out[i][k], alone[i][k], rtol=1e-3, atol=1e-4)
+        assert_same_run(out[i], alone[i], 0.02)
