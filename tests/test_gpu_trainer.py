@@ -217,6 +217,46 @@ def test_the_body_a_graph_records_is_bitwise_the_eager_step(spec):
     assert_same(ref_ema, got_ema)
 
 
+def test_a_learning_rate_tensor_is_filled_by_the_scheduler_and_saved_as_a_float():
+    """What a captured step does with the rate, on the CPU (fused Adam takes a tensor rate
+    there too): the scheduler fills the tensor in place (a graph keeps its address), the
+    logged rate is the eager float, the update matches the float rate's to float32 rounding,
+    and the optimizer's state dict (the checkpoint) holds a float."""
+    from sgsr.step_capture import prepare_capturable
+
+    o = opts(iterations=12, optimizer_impl="fused", **EVERY_FEATURE)
+    ref, ref_w, _ = run_steps(o, 12, step_factory=lambda s: GraphStep(s, False))
+    tensors = []
+
+    def with_tensor_lr(state):
+        prepare_capturable(state.optimizer, state.device, capturable=False)
+        tensors.append(state.optimizer.param_groups[0]["lr"])
+        return GraphStep(state, False)
+
+    got, got_w, _ = run_steps(o, 12, step_factory=with_tensor_lr)
+    assert [r["lr"] for r in ref] == [g["lr"] for g in got]
+    for r, g in zip(ref, got, strict=True):
+        assert math.isclose(r["total"], g["total"], rel_tol=1e-5), (r, g)
+    assert_same_run(got_w, ref_w, 1e-3)
+    state = build_state(tiny_model(), build_loss(SGL), o)
+    with_tensor_lr(state)
+    lr = state.optimizer.param_groups[0]["lr"]
+    assert isinstance(lr, Tensor) and lr is tensors[-1]
+    with warnings.catch_warnings():  # a scheduler step without an update, on purpose
+        warnings.simplefilter("ignore", UserWarning)
+        state.scheduler.step()
+    assert state.optimizer.param_groups[0]["lr"] is lr  # filled in place, not replaced
+    assert float(lr) == pytest.approx(current_lr_of(state), rel=1e-6)
+    saved = state.optimizer.state_dict()["param_groups"][0]["lr"]
+    assert isinstance(saved, float) and saved == pytest.approx(float(lr))
+
+
+def current_lr_of(state) -> float:
+    from sgsr.step_capture import current_lr
+
+    return current_lr(state)
+
+
 def test_warmup_updates_are_undone_exactly():
     """Capture warms up with real updates and must put every tensor back: snapshot/restore
     (on the CPU, on a fresh optimizer whose state the warm-up creates) leaves the next

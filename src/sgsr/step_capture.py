@@ -273,14 +273,17 @@ def compiled_step(state: TrainState) -> Step:
 # --- optimizer and state plumbing for capture --------------------------------------------------
 
 
-def prepare_capturable(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+def prepare_capturable(
+    optimizer: torch.optim.Optimizer, device: torch.device, capturable: bool = True
+) -> None:
     """Make an Adam safe to capture: ``capturable`` on, step counters on the device, the
     learning rate a device tensor (filled in place by the scheduler between replays).
 
     The optimizer's checkpoints stay portable: :func:`sgsr.optim.make_adam` registered hooks
-    that save the rate as a float and load any checkpoint into this implementation."""
+    that save the rate as a float and load any checkpoint into this implementation.
+    (``capturable=False``: only the learning-rate tensor, which the CPU tests exercise.)"""
     for group in optimizer.param_groups:
-        group["capturable"] = True
+        group["capturable"] = group.get("capturable", False) or capturable
         if not isinstance(group["lr"], Tensor):
             group["lr"] = torch.tensor(float(group["lr"]), device=device)
         for p in group["params"]:
