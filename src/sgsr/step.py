@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from sgsr.config import TrainConfig
 from sgsr.distributed import DistContext, all_mean, train_device
+from sgsr.optim import adam_kwargs, portable
 
 
 class TrainingDiverged(ArithmeticError):
@@ -88,10 +89,20 @@ class EMA:
 
 def build_optimizer(module: nn.Module, opts: TrainConfig) -> torch.optim.Optimizer:
     """The optimizer over `module`'s trainable parameters: Adam with ``train.lr``, ``betas`` and
-    ``weight_decay``. The one place an optimizer is chosen or configured."""
+    ``weight_decay``, in the implementation ``train.optimizer_impl`` picks for the device the
+    parameters are on (`sgsr.optim`: fused on CUDA, torch's default on the CPU), with
+    checkpoints that resume in any implementation. The one place an optimizer is chosen or
+    configured."""
     params = [p for p in module.parameters() if p.requires_grad]
-    return torch.optim.Adam(
-        params, lr=opts.lr, betas=tuple(opts.betas), weight_decay=opts.weight_decay
+    device = params[0].device if params else torch.device("cpu")
+    return portable(
+        torch.optim.Adam(
+            params,
+            lr=opts.lr,
+            betas=tuple(opts.betas),
+            weight_decay=opts.weight_decay,
+            **adam_kwargs(opts.optimizer_impl, device),
+        )
     )
 
 
