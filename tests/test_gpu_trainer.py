@@ -516,7 +516,9 @@ def test_compiled_step_matches_the_eager_step_on_cpu():
 
 
 def _gpu_opts(**kw) -> TrainConfig:
-    return opts(device="cuda", amp="off", channels_last=True, deterministic=False, **kw)
+    """GPU options: fp32, channels_last, cuDNN free to pick kernels; `kw` overrides any."""
+    return opts(**{"device": "cuda", "amp": "off", "channels_last": True,
+                   "deterministic": False, **kw})  # fmt: skip
 
 
 @cuda
