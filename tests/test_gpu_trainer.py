@@ -18,13 +18,13 @@ import math
 import threading
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from test_train import _dying_source, _Interrupt
 from torch import Tensor
 
 from sgsr.checkpoint import options_fingerprint
@@ -304,18 +304,9 @@ def test_capture_with_fp16_is_a_config_error_naming_the_keys():
 # --- exact resume with the new options ----------------------------------------------------------
 
 
-class _Interrupt(Exception):
-    pass
-
-
 def _dying(die_at: int):
-    def source(start: int) -> Iterator[tuple[Tensor, Tensor]]:
-        for i, b in zip(itertools.count(start), batches(start), strict=False):
-            if i == die_at:
-                raise _Interrupt(f"killed at {i}")
-            yield b
-
-    return source
+    """`batches` with a crash when iteration `die_at` asks for its batch."""
+    return _dying_source(die_at, batches)
 
 
 def test_resume_after_a_crash_is_bitwise_exact_with_fused_adam_and_prefetch(tmp_path):
