@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from benchmarks.bench_pipeline import deep_update
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SGSR_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
 
@@ -35,16 +37,6 @@ TINY = {
     },
     "evaluate": {"metrics": ["psnr", "ssim"], "bootstrap": 200, "fid_bootstrap": 0},
 }  # fmt: skip
-
-
-def deep_update(base: dict, extra: dict) -> dict:
-    """`base` with `extra` merged in, mappings key by key (other values replaced)."""
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            deep_update(base[key], value)
-        else:
-            base[key] = value
-    return base
 
 
 def tool_env(extra_path: Path | None = None) -> dict[str, str]:
