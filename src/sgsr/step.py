@@ -171,6 +171,26 @@ def build_state(
     )  # fmt: skip
 
 
+def forward_loss(
+    state: TrainState, lr_batch: Tensor, hr_batch: Tensor, autocast_cache: bool = True
+) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+    """The network on a device batch (under autocast) and the loss in fp32: ``(total,
+    components, values)``, values the detached ``[total, *components]`` as one fp32 tensor.
+    The forward half of :func:`train_step`, shared with the captured step
+    (`sgsr.step_capture.step_body`) so that both compute the same thing. ``autocast_cache``
+    must be False under CUDA-graph capture (cached casts would be freed inside the capture)."""
+    with torch.autocast(
+        state.device.type,
+        dtype=state.dtype,
+        enabled=state.dtype is not None,
+        cache_enabled=autocast_cache,
+    ):
+        sr = state.model(lr_batch)
+    total, components = state.loss(sr.float(), hr_batch.float())
+    values = torch.stack([total.detach(), *(c.detach() for c in components.values())]).float()
+    return total, components, values
+
+
 def train_step(state: TrainState, lr_batch: Tensor, hr_batch: Tensor) -> dict[str, float]:
     """One update on a batch of low-resolution inputs and their high-resolution targets.
 
@@ -183,10 +203,7 @@ def train_step(state: TrainState, lr_batch: Tensor, hr_batch: Tensor) -> dict[st
     fmt = torch.channels_last if state.channels_last else torch.contiguous_format
     lr_batch = lr_batch.to(state.device, non_blocking=True).contiguous(memory_format=fmt)
     hr_batch = hr_batch.to(state.device, non_blocking=True)
-    with torch.autocast(state.device.type, dtype=state.dtype, enabled=state.dtype is not None):
-        sr = state.model(lr_batch)
-    total, components = state.loss(sr.float(), hr_batch.float())
-    values = torch.stack([total.detach(), *(c.detach() for c in components.values())]).float()
+    total, components, values = forward_loss(state, lr_batch, hr_batch)
     numbers = all_mean(state.ctx, values).tolist()
     out = dict(zip(["total", *components], numbers, strict=True))
     if not all(math.isfinite(v) for v in numbers):

@@ -37,7 +37,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from sgsr.step import TrainingDiverged, TrainState, train_step
+from sgsr.step import TrainingDiverged, TrainState, forward_loss, train_step
 
 #: A training step: (lr, hr) batch on the host -> {"total", <components>..., "lr"} as floats.
 Step = Callable[[Tensor, Tensor], dict[str, float]]
@@ -124,19 +124,12 @@ def _after_first(step: Step, hook: Callable[[], None]) -> Step:
 def step_body(
     state: TrainState, lr: Tensor, hr: Tensor, autocast_cache: bool = True
 ) -> tuple[Tensor, list[str]]:
-    """Forward, loss, backward, (clip), Adam, EMA: the update of :func:`sgsr.step.train_step`
+    """Forward and loss (:func:`sgsr.step.forward_loss`, the same code as
+    :func:`sgsr.step.train_step`), backward, (clip), Adam, EMA: the update of ``train_step``
     in the same order, for a GradScaler that is off. Returns the stacked ``[total,
     *components]`` (a device tensor, not read) and the component names. ``autocast_cache``
     must be False under graph capture (cached casts would be freed inside the capture)."""
-    with torch.autocast(
-        state.device.type,
-        dtype=state.dtype,
-        enabled=state.dtype is not None,
-        cache_enabled=autocast_cache,
-    ):
-        sr = state.model(lr)
-    total, components = state.loss(sr.float(), hr.float())
-    values = torch.stack([total.detach(), *(c.detach() for c in components.values())]).float()
+    total, components, values = forward_loss(state, lr, hr, autocast_cache)
     state.optimizer.zero_grad(set_to_none=True)
     total.backward()
     if state.opts.grad_clip > 0:
