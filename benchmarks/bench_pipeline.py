@@ -33,7 +33,7 @@ def make_pipeline_copy(dest: Path, params: dict | None = None) -> Path:
         from sgsr.yamlio import load_yaml  # duplicate keys refused, as load_config does
 
         raw = load_yaml(dest / "params.yaml")
-        _deep_update(raw, params)
+        deep_update(raw, params)
         (dest / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     env = tool_env()
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True, env=env)
@@ -44,12 +44,14 @@ def make_pipeline_copy(dest: Path, params: dict | None = None) -> Path:
     return dest
 
 
-def _deep_update(base: dict, extra: dict) -> None:
+def deep_update(base: dict, extra: dict) -> dict:
+    """`base` with `extra` merged in, mappings key by key (other values replaced)."""
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _deep_update(base[key], value)
+            deep_update(base[key], value)
         else:
             base[key] = value
+    return base
 
 
 def tool_env() -> dict[str, str]:

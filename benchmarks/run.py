@@ -89,6 +89,7 @@ def goals(results: dict) -> dict:
         out["fid_study_cpu_minutes (>= wall on 2 idle cores) <= 40"] = {"value": v, "met": v <= 40}
         v = fid["summarize_minutes"]
         out["summarize_study_minutes <= 10"] = {"value": v, "met": v <= 10}
+    out.update((results.get("gpu") or {}).get("goals", {}))  # CUDA only (bench_gpu.goals)
     pipeline = results.get("pipeline")
     if pipeline:
         noop = pipeline["noop_repro_seconds"]

@@ -15,7 +15,7 @@ FIELDS = {
     "infer": ["models", "tile", "overlap"],
     "eval": ["seconds_per_image"],
     "fid": ["seconds_per_patch", "study_fid_minutes", "summarize_minutes"],
-    "gpu": ["measured"],
+    "gpu": ["measured", "steps", "sgl_overhead", "unmeasured_variants", "sharing", "loader"],
     "pipeline": ["noop_repro_seconds", "stage_seconds", "pipeline_seconds"],
 }
 

@@ -125,9 +125,10 @@ class _Interrupt(Exception):
     pass
 
 
-def _dying_source(die_at: int):
-    """toy_source that raises when iteration `die_at` asks for its batch (a crash mid-run)."""
-    inner = toy_source()
+def _dying_source(die_at: int, inner=None):
+    """`inner` (default toy_source) that raises when iteration `die_at` asks for its batch (a
+    crash mid-run)."""
+    inner = inner or toy_source()
 
     def source(start: int):
         for i, batch in zip(itertools.count(start), inner(start), strict=False):

@@ -31,6 +31,7 @@ from torch import Tensor
 
 from sgsr.config import TrainConfig
 from sgsr.fsutil import atomic_path
+from sgsr.optim import IMPLEMENTATION_KEYS
 
 if TYPE_CHECKING:
     from sgsr.step import TrainState
@@ -140,7 +141,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 #: TrainConfig keys that change only bookkeeping, never the trained weights; a checkpoint stays
 #: resumable when they change. Every other key (and seed, model, loss, scale, data) is hashed.
-BOOKKEEPING_KEYS = ("checkpoint_every", "val_every", "log_every", "num_workers", "device")
+BOOKKEEPING_KEYS = (
+    "checkpoint_every", "val_every", "log_every", "num_workers", "device",
+    *IMPLEMENTATION_KEYS,  # how a step runs, not what it computes (sgsr.optim)
+)  # fmt: skip
 
 
 def cpu_state(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -54,7 +54,7 @@ def _prepare(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     cfg = _cfg(args)
-    from sgsr.train import run
+    from sgsr.gpu_share import run  # sgsr.train.run, plus train.runs_per_process
 
     run(cfg, args.run)
 

@@ -24,6 +24,11 @@ SOURCES = ("sample", "official", "dir")
 SCHEDULES = ("multistep", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
+#: train.optimizer_impl: Adam's implementation (sgsr.optim). auto = fused on CUDA, torch's
+#: default on the CPU (its for-loop, so CPU runs stay bitwise what they were).
+OPTIMIZER_IMPLS = ("auto", "for_loop", "foreach", "fused")
+#: train.capture: how a training step reaches the device (sgsr.step_capture). off = eager.
+CAPTURE_MODES = ("off", "cuda_graph", "compile")
 BAD_IMAGE_POLICIES = ("error", "skip")
 #: Largest image (width x height) any stage decodes, checked from the header first: a 167-byte
 #: PNG can declare 30000x30000 (2.7 GB of RGB). 40 MP holds 8K UHD (33 MP) and every SR
@@ -80,6 +85,15 @@ class TrainConfig:
     init_from: str | None = None
     #: parameter-name prefixes that stay fixed while fine-tuning (e.g. [conv_first, body.0])
     freeze: tuple[str, ...] = ()
+    # How a step runs, never what it computes (sgsr.optim.IMPLEMENTATION_KEYS: not hashed, a
+    # checkpoint resumes across them). Defaults keep the CPU path bitwise as it was.
+    optimizer_impl: str = "auto"
+    capture: str = "off"
+    #: Batches loaded ahead by a background thread (0 = none; DataLoader workers also prefetch).
+    prefetch: int = 0
+    #: `sgsr train --run A` also trains up to N-1 other runs of the matrix that still need it,
+    #: at once in this process (sgsr.gpu_share; their own stages then find them finished).
+    runs_per_process: int = 1
 
 
 @dataclass(frozen=True)
@@ -392,6 +406,21 @@ def _check_values(cfg: Config, errors: list[str]) -> None:
         problem = init_problem(t.init_from, [r.name for r in cfg.runs])
         if problem:
             bad("train.init_from", t.init_from, problem)
+    if t.optimizer_impl not in OPTIMIZER_IMPLS:
+        impls = ", ".join(OPTIMIZER_IMPLS)
+        bad("train.optimizer_impl", t.optimizer_impl, f"must be one of {impls}")
+    if t.capture not in CAPTURE_MODES:
+        bad("train.capture", t.capture, f"must be one of {', '.join(CAPTURE_MODES)}")
+    elif t.capture == "cuda_graph" and t.amp == "fp16":
+        bad(
+            "train.capture",
+            t.capture,
+            "cannot run with train.amp: fp16 (its GradScaler decides on the CPU, every step, "
+            "whether to skip the update); use amp bf16, auto or off, or capture off",
+        )
+    if t.prefetch < 0:
+        bad("train.prefetch", t.prefetch, "must be >= 0 (0 = no background loading)")
+    _positive(errors, "train.runs_per_process", t.runs_per_process)
     if i.tile < 0:
         bad("infer.tile", i.tile, "must be >= 0 (0 = whole image)")
     if i.overlap < 0 or (i.tile and i.overlap * 2 >= i.tile):

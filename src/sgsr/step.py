@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from sgsr.config import TrainConfig
 from sgsr.distributed import DistContext, all_mean, train_device
 from sgsr.models.common import rgb_range_of, unit_forward
+from sgsr.optim import adam_kwargs, portable
 
 
 class TrainingDiverged(ArithmeticError):
@@ -89,10 +90,20 @@ class EMA:
 
 def build_optimizer(module: nn.Module, opts: TrainConfig) -> torch.optim.Optimizer:
     """The optimizer over `module`'s trainable parameters: Adam with ``train.lr``, ``betas`` and
-    ``weight_decay``. The one place an optimizer is chosen or configured."""
+    ``weight_decay``, in the implementation ``train.optimizer_impl`` picks for the device the
+    parameters are on (`sgsr.optim`: fused on CUDA, torch's default on the CPU), with
+    checkpoints that resume in any implementation. The one place an optimizer is chosen or
+    configured."""
     params = [p for p in module.parameters() if p.requires_grad]
-    return torch.optim.Adam(
-        params, lr=opts.lr, betas=tuple(opts.betas), weight_decay=opts.weight_decay
+    device = params[0].device if params else torch.device("cpu")
+    return portable(
+        torch.optim.Adam(
+            params,
+            lr=opts.lr,
+            betas=tuple(opts.betas),
+            weight_decay=opts.weight_decay,
+            **adam_kwargs(opts.optimizer_impl, device),
+        )
     )
 
 
@@ -161,6 +172,26 @@ def build_state(
     )  # fmt: skip
 
 
+def forward_loss(
+    state: TrainState, lr_batch: Tensor, hr_batch: Tensor, autocast_cache: bool = True
+) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+    """The network on a device batch (under autocast) and the loss in fp32: ``(total,
+    components, values)``, values the detached ``[total, *components]`` as one fp32 tensor.
+    The forward half of :func:`train_step`, shared with the captured step
+    (`sgsr.step_capture.step_body`) so that both compute the same thing. ``autocast_cache``
+    must be False under CUDA-graph capture (cached casts would be freed inside the capture)."""
+    with torch.autocast(
+        state.device.type,
+        dtype=state.dtype,
+        enabled=state.dtype is not None,
+        cache_enabled=autocast_cache,
+    ):
+        sr = unit_forward(state.model, lr_batch, rgb_range_of(state.module))
+    total, components = state.loss(sr.float(), hr_batch.float())
+    values = torch.stack([total.detach(), *(c.detach() for c in components.values())]).float()
+    return total, components, values
+
+
 def train_step(state: TrainState, lr_batch: Tensor, hr_batch: Tensor) -> dict[str, float]:
     """One update on a batch of low-resolution inputs and their high-resolution targets.
 
@@ -173,10 +204,7 @@ def train_step(state: TrainState, lr_batch: Tensor, hr_batch: Tensor) -> dict[st
     fmt = torch.channels_last if state.channels_last else torch.contiguous_format
     lr_batch = lr_batch.to(state.device, non_blocking=True).contiguous(memory_format=fmt)
     hr_batch = hr_batch.to(state.device, non_blocking=True)
-    with torch.autocast(state.device.type, dtype=state.dtype, enabled=state.dtype is not None):
-        sr = unit_forward(state.model, lr_batch, rgb_range_of(state.module))
-    total, components = state.loss(sr.float(), hr_batch.float())
-    values = torch.stack([total.detach(), *(c.detach() for c in components.values())]).float()
+    total, components, values = forward_loss(state, lr_batch, hr_batch)
     numbers = all_mean(state.ctx, values).tolist()
     out = dict(zip(["total", *components], numbers, strict=True))
     if not all(math.isfinite(v) for v in numbers):

@@ -1,6 +1,7 @@
 """The training loop and the train stage.
 
-- :func:`train` is the library loop: iterations of `sgsr.step.train_step` with logging
+- :func:`train` is the library loop: iterations of `sgsr.step.train_step` (eager, or as one
+  CUDA graph or compiled, per ``train.capture``: `sgsr.step_capture`) with logging
   (`sgsr.live`), validation, checkpoints and resume (`sgsr.checkpoint`). It takes any model,
   any loss with the :class:`sgsr.losses.CompositeLoss` contract (``loss(sr, hr) -> (total,
   components)``), a *batch source* (`sgsr.data.batches`) and a
@@ -47,6 +48,7 @@ from sgsr.checkpoint import (
 )
 from sgsr.config import Config, Run, TrainConfig, allows_import
 from sgsr.data.batches import BatchSource, fixed_batch, iterable_source, patch_batches
+from sgsr.data.prefetch import prefetched
 from sgsr.distributed import DistContext, barrier, init_from_env, train_device
 from sgsr.fsutil import sha256sum
 from sgsr.live import open_live
@@ -59,6 +61,7 @@ from sgsr.step import (
     lr_factor,
     train_step,
 )
+from sgsr.step_capture import make_step
 from sgsr.validation import load_val_pairs, psnr_validator
 from sgsr.warmstart import warm_start
 from sgsr.weights import RAW_WEIGHTS_NAME, write_weights
@@ -202,6 +205,7 @@ def _loop(
 
     ctx = state.ctx
     ck = resume_checkpoint(state, checkpoint, fingerprint)
+    step = make_step(state)  # train.capture; after resuming (a graph holds the tensors)
     start = state.iteration
     window = _LogWindow()
     wall_before = 0.0
@@ -238,7 +242,7 @@ def _loop(
                     f"a batch for every one of the {opts.iterations} iterations"
                 ) from None
             batch_size = int(lr_batch.shape[0])
-            values = train_step(state, lr_batch, hr_batch)
+            values = step(lr_batch, hr_batch)
             it = state.iteration
             window.add(values)
             last = values
@@ -433,14 +437,18 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
         result = train(
             model,
             loss,
-            patch_batches(
-                dataset,
-                batch,
-                seed,
-                rank=ctx.rank,
-                world_size=ctx.world_size,
-                num_workers=opts.num_workers,
-                pin_memory=ctx.device.type == "cuda",
+            prefetched(
+                patch_batches(
+                    dataset,
+                    batch,
+                    seed,
+                    rank=ctx.rank,
+                    world_size=ctx.world_size,
+                    num_workers=opts.num_workers,
+                    pin_memory=ctx.device.type == "cuda",
+                ),
+                opts.prefetch,
+                pin=ctx.device.type == "cuda",
             ),
             opts,
             seed=seed,
