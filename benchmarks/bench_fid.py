@@ -152,9 +152,10 @@ def _summarize_timing(root: Path, quick: bool, resamples: int) -> dict:
         folder = root / "results" / "metrics" / run
         folder.mkdir(parents=True)
         numbers, info_sets = {}, {}
-        with open(folder / "per_image.csv", "w", newline="") as fh, open(
-            folder / "fid_bootstrap.csv", "w", newline=""
-        ) as bf:
+        with (
+            open(folder / "per_image.csv", "w", newline="") as fh,
+            open(folder / "fid_bootstrap.csv", "w", newline="") as bf,
+        ):
             w, b = csv.writer(fh), csv.writer(bf)
             w.writerow(["set", "image", "scale", *metrics[:-1]])
             b.writerow(["set", "resample", "fid"])

@@ -324,4 +324,3 @@ def test_fid_really_loads_the_verified_file(
     assert torch.equal(fid_net.blocks[0][0].conv.weight, state["Conv2d_1a_3x3.conv.weight"])
     assert fid_net.sgsr_weights == str(path)
     assert fid_net.sgsr_dims == 64 and len(fid_net.blocks) == 1
-

@@ -88,6 +88,7 @@ def read_live(live_root: str | os.PathLike[str], runs: Sequence[str] | None = No
     named in SCHEDULE_NAMES wherever it is), step, value. No other name is assumed.
     """
     import pandas as pd
+
     live_root = Path(live_root)
     names = runs if runs is not None else sorted(p.name for p in live_root.glob("*") if p.is_dir())
     frames = []

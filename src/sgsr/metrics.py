@@ -265,9 +265,7 @@ def fid_patches(
     return out[patch_cells(nh * nw, max_patches, key)]
 
 
-def fid_patch_features(
-    batch: np.ndarray, net: torch.nn.Module, batch_size: int = 32
-) -> np.ndarray:
+def fid_patch_features(batch: np.ndarray, net: torch.nn.Module, batch_size: int = 32) -> np.ndarray:
     """InceptionV3 features (N, dims) float64 of patches (N, 3, h, w) in [0, 1].
 
     The network runs channels-last (converted once, in place): on this project's 2-core CPU

@@ -155,9 +155,12 @@ def _set_means(images: list[dict[str, Any]], names: Sequence[str]) -> tuple[dict
         if nan:  # never averaged over a subset, never taken for "identical"
             mean[name] = math.nan
             reasons = [f"{r['image']}: {r['_why'][name]}" for r in images if name in r["_why"]]
-            why[name] = f"undefined for {len(nan)} of {len(values)} images (" + "; ".join(
-                reasons[:5]
-            ) + (", ..." if len(reasons) > 5 else "") + ")"
+            why[name] = (
+                f"undefined for {len(nan)} of {len(values)} images ("
+                + "; ".join(reasons[:5])
+                + (", ..." if len(reasons) > 5 else "")
+                + ")"
+            )
             continue
         mean[name] = float(arr.mean())
         if math.isinf(mean[name]):

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 RAW_MANIFEST = "manifest.json"
 
+
 def run(
     cfg: Config,
     root: str | os.PathLike[str] | None = None,

@@ -117,6 +117,8 @@ VERDICT_COLORS: dict[str, str] = {
     "worse": "#d6604d",
     "inconclusive": "#7f7f7f",
 }
+
+
 def short_labels(names: Sequence[str]) -> dict[str, str]:
     """Run names without the '-'-separated parts every one of them shares at the start and the
     end (``edsr_slim-sgl_lap-x4``, ``edsr_slim-grad1-x4`` -> ``sgl_lap``, ``grad1``)."""
@@ -320,7 +322,13 @@ def seed_figure(
                 if keep.sum() >= 1:
                     sd = float(vals[keep].std(ddof=1)) if keep.sum() > 1 else 0.0
                     ax.errorbar(
-                        x, vals[keep].mean(), yerr=sd, fmt="_", color="black", ms=14, capsize=3,
+                        x,
+                        vals[keep].mean(),
+                        yerr=sd,
+                        fmt="_",
+                        color="black",
+                        ms=14,
+                        capsize=3,
                         zorder=2,
                     )
             ax.set_xticks(range(len(configs)))

@@ -19,7 +19,6 @@ LPIPS_SLICES: dict[str, tuple[int, ...]] = {
 }
 
 
-
 def load_strict(
     module: Any, state: Mapping[str, Any], what: str, ignore: tuple[str, ...] = ()
 ) -> None:
