@@ -72,12 +72,8 @@ EVERY_FEATURE = dict(
 SGL = {"l1": 1.0, "sgl": {"weight": 0.1, "operator": "hessian"}}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Two shared cores: one thread per test process (conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def opts(**kw) -> TrainConfig:

@@ -37,13 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two shared cores: one thread per test process (also the subprocesses' setting)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Two shared cores: one thread per test process (conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def smooth_images(seed: int, n: int, size: int) -> Tensor:
