@@ -247,8 +247,9 @@ def forest_figure(paired: pd.DataFrame) -> Figure:
     sets = list(dict.fromkeys(df["set"].astype(str)))
     rows = list(dict.fromkeys(df["row"]))
     height = max(1.2, 0.26 * len(rows) + 0.55)
+    panel = min(2.5, 14.2 / len(metrics))  # seven metrics still fit a 16-inch page
     fig, axes = plt.subplots(
-        len(sets), len(metrics), figsize=(1.8 + 2.5 * len(metrics), 0.9 + height * len(sets)),
+        len(sets), len(metrics), figsize=(1.8 + panel * len(metrics), 0.9 + height * len(sets)),
         squeeze=False, sharex="col", sharey=True,
     )  # fmt: skip
     hib = higher_is_better(df)
