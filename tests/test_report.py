@@ -352,3 +352,36 @@ def test_executing_notebooks_prints_nothing_from_the_kernel(tmp_path: Path) -> N
     assert proc.stderr.strip() == "", proc.stderr
     out = nbformat.read(str(tmp_path / "out2.ipynb"), as_version=4)
     assert out.cells[-1].outputs[0]["text"].strip() == "4"
+
+
+@pytest.mark.slow
+def test_the_kernel_processs_own_stderr_goes_to_the_debug_log(tmp_path: Path) -> None:
+    """What the kernel process writes to its fd 2 (teardown noise such as libzmq's assertion)
+    stays out of the stage's stderr and is shown with SGSR_LOG_LEVEL=DEBUG."""
+    import subprocess
+    import sys
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "P"}
+    nb.metadata["language_info"] = {"name": "python"}
+    params = nbformat.v4.new_code_cell("x = 0")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [
+        params,
+        nbformat.v4.new_code_cell("import os; os.write(2, b'raw-kernel-stderr-marker')"),
+    ]
+    nbformat.write(nb, str(tmp_path / "src.ipynb"))
+    script = (
+        "from sgsr import console, report; console.setup('sgsr report')\n"
+        "report.execute_notebook('src.ipynb', 'out.ipynb', {'x': 1}, cwd='.')\n"
+    )
+    runs = {}
+    for level in ("INFO", "DEBUG"):
+        env = {**os.environ, "SGSR_LOG_LEVEL": level}
+        runs[level] = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env,
+        )  # fmt: skip
+        assert runs[level].returncode == 0, runs[level].stderr
+    assert "raw-kernel-stderr-marker" not in runs["INFO"].stderr
+    assert "raw-kernel-stderr-marker" in runs["DEBUG"].stderr

@@ -18,6 +18,7 @@ Why the pieces look the way they do:
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import os
 import re
 import shutil
@@ -33,6 +34,8 @@ from sgsr.fsutil import replace_dir, staging_dir, write_text
 from sgsr.losses import sgl_operator
 from sgsr.readers import read_paired
 from sgsr.runs import bicubic_run, pairs
+
+log = logging.getLogger(__name__)
 
 #: The notebooks, executed in this order; ``<root>/notebooks/<name>.ipynb``.
 NOTEBOOKS: tuple[str, ...] = ("01_data", "02_gradient_maps", "03_training", "04_results")
@@ -127,7 +130,11 @@ def _venv_kernel_manager() -> type:
     - does not interrupt the kernel on shutdown. jupyter_client sends SIGINT before its
       shutdown request to stop running code, but papermill shuts down only after the last
       cell finished (a timed-out cell is interrupted by nbclient itself), so the signal only
-      races the kernel's last reply and makes it log "KeyboardInterrupt caught in kernel".
+      races the kernel's last reply and makes it log "KeyboardInterrupt caught in kernel";
+    - sends the kernel process's own stderr to a file and logs it at debug level
+      (``SGSR_LOG_LEVEL=DEBUG``): cell errors reach the notebook and the stage through the
+      kernel's messages, so what is left there is teardown noise, e.g. libzmq's
+      ``Assertion failed: pfd.revents & POLLIN`` when the process exits under load.
     """
     import tempfile
 
@@ -154,8 +161,22 @@ def _venv_kernel_manager() -> type:
                 return
             await super()._async_interrupt_kernel()
 
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            if "stderr" not in kw:
+                self._stderr_file = tempfile.TemporaryFile(prefix="sgsr-kernel-stderr-")  # noqa: SIM115 (closed in cleanup)
+                kw["stderr"] = self._stderr_file
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+
         async def _async_cleanup_resources(self, restart: bool = False) -> None:
             await super()._async_cleanup_resources(restart=restart)
+            stderr = getattr(self, "_stderr_file", None)
+            if stderr is not None and not restart:
+                stderr.seek(0)
+                text = stderr.read().decode(errors="replace").strip()
+                stderr.close()
+                self._stderr_file = None
+                if text:
+                    log.debug("notebook kernel stderr:\n%s", text)
             if not restart and getattr(self, "_ipc_dir", None):
                 shutil.rmtree(self._ipc_dir, ignore_errors=True)
 
