@@ -87,6 +87,7 @@ def _evaluate(args: argparse.Namespace) -> None:
             pretrained=Path(args.pretrained) if args.pretrained else None,
             max_pixels=args.max_pixels,
             border=args.border,
+            fid_protocol=args.fid_protocol,
         )
         if args.json:
             print(json.dumps(result, indent=2, allow_nan=True))
@@ -224,7 +225,18 @@ def build_parser() -> argparse.ArgumentParser:
         "0 for calibration against published whole-image values)",
     )
     p.add_argument("--metrics", help="comma-separated metrics (default: psnr,ssim)")
-    p.add_argument("--pretrained", help="folder with LPIPS/FID weights (models/pretrained)")
+    p.add_argument(
+        "--pretrained",
+        help="folder with the metric weights, looked in first (then the checkout's "
+        "models/pretrained, then the user cache)",
+    )
+    p.add_argument(
+        "--fid-protocol",
+        choices=("patches", "whole"),
+        default="patches",
+        help="FID/KID samples: seeded 64 px patches (default) or whole images resized to 299 "
+        "(the field's protocol: BasicSR, LDL, pytorch-fid)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_max_pixels(p, "; with --run, data.max_pixels applies")
     add(

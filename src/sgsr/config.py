@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from sgsr import yamlio
+from sgsr.metric_registry import DEFAULT_NAMES as DEFAULT_METRICS
 from sgsr.metric_registry import NAMES as METRIC_NAMES
 from sgsr.runs import SCALES, ExperimentConfig, Run, expand_runs, parse_experiment
 
@@ -105,7 +106,10 @@ class InferConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    metrics: tuple[str, ...] = METRIC_NAMES
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+    #: FID/KID samples: "patches" (seeded patches, below) or "whole" (whole images, the field's
+    #: protocol: BasicSR, LDL, pytorch-fid).
+    fid_protocol: str = "patches"
     fid_patch: int = 64
     #: FID patches per image: a fixed, seeded choice among the non-overlapping grid cells, the
     #: same for SR and HR and for every run (0 = every cell). Bounds FID's cost.
@@ -428,6 +432,8 @@ def _check_values(cfg: Config, errors: list[str]) -> None:
     for m in e.metrics:
         if m not in METRIC_NAMES:
             bad("evaluate.metrics", m, f"each metric must be one of {', '.join(METRIC_NAMES)}")
+    if e.fid_protocol not in ("patches", "whole"):
+        bad("evaluate.fid_protocol", e.fid_protocol, "must be patches or whole")
     _positive(errors, "evaluate.fid_patch", e.fid_patch)
     if e.fid_patches_per_image < 0:
         bad("evaluate.fid_patches_per_image", e.fid_patches_per_image, "must be >= 0 (0 = all)")
