@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -313,6 +314,11 @@ class Scorer:
         self.unavailable = unavailable
         if not hasattr(self, "pretrained_from"):
             self.pretrained_from = {}
+        #: wall seconds spent per metric (and "decode", "fid_features") over every score call
+        self.seconds: dict[str, float] = {}
+
+    def _tick(self, what: str, since: float) -> None:
+        self.seconds[what] = self.seconds.get(what, 0.0) + time.perf_counter() - since
 
     @property
     def image_metrics(self) -> tuple[str, ...]:
@@ -349,8 +355,10 @@ class Scorer:
         for i, (stem, sr_path, hr_path) in enumerate(
             tqdm(pairs, desc=f"score {Path(sr_dir).name}", leave=False)
         ):
+            t0 = time.perf_counter()
             sr = read_image(sr_path, max_pixels=self.max_pixels)
             hr = read_image(hr_path, max_pixels=self.max_pixels)
+            self._tick("decode", t0)
             if sr.shape != hr.shape:
                 raise ValueError(
                     f"{sr_path}: size {sr.shape[1]}x{sr.shape[0]}x{sr.shape[2]} differs from "
@@ -367,6 +375,7 @@ class Scorer:
                     row["_why"][name] = _undefined_reason(name, sr.shape, border)
                     continue
                 metric = METRICS[name]
+                t0 = time.perf_counter()
                 try:
                     if metric.backbone:
                         value = metric(sr, hr, border, self.nets[name])
@@ -374,18 +383,23 @@ class Scorer:
                         value = metric(sr, hr, border)
                 except ValueError as exc:
                     raise ValueError(f"{sr_path}: {name}: {exc}") from exc
+                self._tick(name, t0)
                 row[name] = float(value)
                 if math.isnan(row[name]):
                     row["_why"][name] = _undefined_reason(name, sr.shape, border)
             if fid is not None:
+                t0 = time.perf_counter()
                 fid.add(i, stem, sr, hr, hr_path)
+                self._tick("fid_features", t0)
             result.images.append(row)
         result.mean, result.why = _set_means(result.images, self.image_metrics)
         for m in SET_NAMES:
             if m in self.metrics:
                 result.mean[m] = None
         if fid is not None:
+            t0 = time.perf_counter()
             result.fid_sr, result.fid_hr, result.fid_groups = fid.finish()
+            self._tick("fid_features", t0)
             what = "whole images" if self.fid_protocol == "whole" else f"{self.fid_patch}px patches"
             advice = (
                 "use a smaller evaluate.fid_patch, the whole protocol, or drop fid/kid"
@@ -394,10 +408,14 @@ class Scorer:
             )
             try:
                 if "fid" in self.set_metrics:
+                    t0 = time.perf_counter()
                     result.mean["fid"] = frechet_distance(result.fid_sr, result.fid_hr)
+                    self._tick("fid_distance", t0)
                 if "kid" in self.set_metrics:
+                    t0 = time.perf_counter()
                     result.kid = kid(result.fid_sr, result.fid_hr)
                     result.mean["kid"] = result.kid.mean
+                    self._tick("kid", t0)
             except ValueError as exc:
                 raise ValueError(f"{sr_dir}: FID/KID over {what}: {exc} ({advice})") from exc
             for m in self.set_metrics:
