@@ -99,7 +99,9 @@ def test_run_and_summarize_write_the_declared_files(pipeline: Path) -> None:
 
     summary_path, seeds_path, paired_path = summarize(cfg)
     summary = _read_csv(summary_path)
-    assert list(summary[0]) == [*SUMMARY_KEYS, *METRIC_NAMES, "fid_ci_low", "fid_ci_high", "notes"]
+    assert list(summary[0]) == [
+        *SUMMARY_KEYS, *METRIC_NAMES, "fid_ci_low", "fid_ci_high", "fid_protocol", "notes"
+    ]  # fmt: skip
     assert [r["run"] for r in summary] == ["bicubic-x2", "m-l1-x2", "m-sgl-x2"]
     assert summary[0]["model"] == "bicubic" and summary[0]["loss"] == ""
     assert summary[0]["seed"] == "" and summary[1]["seed"] == "0"
