@@ -10,6 +10,7 @@ reference library, measured side by side in one process.
 - ``run``: `sgsr.scoring.Scorer` over Set5, Set14, BSD100 and Urban100 with the default seven
   metrics (patch FID at 4 per image), twice: cold (HR FID features computed) and warm (read
   from the feature cache, as every run after the first); seconds per metric from the scorer.
+  ``SGSR_BENCH_EVAL_RUN=0`` leaves it out; ``SGSR_BENCH_EVAL_SAMPLE=Set5`` narrows ``per_mp``.
 
 Real weights when folder scoring finds them (`sgsr.scoring.pretrained_search`), else random
 backbones, labelled (timing only). ``--quick``: two synthetic images, random backbones.
@@ -33,7 +34,7 @@ SETS = ("Set5", "Set14", "BSD100", "Urban100")
 SAMPLE_SETS = ("Set5", "Set14")
 
 
-def _prepare(root: Path, quick: bool) -> dict[str, int]:
+def _prepare(root: Path, quick: bool, sets: tuple[str, ...] = SETS) -> dict[str, int]:
     """HR (mod-cropped) and bicubic x4 SR of every set under `root`; {set: pixels}."""
     from sgsr import imaging
 
@@ -43,7 +44,7 @@ def _prepare(root: Path, quick: bool) -> dict[str, int]:
         sources = {"synthetic": [rng.integers(0, 256, (176, 184, 3), dtype=np.uint8)] * 2}
     else:
         sources = {
-            s: [imaging.read_image(p) for p in imaging.list_images(SHARED / s)] for s in SETS
+            s: [imaging.read_image(p) for p in imaging.list_images(SHARED / s)] for s in sets
         }
     for name, images in sources.items():
         pixels[name] = 0
@@ -235,12 +236,13 @@ def run(quick: bool = False) -> dict:
     import torch
 
     full = not quick and os.environ.get("SGSR_BENCH_EVAL_RUN", "1") != "0"
+    wanted = tuple(os.environ.get("SGSR_BENCH_EVAL_SAMPLE", ",".join(SAMPLE_SETS)).split(","))
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        pixels = _prepare(root, quick)
+        pixels = _prepare(root, quick, SETS if full else wanted)
         sets = tuple(pixels)
         nets, weights = _nets(quick)
-        sample = tuple(s for s in SAMPLE_SETS if s in sets) or sets
+        sample = tuple(s for s in wanted if s in sets) or sets
         load = os.getloadavg()[0]
         out = {
             "weights": weights,
