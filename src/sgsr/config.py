@@ -18,6 +18,7 @@ import yaml
 
 from sgsr import yamlio
 from sgsr.metric_registry import NAMES as METRIC_NAMES
+from sgsr.names import name_problem
 from sgsr.runs import SCALES, ExperimentConfig, Run, expand_runs, parse_experiment
 
 SOURCES = ("sample", "official", "dir")
@@ -189,7 +190,7 @@ def load_config(path: str | os.PathLike[str] = "params.yaml") -> Config:
         raise ConfigError(f"params file {path} not found (run from the pipeline folder)")
     try:
         raw = yamlio.loads(path.read_text(), source=str(path))
-    except yamlio.DuplicateKeyError as exc:
+    except (yamlio.DuplicateKeyError, yamlio.AliasBombError) as exc:
         raise ConfigError(str(exc)) from None
     except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
@@ -244,6 +245,8 @@ def _mapping(value: Any, key: str, errors: list[str]) -> dict[str, Any]:
     for name in value:
         if not isinstance(name, str):
             errors.append(f"{key}.{name}: names must be strings (quote it), got {name!r}")
+        elif problem := name_problem(name):
+            errors.append(f"{key}: the name {name!r} {problem}")
     return {k: v for k, v in value.items() if isinstance(k, str)}
 
 
@@ -346,6 +349,10 @@ def _check_values(cfg: Config, errors: list[str]) -> None:
         bad("data.train_sets", list(d.train_sets), "must list at least one set")
     if not d.test_sets:
         bad("data.test_sets", list(d.test_sets), "must list at least one set")
+    for key, names in (("data.train_sets", d.train_sets), ("data.test_sets", d.test_sets)):
+        for set_name in names:
+            if problem := name_problem(set_name):
+                errors.append(f"{key}: the set name {set_name!r} {problem} (data.dir names the folder)")
     for s in p.scales:
         if s not in SCALES:
             bad("prepare.scales", s, f"each scale must be one of {SCALES}")

@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sgsr.weight_check import check_weights
+
 #: Module prefix of the architectures shipped in the ``spandrel`` package itself.
 PERMISSIVE_PREFIX = "spandrel.architectures."
 _PTH_SUFFIXES = (".pth", ".pt", ".ckpt")
@@ -101,6 +103,7 @@ def canonical_state_dict(obj: Mapping[str, Any], source: str = "state dict") -> 
             f"(non-tensor entries: {bad[:5] or 'the dict is empty'}); top-level keys were "
             f"{sorted(map(str, obj))[:8]}"
         )
+    check_weights(state, source)
     return state
 
 
