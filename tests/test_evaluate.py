@@ -163,7 +163,9 @@ def test_identical_images_are_inf_and_never_confused_with_undefined(pipeline: Pa
     row = _read_csv(summary_path)[1]
     assert row["psnr"] == "inf" and "psnr infinite" in row["notes"]
     psnr_rows = [r for r in _read_csv(paired_path) if r["metric"] == "psnr"]
-    assert psnr_rows == []  # every pair had an infinite PSNR: no finite difference to report
+    # every pair had an infinite PSNR: the row stays, its difference empty, with the reason
+    assert [(r["n"], r["mean_diff"]) for r in psnr_rows] == [("0", "")]
+    assert "no image of 3 has a finite psnr" in psnr_rows[0]["notes"]
     ssim_row = next(r for r in _read_csv(paired_path) if r["metric"] == "ssim")
     assert ssim_row["excluded"] == "0" and float(ssim_row["mean_diff"]) < 0
 

@@ -136,8 +136,8 @@ def _upscale(args: argparse.Namespace) -> None:
     from sgsr.infer import upscale_path
 
     upscale_path(
-        Path(args.input),
-        Path(args.output),
+        args.input,  # as typed: Path("") would be the current folder
+        args.output,
         weights=Path(args.weights),
         tile=args.tile,
         overlap=args.overlap,

@@ -73,6 +73,9 @@ class TrainConfig:
     gamma: float = 0.5
     warmup: int = 0
     grad_clip: float = 0.0
+    #: Training stops as diverged when the loss exceeds this many times its lowest value so far
+    #: (a finite explosion: lr 10 takes L1 to 1e25); 0 disables the rule. Never hashed.
+    diverge_factor: float = 1000.0
     ema: float = 0.0
     amp: str = "auto"
     channels_last: bool = True
@@ -394,8 +397,10 @@ def _check_values(cfg: Config, errors: list[str]) -> None:
         bad("train.gamma", t.gamma, "must be in (0, 1]")
     if t.warmup < 0:
         bad("train.warmup", t.warmup, "must be >= 0")
-    if t.grad_clip < 0:
-        bad("train.grad_clip", t.grad_clip, "must be >= 0 (0 disables clipping)")
+    if not (t.grad_clip >= 0 and math.isfinite(t.grad_clip)):
+        bad("train.grad_clip", t.grad_clip, "must be a finite number >= 0 (0 disables clipping)")
+    if not (t.diverge_factor == 0 or (t.diverge_factor > 1 and math.isfinite(t.diverge_factor))):
+        bad("train.diverge_factor", t.diverge_factor, "must be a finite number > 1, or 0 (off)")
     if not 0 <= t.ema < 1:
         bad("train.ema", t.ema, "must be in [0, 1) (0 disables EMA)")
     if t.amp not in AMP_MODES:
@@ -405,8 +410,8 @@ def _check_values(cfg: Config, errors: list[str]) -> None:
             bad(key, dev, f"must be one of {', '.join(DEVICES)} or cuda:N")
     if t.num_workers < 0:
         bad("train.num_workers", t.num_workers, "must be >= 0")
-    if t.weight_decay < 0:
-        bad("train.weight_decay", t.weight_decay, "must be >= 0")
+    if not (t.weight_decay >= 0 and math.isfinite(t.weight_decay)):
+        bad("train.weight_decay", t.weight_decay, "must be a finite number >= 0")
     if t.init_from is not None:
         from sgsr.warmstart import init_problem
 

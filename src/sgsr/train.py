@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import math
 import os
 import random
 import time
@@ -58,6 +59,7 @@ from sgsr.step import (
     TrainState,
     build_optimizer,
     build_state,
+    explosion,
     lr_factor,
     train_step,
 )
@@ -164,7 +166,8 @@ def train(
     - fingerprint: identifies the params; default hashes `opts` (minus bookkeeping) and seed.
     - ctx: the distributed context (device, rank); default single process on ``opts.device``.
 
-    Returns the final weights (CPU) and statistics; raises TrainingDiverged on a NaN/inf loss.
+    Returns the final weights (CPU) and statistics; raises TrainingDiverged on a NaN/inf loss
+    or one over ``opts.diverge_factor`` times the lowest so far, saying what likely caused it.
     """
     ctx = ctx or DistContext(device=train_device(opts.device))
     fingerprint = fingerprint or options_fingerprint(opts, seed)
@@ -217,6 +220,10 @@ def _loop(
         last = dict(ck["last_losses"])
         val_psnr = ck.get("val_psnr")
     batch_size: int | None = None
+    # the finite-explosion rule (train.diverge_factor) compares with the lowest loss seen since
+    # this process started (a resumed run starts afresh: it only decides when to stop)
+    lowest = math.inf
+    saved_at: int | None = start if ck is not None else None
     live = None
     if ctx.is_main and live_dir is not None and start < opts.iterations:
         live = open_live(Path(live_dir), start if ck is not None else None)
@@ -242,7 +249,18 @@ def _loop(
                     f"a batch for every one of the {opts.iterations} iterations"
                 ) from None
             batch_size = int(lr_batch.shape[0])
-            values = step(lr_batch, hr_batch)
+            try:
+                values = step(lr_batch, hr_batch)
+                if explosion(values["total"], lowest, opts.diverge_factor):
+                    raise TrainingDiverged(
+                        state.iteration,
+                        values,
+                        f"the loss is over train.diverge_factor ({opts.diverge_factor:g}) times "
+                        f"its lowest value so far ({lowest:.4g})",
+                    )
+            except TrainingDiverged as exc:
+                raise exc.explain(opts, saved_at) from None
+            lowest = min(lowest, values["total"])
             it = state.iteration
             window.add(values)
             last = values
@@ -273,6 +291,7 @@ def _loop(
                 }
                 samples = it * (batch_size or 0)  # this rank's PatchSampler start
                 save_checkpoint(checkpoint, training_checkpoint(state, fingerprint, samples, extra))
+                saved_at = it
     finally:
         # No live.end(): it would only write metrics.json and talk to Studio/DVC experiments,
         # none of which we use; every TSV row is already on disk.

@@ -250,7 +250,7 @@ def load_model(
                 arch, allow_import=allow, expect_shapes=shapes, scale=scale, **kwargs
             )
     except ValueError as exc:
-        raise ValueError(f"{card_src}: cannot build the model ({exc})") from exc
+        raise ValueError(f"{card_src}: cannot build the model of {path} ({exc})") from exc
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
