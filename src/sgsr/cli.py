@@ -78,7 +78,13 @@ def _evaluate(args: argparse.Namespace) -> None:
     if args.sr or args.hr:
         if not (args.sr and args.hr and args.scale is not None):
             raise ValueError("scoring folders needs all of --sr DIR --hr DIR --scale S")
-        metrics = tuple(args.metrics.split(",")) if args.metrics else ("psnr", "ssim")
+        metrics = ("psnr", "ssim")
+        if args.metrics is not None:
+            metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+            if not metrics:
+                raise ValueError(
+                    f"--metrics {args.metrics!r} names no metric; leave it out for psnr,ssim"
+                )
         result = scoring.score_folders(
             Path(args.sr),
             Path(args.hr),
@@ -280,7 +286,8 @@ def failure_message(exc: BaseException) -> str:
         m in text.lower() for m in ("out of memory", "not enough memory")
     ):  # torch reports its allocators' failures as RuntimeError (OutOfMemoryError on CUDA)
         return (
-            f"out of memory ({type(exc).__name__}{': ' + text[:200] if text else ''}). Lower what sizes the work: train.batch_size, "
+            f"out of memory ({type(exc).__name__}{': ' + text[:200] if text else ''}). Lower "
+            "what sizes the work: train.batch_size, "
             "infer.tile (or --tile), data.max_pixels (or --max-pixels)"
         )
     if isinstance(exc, RecursionError):

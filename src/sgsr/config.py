@@ -37,6 +37,11 @@ BAD_IMAGE_POLICIES = ("error", "skip")
 DEFAULT_MAX_PIXELS = 40_000_000
 
 
+#: Most bootstrap resamples (evaluate.bootstrap, fid_bootstrap): beyond this the interval does
+#: not change in any reported digit, and 1e11 would run for days.
+MAX_RESAMPLES = 1_000_000
+
+
 class ConfigError(ValueError):
     """Bad params: the message lists every offending key with what is allowed."""
 
@@ -355,7 +360,9 @@ def _check_values(cfg: Config, errors: list[str]) -> None:
     for key, names in (("data.train_sets", d.train_sets), ("data.test_sets", d.test_sets)):
         for set_name in names:
             if problem := name_problem(set_name):
-                errors.append(f"{key}: the set name {set_name!r} {problem} (data.dir names the folder)")
+                errors.append(
+                    f"{key}: the set name {set_name!r} {problem} (data.dir names the folder)"
+                )
     for s in p.scales:
         if s not in SCALES:
             bad("prepare.scales", s, f"each scale must be one of {SCALES}")
@@ -447,6 +454,16 @@ def _check_values(cfg: Config, errors: list[str]) -> None:
         bad("evaluate.fid_bootstrap", e.fid_bootstrap, "must be >= 0 (0 = no CI)")
     _positive(errors, "report.zoom_size", cfg.report.zoom_size)
     _positive(errors, "evaluate.bootstrap", e.bootstrap)
+    for key, value in (
+        ("evaluate.bootstrap", e.bootstrap),
+        ("evaluate.fid_bootstrap", e.fid_bootstrap),
+    ):
+        if isinstance(value, int) and value > MAX_RESAMPLES:
+            bad(
+                key,
+                value,
+                f"must be at most {MAX_RESAMPLES:,} (10 000 gives a stable 95 % interval)",
+            )
     if not 0 < e.ci < 1:
         bad("evaluate.ci", e.ci, "must be in (0, 1)")
     _check_models_and_losses(cfg, errors)

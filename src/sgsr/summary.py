@@ -160,7 +160,10 @@ def _summary_csv(cfg: Config, names: list[str], results: dict[str, RunResults]) 
             values = [res.value(set_name, m) for m in metrics]
             notes = [
                 f"{m} {'undefined' if math.isnan(v) else 'infinite'}: "
-                + (res.why(set_name, m) or f"no reason recorded in {res.folder}; rerun sgsr evaluate")
+                + (
+                    res.why(set_name, m)
+                    or f"no reason recorded in {res.folder}; rerun sgsr evaluate"
+                )
                 for m, v in zip(metrics, values, strict=True)
                 if v is not None and not math.isfinite(v)
             ]
@@ -321,8 +324,9 @@ def _paired_image_metric(
     ok = np.all(np.isfinite(b), axis=0) & np.all(np.isfinite(c), axis=0)
     n = int(ok.sum())
     if n == 0:  # the row stays, with its statistics empty and the reason
-        bad_b, bad_c = int((~np.all(np.isfinite(b), axis=0)).sum()), int(
-            (~np.all(np.isfinite(c), axis=0)).sum()
+        bad_b, bad_c = (
+            int((~np.all(np.isfinite(b), axis=0)).sum()),
+            int((~np.all(np.isfinite(c), axis=0)).sum()),
         )
         nan = np.full(len(base), math.nan)
         return _PairStats(

@@ -439,6 +439,12 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
                 f"patch store {store} holds no patches: no training image is at least "
                 "prepare.patch_size on a side; lower prepare.patch_size or add images"
             )
+        if batch > len(dataset):
+            raise ValueError(
+                f"train.batch_size ({opts.batch_size}; {batch} per process) is larger than the "
+                f"patch store {store} ({len(dataset)} patches): every batch would repeat "
+                "patches. Lower train.batch_size, or add images / lower prepare.stride"
+            )
         seed_everything(seed)
         context = {}  # where a community model's pretrained weights are (not a params key)
         if canonical_arch(run_cfg.arch) == "community":

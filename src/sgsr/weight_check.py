@@ -36,7 +36,9 @@ def weight_problems(state: Mapping[str, Any], limit: int = 5) -> list[str]:
         if not value.is_floating_point():
             if str(key).endswith(INTEGER_STATE_SUFFIXES) and not value.is_complex():
                 continue
-            out.append(f"{key}: dtype {str(value.dtype).removeprefix('torch.')}, not floating point")
+            out.append(
+                f"{key}: dtype {str(value.dtype).removeprefix('torch.')}, not floating point"
+            )
         elif value.numel() and not bool(torch.isfinite(value).all()):
             bad = int((~torch.isfinite(value)).sum())
             out.append(f"{key}: {bad} of {value.numel()} values are NaN or infinite")

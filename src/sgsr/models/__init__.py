@@ -333,7 +333,9 @@ def size_problem(
                 for what, items in (("missing", missing), ("unexpected", extra), ("shapes", differ))
                 if items
             ]
-            return "", f"model {name!r} {dict(kwargs)} does not fit the weights: " + "; ".join(parts)
+            return "", f"model {name!r} {dict(kwargs)} does not fit the weights: " + "; ".join(
+                parts
+            )
     return None
 
 
