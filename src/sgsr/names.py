@@ -34,8 +34,6 @@ def name_problem(name: object, max_length: int = MAX_LENGTH) -> str | None:
         return f"must be a string, got {type(name).__name__}"
     if not name:
         return "must not be empty"
-    if len(name) > max_length:
-        return f"is {len(name)} characters long; at most {max_length} are allowed"
     if not _PLAIN.fullmatch(name):
         what = (
             "is a path, not a name"
@@ -43,6 +41,8 @@ def name_problem(name: object, max_length: int = MAX_LENGTH) -> str | None:
             else "holds characters a plain name may not have"
         )
         return f"{what}; names become folder names, so only {ALLOWED} are allowed"
+    if len(name) > max_length:
+        return f"is {len(name)} characters long; at most {max_length} are allowed"
     return None
 
 
