@@ -64,7 +64,7 @@ from sgsr.step import (
     train_step,
 )
 from sgsr.step_capture import make_step
-from sgsr.validation import load_val_pairs, psnr_validator
+from sgsr.validation import BelowBicubicWarning, bicubic_psnr, load_val_pairs, psnr_validator
 from sgsr.warmstart import warm_start
 from sgsr.weights import RAW_WEIGHTS_NAME, write_weights
 
@@ -369,6 +369,24 @@ def _validator(cfg: Config, run_cfg: Run, base: Path) -> Callable[[nn.Module], f
     return None
 
 
+def _compare_with_bicubic(cfg: Config, run_cfg: Run, base: Path, val_psnr: float | None) -> None:
+    """Warn when the trained network validates below bicubic on the same images: a loss
+    that exploded and came back, or a run far too short, would otherwise read as a result."""
+    if val_psnr is None:
+        return
+    val_dir = base / layout.prepared_set(run_cfg.scale, layout.VAL_SET)
+    reference = bicubic_psnr(load_val_pairs(val_dir, cfg.data.max_pixels), run_cfg.scale)
+    if val_psnr < reference:
+        warnings.warn(
+            f"{run_cfg.name}: validation PSNR-Y {val_psnr:.2f} dB is below bicubic's "
+            f"{reference:.2f} dB on the same images: the network does worse than no network "
+            "(too few train.iterations, or a training that blew up: see train/total in the "
+            "curves)",
+            BelowBicubicWarning,
+            stacklevel=3,
+        )
+
+
 def run_card(
     run_cfg: Run,
     opts: TrainConfig,
@@ -489,6 +507,7 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
             card.update(start)
             raw = result.model_state if result.ema_state is not None else None
             write_weights(base / layout.run_dir(run_name), result.weights, card, raw=raw)
+            _compare_with_bicubic(cfg, run_cfg, base, result.val_psnr)
             resumed = f", resumed at {result.resumed_from}" if result.resumed_from else ""
             val = f", validation PSNR-Y {result.val_psnr:.2f} dB" if result.val_psnr else ""
             log.info(
