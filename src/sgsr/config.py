@@ -293,6 +293,12 @@ _ELEMENT_TYPES: dict[str, type] = {
 }
 
 
+def _show(value: Any, limit: int = 200) -> str:
+    """`value`'s repr for a message, cut at `limit` characters (a value may be huge)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
 def _coerce_elements(values: tuple, kind: type, key: str, errors: list[str]) -> Any:
     """Check every item of a list key: strings, integers (not booleans) or numbers."""
     if kind is float:
@@ -306,7 +312,7 @@ def _coerce_elements(values: tuple, kind: type, key: str, errors: list[str]) -> 
         what = "strings"
     if ok:
         return tuple(float(v) for v in values) if kind is float else values
-    errors.append(f"{key}: must be a list of {what}, got {list(values)!r}")
+    errors.append(f"{key}: must be a list of {what}, got {_show(list(values))}")
     return _INVALID
 
 
@@ -315,27 +321,27 @@ def _coerce(value: Any, default: Any, key: str, errors: list[str]) -> Any:
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
-        errors.append(f"{key}: must be true or false, got {value!r}")
+        errors.append(f"{key}: must be true or false, got {_show(value)}")
         return _INVALID
     if isinstance(default, int):
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        errors.append(f"{key}: must be an integer, got {value!r}")
+        errors.append(f"{key}: must be an integer, got {_show(value)}")
         return _INVALID
     if isinstance(default, float):
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
-        errors.append(f"{key}: must be a number, got {value!r}")
+        errors.append(f"{key}: must be a number, got {_show(value)}")
         return _INVALID
     if isinstance(default, tuple):
         if isinstance(value, list | tuple):
             return tuple(value)
-        errors.append(f"{key}: must be a list, got {value!r}")
+        errors.append(f"{key}: must be a list, got {_show(value)}")
         return _INVALID
     if default is None or isinstance(default, str):
         if value is None or isinstance(value, str):
             return value
-        errors.append(f"{key}: must be a string, got {value!r}")
+        errors.append(f"{key}: must be a string, got {_show(value)}")
         return _INVALID
     return value
 
