@@ -78,7 +78,13 @@ def _evaluate(args: argparse.Namespace) -> None:
     if args.sr or args.hr:
         if not (args.sr and args.hr and args.scale is not None):
             raise ValueError("scoring folders needs all of --sr DIR --hr DIR --scale S")
-        metrics = tuple(args.metrics.split(",")) if args.metrics else ("psnr", "ssim")
+        metrics = ("psnr", "ssim")
+        if args.metrics is not None:
+            metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+            if not metrics:
+                raise ValueError(
+                    f"--metrics {args.metrics!r} names no metric; leave it out for psnr,ssim"
+                )
         result = scoring.score_folders(
             Path(args.sr),
             Path(args.hr),
@@ -136,8 +142,8 @@ def _upscale(args: argparse.Namespace) -> None:
     from sgsr.infer import upscale_path
 
     upscale_path(
-        Path(args.input),
-        Path(args.output),
+        args.input,  # as typed: Path("") would be the current folder
+        args.output,
         weights=Path(args.weights),
         tile=args.tile,
         overlap=args.overlap,
@@ -261,12 +267,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.setup(f"sgsr {args.command}")
     try:
         args.func(args)
-    except (ConfigError, ValueError, OSError, ArithmeticError) as exc:
+    except Exception as exc:  # every failure is one message and exit status 2, no traceback
         if os.environ.get("SGSR_DEBUG"):
             raise
-        print(f"sgsr {args.command}: error: {exc}", file=sys.stderr)
+        print(f"sgsr {args.command}: error: {failure_message(exc)}", file=sys.stderr)
         return 2
     return 0
+
+
+def failure_message(exc: BaseException) -> str:
+    """What `main` prints for `exc`. sgsr's own errors (ValueError, OSError, ArithmeticError and
+    their kinds) already name the key or file; anything else is described by its kind, with
+    what to try for running out of memory or nesting, and how to see the traceback."""
+    if isinstance(exc, ConfigError | ValueError | OSError | ArithmeticError):
+        return str(exc)
+    text = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else ""
+    if isinstance(exc, MemoryError) or any(
+        m in text.lower() for m in ("out of memory", "not enough memory")
+    ):  # torch reports its allocators' failures as RuntimeError (OutOfMemoryError on CUDA)
+        return (
+            f"out of memory ({type(exc).__name__}{': ' + text[:200] if text else ''}). Lower "
+            "what sizes the work: train.batch_size, "
+            "infer.tile (or --tile), data.max_pixels (or --max-pixels)"
+        )
+    if isinstance(exc, RecursionError):
+        return f"an input is nested too deeply to read (RecursionError: {exc})"
+    return (
+        f"unexpected {type(exc).__name__}{': ' + text if text else ''}. This is sgsr's bug or an "
+        "input it does not check yet; rerun with SGSR_DEBUG=1 for the traceback and report it"
+    )
 
 
 if __name__ == "__main__":
