@@ -397,8 +397,13 @@ def _check_values(cfg: Config, errors: list[str]) -> None:
         if run.scale not in p.scales:
             bad("experiment.scales", run.scale, f"must be among prepare.scales {list(p.scales)}")
             break
+    if not isinstance(t.iterations, int) or t.iterations < 0:
+        bad(
+            "train.iterations",
+            t.iterations,
+            "must be an integer >= 0 (0 = the initial weights as they are: a zero-shot run)",
+        )
     for key in (
-        "iterations",
         "batch_size",
         "lr_patch",
         "checkpoint_every",
