@@ -442,8 +442,8 @@ def test_each_weight_gets_one_line_saying_where_it_came_from(
     assert entry["present"] and dead in entry["tried"][0]
     info = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
     assert info == [
-        "lpips_alex.safetensors: converted from fakeweights==0.1 (sha256 verified); 1 earlier "
-        f"source unavailable, why: {folder / 'manifest.json'} (tried)"
+        "lpips_alex.safetensors: converted from fakeweights==0.1, sha256 verified "
+        f"(torchvision was unavailable: see {folder / 'manifest.json'})"
     ]
     debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
     assert any(dead in m for m in debug)

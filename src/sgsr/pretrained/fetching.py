@@ -257,13 +257,13 @@ def fetch_weights(
 
 def _provenance(filename: str, entry: Mapping[str, Any], manifest: Path) -> str:
     """One line saying where a present weight came from; the sources that failed first (an
-    unreachable original host, say) are only counted: their reasons are in manifest.json
+    unreachable original host, say) are only named: their reasons are in manifest.json
     (``tried``) and, with SGSR_LOG_LEVEL=DEBUG, on the terminal."""
     if entry.get("source") in ("existing file", "download cache"):
         return f"{filename}: {entry['reason']}"
-    line = f"{filename}: converted from {entry.get('artifact')} (sha256 verified)"
-    tried = entry.get("tried") or []
+    line = f"{filename}: converted from {entry.get('artifact')}, sha256 verified"
+    tried = [str(t).split(": ", 1)[0] for t in entry.get("tried") or []]
     if tried:
-        first = "source" if len(tried) == 1 else "sources"
-        line += f"; {len(tried)} earlier {first} unavailable, why: {manifest} (tried)"
+        verb = "was" if len(tried) == 1 else "were"
+        line += f" ({', '.join(tried)} {verb} unavailable: see {manifest})"
     return line
