@@ -115,3 +115,15 @@ def test_committed_locks_use_run_names() -> None:
         if lock.is_file():
             stages = yaml.safe_load(lock.read_text())["stages"]
             assert not [s for s in stages if run_index.new_stage_name(s)], lock
+
+
+def test_a_lock_file_is_renamed_in_place_and_a_second_run_changes_nothing(tmp_path: Path) -> None:
+    lock = tmp_path / "dvc.lock"
+    lock.write_text(
+        "schema: '2.0'\nstages:\n  bicubic@4:\n    cmd: b\n    outs:\n    - path: results/sr\n"
+        "      md5: 0a1e.dir\n"
+    )
+    assert run_index.rename_lock_file(lock, seed=0) == 1
+    text = lock.read_text()
+    assert "bicubic@bicubic-x4:" in text and "md5: 0a1e.dir" in text
+    assert run_index.rename_lock_file(lock, seed=0) == 0 and lock.read_text() == text

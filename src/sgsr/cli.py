@@ -167,19 +167,13 @@ def _write_runs(params: Path) -> None:
     """``sgsr runs --write``: the params' runs: block, then the stage names of the lock beside."""
     import yaml
 
-    from sgsr import fsutil, run_index
+    from sgsr import run_index
 
     if write_run_index(params):
         print(f"{params}: runs: block regenerated from experiment:", file=sys.stderr)
     lock = params.parent / "dvc.lock"
-    if not lock.is_file():
-        return
-    content = yaml.safe_load(lock.read_text()) or {}
     seed = (yaml.safe_load(params.read_text()) or {}).get("seed", 0)
-    renamed, n = run_index.rename_lock_stages(content, seed)
-    if n:
-        text = yaml.safe_dump(renamed, sort_keys=False, default_flow_style=False, width=1000)
-        fsutil.write_text(lock, text)
+    if lock.is_file() and (n := run_index.rename_lock_file(lock, seed)):
         print(f"{lock}: {n} stage(s) renamed to run names", file=sys.stderr)
 
 

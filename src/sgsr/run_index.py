@@ -14,10 +14,15 @@ names ``train@<model>-<loss>-<scale>``, ``train_seed@<model>-<loss>-<scale>-<see
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
+import yaml
+
+from sgsr import fsutil
 from sgsr.runs import Run, bicubic_run
 
 #: The top-level params key of the block.
@@ -168,3 +173,14 @@ def _with_seed_param(entry: Mapping[str, Any], seed: int) -> dict[str, Any]:
         if isinstance(values, Mapping) and "seed" not in values:
             params[file] = {"seed": seed, **values}
     return {**entry, "params": params}
+
+
+def rename_lock_file(lock: str | os.PathLike[str], seed: int) -> int:
+    """:func:`rename_lock_stages` on a dvc.lock file, rewritten atomically if anything was
+    renamed (in DVC's own layout); how many stages were."""
+    content = yaml.safe_load(Path(lock).read_text()) or {}
+    renamed, n = rename_lock_stages(content, seed)
+    if n:
+        text = yaml.safe_dump(renamed, sort_keys=False, default_flow_style=False, width=1000)
+        fsutil.write_text(lock, text)
+    return n
