@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from sgsr import yamlio
+from sgsr import fsutil, run_index, yamlio
 from sgsr.metric_registry import NAMES as METRIC_NAMES
 from sgsr.names import name_problem
 from sgsr.runs import SCALES, ExperimentConfig, Run, expand_runs, parse_experiment
@@ -184,7 +184,7 @@ _SECTIONS: dict[str, type] = {
     "evaluate": EvaluateConfig,
     "report": ReportConfig,
 }
-_TOP_KEYS = ("seed", "root", *_SECTIONS, "models", "losses", "experiment")
+_TOP_KEYS = ("seed", "root", *_SECTIONS, "models", "losses", "experiment", run_index.KEY)
 
 
 def load_config(path: str | os.PathLike[str] = "params.yaml") -> Config:
@@ -193,6 +193,11 @@ def load_config(path: str | os.PathLike[str] = "params.yaml") -> Config:
     Duplicate keys are refused (sgsr.yamlio), and so is an empty file: running every stage on
     built-in defaults because the params file was truncated is never what was meant.
     """
+    return parse_config(read_params(path), source=str(path))
+
+
+def read_params(path: str | os.PathLike[str]) -> Mapping[str, Any]:
+    """The params file's mapping, as YAML gives it; ConfigError for a file no stage can use."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"params file {path} not found (run from the pipeline folder)")
@@ -210,10 +215,42 @@ def load_config(path: str | os.PathLike[str] = "params.yaml") -> Config:
         )
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
-    return parse_config(raw, source=str(path))
+    return raw
+
+
+def write_run_index(path: str | os.PathLike[str] = "params.yaml") -> bool:
+    """Regenerate the params file's ``runs:`` block from its ``experiment`` (sgsr.run_index);
+    True if the file changed. Every other line is kept; the file is replaced atomically."""
+    path = Path(path)
+    raw = dict(read_params(path))
+    raw.pop(run_index.KEY, None)
+    cfg = parse_config(raw, source=str(path))
+    text = path.read_text()
+    new = run_index.rewrite(text, run_index.expected(cfg.runs, cfg.experiment.scales))
+    if new == text:
+        return False
+    fsutil.write_text(path, new)
+    return True
 
 
 def parse_config(raw: Mapping[str, Any], source: str = "params.yaml") -> Config:
+    """The typed params; ConfigError listing every bad key."""
+    cfg, errors = parse_with_errors(raw, source)
+    if errors:
+        raise bad_keys(source, errors)
+    return cfg
+
+
+def bad_keys(source: str, errors: list[str]) -> ConfigError:
+    """The one error that lists every bad key of a params file."""
+    return ConfigError(f"{source}: {len(errors)} bad key(s):\n  - " + "\n  - ".join(errors))
+
+
+def parse_with_errors(
+    raw: Mapping[str, Any], source: str = "params.yaml"
+) -> tuple[Config, list[str]]:
+    """The typed params as far as they make sense, and what is wrong with them (checkers above
+    this module, sgsr.preflight, add their problems to the same message)."""
     errors: list[str] = []
     for key in raw:
         if key not in _TOP_KEYS:
@@ -241,9 +278,10 @@ def parse_config(raw: Mapping[str, Any], source: str = "params.yaml") -> Config:
         **sections,
     )
     _check_values(cfg, errors)
-    if errors:
-        raise ConfigError(f"{source}: {len(errors)} bad key(s):\n  - " + "\n  - ".join(errors))
-    return cfg
+    if run_index.KEY in raw and not errors:
+        want = run_index.expected(runs, experiment.scales)
+        errors.extend(run_index.problems(raw[run_index.KEY], want))
+    return cfg, errors
 
 
 def _mapping(value: Any, key: str, errors: list[str]) -> dict[str, Any]:
@@ -382,8 +420,13 @@ def _check_values(cfg: Config, errors: list[str]) -> None:
         if run.scale not in p.scales:
             bad("experiment.scales", run.scale, f"must be among prepare.scales {list(p.scales)}")
             break
+    if not isinstance(t.iterations, int) or t.iterations < 0:
+        bad(
+            "train.iterations",
+            t.iterations,
+            "must be an integer >= 0 (0 = the initial weights as they are: a zero-shot run)",
+        )
     for key in (
-        "iterations",
         "batch_size",
         "lr_patch",
         "checkpoint_every",
@@ -425,12 +468,6 @@ def _check_values(cfg: Config, errors: list[str]) -> None:
         bad("train.num_workers", t.num_workers, "must be >= 0")
     if not (t.weight_decay >= 0 and math.isfinite(t.weight_decay)):
         bad("train.weight_decay", t.weight_decay, "must be a finite number >= 0")
-    if t.init_from is not None:
-        from sgsr.warmstart import init_problem
-
-        problem = init_problem(t.init_from, [r.name for r in cfg.runs])
-        if problem:
-            bad("train.init_from", t.init_from, problem)
     if t.optimizer_impl not in OPTIMIZER_IMPLS:
         impls = ", ".join(OPTIMIZER_IMPLS)
         bad("train.optimizer_impl", t.optimizer_impl, f"must be one of {impls}")
@@ -472,7 +509,6 @@ def _check_values(cfg: Config, errors: list[str]) -> None:
             )
     if not 0 < e.ci < 1:
         bad("evaluate.ci", e.ci, "must be in (0, 1)")
-    _check_models_and_losses(cfg, errors)
 
 
 def _positive(errors: list[str], key: str, value: Any) -> None:
@@ -484,22 +520,3 @@ def allows_import(cfg: Config, model: str) -> bool:
     """Whether ``models.<model>.allow_import`` is true: the only way an import path is used."""
     spec = cfg.models.get(model)
     return isinstance(spec, Mapping) and spec.get("allow_import") is True
-
-
-def _check_models_and_losses(cfg: Config, errors: list[str]) -> None:
-    """Ask the model registry and the loss builder, so params fail before training starts."""
-    from sgsr.models import spec_problems
-
-    for name, spec in cfg.models.items():
-        if not isinstance(spec, Mapping):
-            errors.append(f"models.{name}: must be a mapping with an arch key, got {spec!r}")
-            continue
-        scales = sorted({r.scale for r in cfg.runs if r.model == name}) or [max(SCALES)]
-        errors.extend(f"models.{name}{msg}" for msg in spec_problems(spec, scales))
-    from sgsr.losses import build_loss
-
-    for name, spec in cfg.losses.items():
-        try:
-            build_loss(spec)
-        except Exception as exc:  # any failure of a bad spec is a bad key, never a traceback
-            errors.append(f"losses.{name}: {exc}")

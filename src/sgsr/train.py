@@ -502,12 +502,24 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
             ctx=ctx,
             desc=run_name,
         )
+        if ctx.is_main and opts.iterations == 0:
+            # zero-shot: nothing trained, so no curves or checkpoint; the folders the stage
+            # declares still exist (empty), as DVC expects of every output
+            for folder in (layout.live_dir(run_name), layout.checkpoint_dir(run_name)):
+                (base / folder).mkdir(parents=True, exist_ok=True)
         if ctx.is_main:
             card = run_card(run_cfg, opts, result, model, ctx, batch * ctx.world_size)
             card.update(start)
             raw = result.model_state if result.ema_state is not None else None
             write_weights(base / layout.run_dir(run_name), result.weights, card, raw=raw)
-            _compare_with_bicubic(cfg, run_cfg, base, result.val_psnr)
+            if opts.iterations:
+                _compare_with_bicubic(cfg, run_cfg, base, result.val_psnr)
+            else:
+                log.info(
+                    "%s: zero-shot (train.iterations 0), the initial weights in %s",
+                    run_name, base / layout.run_dir(run_name),
+                )  # fmt: skip
+        if ctx.is_main and opts.iterations:
             resumed = f", resumed at {result.resumed_from}" if result.resumed_from else ""
             val = f", validation PSNR-Y {result.val_psnr:.2f} dB" if result.val_psnr else ""
             log.info(
