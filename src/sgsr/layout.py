@@ -26,6 +26,12 @@ SUMMARY_CSV = RESULTS / "summary.csv"
 #: One row per configuration (model, loss, scale) x set x metric: mean and spread over seeds.
 SEEDS_CSV = RESULTS / "summary_seeds.csv"
 PAIRED_CSV = RESULTS / "paired.csv"
+#: The pipeline's one DVC metrics file: every run's set means under short keys
+#: (``<run>.<set>.<metric>``, parts every run shares left out), what ``dvc exp show`` lists.
+PROFILE_METRICS = RESULTS / "metrics.json"
+#: Training curves of every run in one long table per dvclive folder (``train.csv``,
+#: ``val.csv``): what the top-level plots of dvc.yaml overlay, a line per run.
+CURVES = RESULTS / "curves"
 REPORTS = Path("reports")
 FIGURES = REPORTS / "figures"
 #: Where a notebook run by hand (not by ``sgsr report``) saves its figures, relative to the
