@@ -164,7 +164,9 @@ def test_figures_are_readable_at_page_width() -> None:
     for group in ("train", "schedule"):
         fig = curves_figure(df[df["group"] == group], group, palette, log_y=True)
         for ax in fig.axes:
-            assert len(_labelled_yticks(ax)) >= 3, (group, ax.get_title(), ax.get_ylim())
+            labels = _labelled_yticks(ax)
+            assert len(labels) >= 3, (group, ax.get_title(), ax.get_ylim())
+            assert len(set(labels)) == len(labels), labels  # no two ticks read the same
             assert ax.get_xlabel() and ax.get_ylabel()
         assert _smallest_text_px(fig) >= 9, group
     forest = forest_figure(_paired())

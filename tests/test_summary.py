@@ -113,6 +113,19 @@ def test_one_dvc_metrics_file_with_short_keys(pipeline: Path) -> None:
     assert doc["bicubic"]["psnr"] == 28.5
 
 
+def test_dvc_metrics_pick_what_the_metrics_file_holds(pipeline: Path) -> None:
+    params = yaml.safe_load((pipeline / "params.yaml").read_text())
+    params["evaluate"]["dvc_metrics"] = ["psnr"]
+    (pipeline / "params.yaml").write_text(yaml.safe_dump(params))
+    summary, _, _ = summarize(load_config(pipeline / "params.yaml"))
+    doc = json.loads((pipeline / "results" / "metrics.json").read_text())
+    assert doc["sgl"] == {"psnr": 32.0} and "gmsd" in _rows(summary)[0]  # summary keeps all
+    params["evaluate"]["dvc_metrics"] = ["lpips"]
+    (pipeline / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ValueError, match=r"evaluate.dvc_metrics: each must be one of evaluate"):
+        load_config(pipeline / "params.yaml")
+
+
 def test_metric_keys_keep_the_parts_that_vary() -> None:
     names = ["bicubic-x2", "bicubic-x4", "a-l1-x2", "b-l1-x4", "a-sgl-x4-s1"]
     assert list(metric_keys(names).values()) == [

@@ -144,18 +144,20 @@ def metric_keys(names: Sequence[str]) -> dict[str, str]:
 
 
 def profile_metrics_json(cfg: Config, names: list[str], results: dict[str, RunResults]) -> str:
-    """results/metrics.json: ``{run: {set: {metric: mean}}}``, which DVC shows as
-    ``<run>.<set>.<metric>`` columns (the set level left out with one test set). The per-run
+    """results/metrics.json: ``{run: {set: {metric: mean}}}`` for ``evaluate.dvc_metrics``
+    (default: every metric), which DVC shows as ``<run>.<set>.<metric>`` columns (the set
+    level left out with one test set). The per-run
     metrics.json files are not DVC metrics: their keys repeat across runs, so DVC would name
     each column by its whole file path. A value evaluate could not compute (unavailable,
     undefined or infinite) is left out, as in summary.csv; the reason is in metrics_info.json."""
     keys = metric_keys(names)
+    shown = cfg.evaluate.dvc_metrics or cfg.evaluate.metrics
     one_set = len(cfg.data.test_sets) == 1
     doc: dict[str, Any] = {}
     for name in names:
         per_set = {}
         for set_name in cfg.data.test_sets:
-            values = {m: results[name].value(set_name, m) for m in cfg.evaluate.metrics}
+            values = {m: results[name].value(set_name, m) for m in shown}
             per_set[set_name] = {
                 m: float(v) for m, v in values.items() if v is not None and math.isfinite(v)
             }

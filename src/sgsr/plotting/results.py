@@ -64,19 +64,25 @@ def curves_figure(
     return g.figure
 
 
-def readable_log_ticks(ax: plt.Axes, at_least: int = 3) -> None:
+def readable_log_ticks(ax: plt.Axes, at_least: int = 3, at_most: int = 6) -> None:
     """Labelled ticks on a log y axis however narrow its range: matplotlib labels only powers
     of ten, so a loss that falls from 0.05 to 0.02 (or a constant learning rate) showed no
-    label, or one. Tries 1-2-5 steps, then every integer mantissa, then a plain linear set."""
+    label, or one. Tries 1-2-5 steps, then every integer mantissa, then evenly spaced values;
+    keeps at most `at_most`, each label with the digits its value needs."""
     lo, hi = ax.get_ylim()
-    for subs in ((1.0,), (1.0, 2.0, 5.0), tuple(range(1, 10))):
+    ticks: list[float] = []
+    for subs in ((1.0, 2.0, 5.0), tuple(range(1, 10))):
         ticks = [t for t in LogLocator(base=10, subs=subs).tick_values(lo, hi) if lo <= t <= hi]
         if len(ticks) >= at_least:
             break
-    else:
-        ticks = list(np.geomspace(lo, hi, at_least)) if lo > 0 else ticks
+    if len(ticks) < at_least and lo > 0:
+        ticks = list(np.geomspace(lo, hi, at_least))
+    if len(ticks) > at_most:
+        ticks = ticks[:: -(-len(ticks) // at_most)]
+    exact = [d for d in range(2, 7) if all(np.isclose(float(f"{t:.{d}g}"), t) for t in ticks)]
+    digits = exact[0] if exact else 7
     ax.yaxis.set_major_locator(plt.FixedLocator(ticks))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.{digits}g}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
 
 
