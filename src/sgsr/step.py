@@ -29,9 +29,14 @@ class TrainingDiverged(ArithmeticError):
     def __init__(self, iteration: int, values: Mapping[str, float]) -> None:
         self.iteration = iteration
         self.values = dict(values)
+        #: the non-finite terms (``total`` only when every term is finite but their sum is not)
+        self.terms = [k for k, v in self.values.items() if k != "total" and not math.isfinite(v)]
+        if not self.terms:
+            self.terms = [k for k, v in self.values.items() if not math.isfinite(v)]
         parts = ", ".join(f"{k}={v!r}" for k, v in self.values.items())
         super().__init__(
-            f"training diverged at iteration {iteration}: non-finite loss ({parts}). Nothing of "
+            f"training diverged at iteration {iteration}: non-finite {', '.join(self.terms)} "
+            f"({parts}). Nothing of "
             "this iteration was saved; the checkpoint on disk is the last good one. Lower "
             "train.lr, set train.grad_clip or use train.amp: off (a params change, so training "
             "restarts from scratch)."
