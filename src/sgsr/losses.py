@@ -336,8 +336,8 @@ class PerceptualLoss(nn.Module):
     ``layers``: ``esrgan`` (conv5 only), ``realesrgan`` (blocks 1-5 at 0.1/0.1/1/1/1) or a
     mapping of layer names (``conv5_3``) to weights. ``network``: ``vgg16`` (torchvision's
     ImageNet VGG16, the trunk of the verified ``lpips_vgg`` file) or ``vgg19`` (ESRGAN's
-    network: torchvision's ``vgg19-dcbb9e9d.pth``, which the user puts in models/pretrained;
-    its sha256 is checked). Frozen, eval mode, fp32 with autocast off; gradients reach `sr`
+    network: the user's copy of torchvision's ``vgg19-dcbb9e9d.pth``, at ``vgg19_file`` or in
+    torch hub's checkpoint folder; its sha256 is checked). Frozen, eval mode, fp32 with autocast off; gradients reach `sr`
     only. ``pretrained_dir=None`` only validates the spec (params checking) and refuses to run.
     """
 
@@ -347,6 +347,7 @@ class PerceptualLoss(nn.Module):
         self,
         layers: str | Mapping[str, float] = "esrgan",
         network: str = "vgg16",
+        vgg19_file: str | None = None,
         pretrained_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
@@ -373,7 +374,7 @@ class PerceptualLoss(nn.Module):
 
             try:
                 self.net = vgg.load_vgg_features(
-                    network, max(self.indices.values()), pretrained_dir
+                    network, max(self.indices.values()), pretrained_dir, vgg19_file
                 )
             except pretrained.WeightsUnavailable as exc:
                 raise pretrained.WeightsUnavailable(

@@ -67,12 +67,22 @@ def vgg_features(net: str, last: int) -> Any:
     return nn.Sequential(*layers[: last + 1])
 
 
-def vgg19_path(pretrained_dir: str | os.PathLike[str]) -> Path:
-    """Where a user puts torchvision's VGG19 file for ``perceptual: {network: vgg19}``."""
-    return Path(pretrained_dir) / VGG19_FILE
+def vgg19_path(file: str | os.PathLike[str] | None = None) -> Path:
+    """Where ``perceptual: {network: vgg19}`` reads torchvision's VGG19 file: `file` when given
+    (relative to the working folder, the pipeline folder under DVC), else torch hub's
+    checkpoint folder, where ``torchvision.models.vgg19(weights=...)`` keeps it."""
+    if file is not None:
+        return Path(file)
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILE
 
 
-def vgg_tensors(net: str, pretrained_dir: str | os.PathLike[str] | None) -> dict[str, Any]:
+def vgg_tensors(
+    net: str,
+    pretrained_dir: str | os.PathLike[str] | None,
+    vgg19_file: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
     """``features.<i>.weight/bias`` of `net` from verified files; WeightsUnavailable names the
     file and what to do when it is absent or not the pinned one."""
     if net == "vgg16":
@@ -82,13 +92,12 @@ def vgg_tensors(net: str, pretrained_dir: str | os.PathLike[str] | None) -> dict
         raise ValueError(f"unknown VGG {net!r}; known: {', '.join(VGG_CONFIGS)}")
     import torch
 
-    if pretrained_dir is None:
-        raise WeightsUnavailable(f"no pretrained-weights folder given (need {VGG19_FILE})")
-    path = vgg19_path(pretrained_dir)
+    path = vgg19_path(vgg19_file)
     if not path.is_file():
         raise WeightsUnavailable(
             f"{path} not found: perceptual network vgg19 reads torchvision's {VGG19_FILE} "
-            f"(sha256 {VGG19_SHA256}); put your copy there, or use network: vgg16 (the default)"
+            f"(sha256 {VGG19_SHA256}); give its path as vgg19_file, or use network: vgg16 "
+            "(the default)"
         )
     data = path.read_bytes()
     got = hashlib.sha256(data).hexdigest()
@@ -101,10 +110,15 @@ def vgg_tensors(net: str, pretrained_dir: str | os.PathLike[str] | None) -> dict
     return {k: v.float() for k, v in state.items() if k.startswith("features.")}
 
 
-def load_vgg_features(net: str, last: int, pretrained_dir: str | os.PathLike[str] | None) -> Any:
+def load_vgg_features(
+    net: str,
+    last: int,
+    pretrained_dir: str | os.PathLike[str] | None,
+    vgg19_file: str | os.PathLike[str] | None = None,
+) -> Any:
     """The frozen, eval-mode trunk of `net` up to ``features[last]`` with verified weights."""
     model = vgg_features(net, last)
-    tensors = vgg_tensors(net, pretrained_dir)
+    tensors = vgg_tensors(net, pretrained_dir, vgg19_file)
     own = model.state_dict()  # keys "<i>.weight": the features' own indices
     missing = [f"features.{k}" for k in own if f"features.{k}" not in tensors]
     if missing:
