@@ -4,13 +4,21 @@ divergence stops with the term's name, a gan term of weight 0 changes nothing)."
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from toy_training import (
     Interrupt,
     assert_same_state,
@@ -106,13 +114,14 @@ def test_gan_objectives_match_their_written_definitions():
     def mean(xs):
         return sum(xs) / len(xs)
 
-    rel_g = (mean([softplus(r - mf) for r in (2.0, 1.0)]) + mean([softplus(-(f - mr)) for f in (-1.0, 0.5)])) / 2  # fmt: skip
-    rel_d = (mean([softplus(-(r - mf)) for r in (2.0, 1.0)]) + mean([softplus(f - mr) for f in (-1.0, 0.5)])) / 2  # fmt: skip
+    rs, fs = (2.0, 1.0), (-1.0, 0.5)
+    rel_g = (mean([softplus(r - mf) for r in rs]) + mean([softplus(-(f - mr)) for f in fs])) / 2
+    rel_d = (mean([softplus(-(r - mf)) for r in rs]) + mean([softplus(f - mr) for f in fs])) / 2
     cases = {
         ("relativistic", "g"): rel_g,
         ("relativistic", "d"): rel_d,
         ("vanilla", "g"): mean([softplus(1.0), softplus(-0.5)]),
-        ("vanilla", "d"): mean([softplus(-2.0), softplus(-1.0)]) + mean([softplus(-1), softplus(0.5)]),
+        ("vanilla", "d"): mean([softplus(-2), softplus(-1)]) + mean([softplus(-1), softplus(0.5)]),
         ("hinge", "g"): 0.25,
         ("hinge", "d"): mean([0.0, 0.0]) + mean([0.0, 1.5]),
     }  # fmt: skip
@@ -177,7 +186,8 @@ def test_perceptual_features_are_torchvision_vgg16_before_the_relu(vgg16_dir: Pa
 
     tv = make_layers(cfgs["D"]).eval()  # torchvision's vgg16().features
     tensors = pretrained.verified_tensors("lpips_vgg", vgg16_dir)
-    tv.load_state_dict({k[len("features.") :]: v for k, v in tensors.items() if k.startswith("features.")})  # fmt: skip
+    trunk = {k.removeprefix("features."): v for k, v in tensors.items() if k.startswith("feat")}
+    tv.load_state_dict(trunk)
     term = PerceptualLoss("realesrgan", pretrained_dir=vgg16_dir)
     assert term.indices == {"conv1_2": 2, "conv2_2": 7, "conv3_3": 14, "conv4_3": 21, "conv5_3": 28}
     x = torch.rand(2, 3, 32, 32)
@@ -245,7 +255,8 @@ def test_gan_resume_after_crash_is_bitwise_exact_for_both_networks(tmp_path, kin
     assert any(not torch.equal(init[k], v) for k, v in ref.discriminator_state.items())
     metrics = live / "plots" / "metrics" / "train"
     for name in ("gan", "l1", "total", "d_loss", "d_real", "d_fake", "d_lr"):
-        assert read_tsv(metrics / f"{name}.tsv") == read_tsv(ref_live / "plots/metrics/train" / f"{name}.tsv"), name  # fmt: skip
+        got, want = metrics / f"{name}.tsv", ref_live / "plots/metrics/train" / f"{name}.tsv"
+        assert read_tsv(got) == read_tsv(want), name
     lrs = [v for _, v in read_tsv(metrics / "d_lr.tsv")]
     assert lrs[0] < 1e-4 and lrs[-1] < lrs[1], "the discriminator follows the cosine schedule"
 
@@ -288,3 +299,79 @@ def test_non_finite_gan_term_stops_naming_iteration_and_term_and_keeps_the_last_
     assert kept["iteration"] == 4
     states = [kept["model"], kept["gan"]["discriminator"]]
     assert all(torch.isfinite(v).all() for s in states for v in s.values() if v.is_floating_point())
+
+
+# --- the stage, killed with SIGKILL mid-run -----------------------------------------------------
+
+
+def _stage(folder: Path, datasets: Path) -> Path:
+    params = {
+        "seed": 2,
+        "data": {"source": "dir", "dir": str(datasets), "train_sets": ["tr"], "test_sets": ["te"],
+                 "metric_weights": False},
+        "prepare": {"scales": [2], "patch_size": 32, "stride": 16, "val_images": 1},
+        "models": {"tiny": {"arch": "edsr_baseline", "n_resblocks": 1, "n_feats": 8}},
+        "losses": {"gan": {**gan_spec(), "sgl": 0.1}},
+        "experiment": {"models": ["tiny"], "losses": ["gan"], "scales": [2]},
+        "train": {"iterations": 80, "batch_size": 2, "lr_patch": 16, "lr": 1e-3, "ema": 0.9,
+                  "device": "cpu", "checkpoint_every": 10, "val_every": 40, "log_every": 5},
+    }  # fmt: skip
+    folder.mkdir(parents=True)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return folder
+
+
+def _sgsr(folder: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "sgsr.cli", "--params", str(folder / "params.yaml"), *args],
+        cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_sigkill_mid_gan_run_then_rerun_gives_bitwise_both_networks(tmp_path: Path) -> None:
+    from conftest import smooth_rgb
+    from safetensors.torch import load_file
+
+    from sgsr.config import load_config
+    from sgsr.data import prepare
+    from sgsr.gan import DISCRIMINATOR_NAME
+    from sgsr.imaging import write_image
+
+    datasets = tmp_path / "datasets"
+    for i in range(3):
+        write_image(datasets / "tr" / f"t{i}.png", smooth_rgb(i, 48, 48))
+    write_image(datasets / "te" / "a.png", smooth_rgb(9, 48, 48))
+    ref, job = _stage(tmp_path / "ref", datasets), _stage(tmp_path / "job", datasets)
+    for folder in (ref, job):
+        shutil.copytree(datasets, folder / "data" / "raw")
+        prepare.run(load_config(folder / "params.yaml"), root=folder)
+    run = "tiny-gan-x2"
+    proc = _sgsr(ref, "train", "--run", run)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+
+    ck = job / "models/checkpoints" / run / "checkpoint.pt"
+    proc = _sgsr(job, "train", "--run", run)
+    seen: set[int] = set()  # each checkpoint is a new file (os.replace): count inodes
+    deadline = time.monotonic() + 300
+    while len(seen) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError):
+            seen.add(ck.stat().st_ino)
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    assert 10 <= load_checkpoint(ck)["iteration"] < 80
+    assert not (job / "models" / run / "model.safetensors").exists()
+
+    proc = _sgsr(job, "train", "--run", run)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    for name in ("model.safetensors", "model-raw.safetensors", DISCRIMINATOR_NAME):
+        a = load_file(ref / "models" / run / name)
+        b = load_file(job / "models" / run / name)
+        assert_same_state(a, b)
+    curve = "models/live/tiny-gan-x2/plots/metrics/train/d_loss.tsv"
+    assert read_tsv(job / curve) == read_tsv(ref / curve)

@@ -337,8 +337,9 @@ class PerceptualLoss(nn.Module):
     mapping of layer names (``conv5_3``) to weights. ``network``: ``vgg16`` (torchvision's
     ImageNet VGG16, the trunk of the verified ``lpips_vgg`` file) or ``vgg19`` (ESRGAN's
     network: the user's copy of torchvision's ``vgg19-dcbb9e9d.pth``, at ``vgg19_file`` or in
-    torch hub's checkpoint folder; its sha256 is checked). Frozen, eval mode, fp32 with autocast off; gradients reach `sr`
-    only. ``pretrained_dir=None`` only validates the spec (params checking) and refuses to run.
+    torch hub's checkpoint folder; its sha256 is checked). Frozen, eval mode, fp32 with
+    autocast off; gradients reach `sr` only. ``pretrained_dir=None`` only validates the spec
+    (params checking) and refuses to run.
     """
 
     needs_pretrained = True
