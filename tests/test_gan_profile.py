@@ -1,6 +1,7 @@
 """The gan profile: its stages against the root's, its two params files against each other, and
 the whole pipeline at tiny size through real `dvc repro` on the CPU (PSNR pre-training, GAN
-fine-tunes from it with the real VGG16 trunk, inference, evaluation with LPIPS, summary). Needs
+fine-tunes from it with the real VGG16 trunk, inference, evaluation with LPIPS, summary, the
+report with the discriminator's curves). Needs
 the converted LPIPS/VGG weights (cached once in the download cache); skips with the reason when
 the package index cannot be reached."""
 
@@ -100,6 +101,7 @@ def test_gan_profile_runs_end_to_end_through_dvc(tmp_path: Path) -> None:
     repo = tmp_path / "gan"
     repo.mkdir()
     shutil.copy2(PROFILE / "dvc.yaml", repo / "dvc.yaml")
+    shutil.copytree(REPO / "notebooks", repo / "notebooks")  # the report's sources (root: .)
     for name in ("params.yaml", "pretrain.yaml"):
         params = _tiny(yaml.safe_load((PROFILE / name).read_text()), TINY_D)
         if name == "pretrain.yaml":
@@ -145,6 +147,9 @@ def test_gan_profile_runs_end_to_end_through_dvc(tmp_path: Path) -> None:
     runs = {f"edsr_baseline-{loss}-x4" for loss in ("l1", "esrgan", "esrgan_sgl", "esrgan_grad1")}
     assert runs | {"bicubic-x4"} <= set(summary["run"])
     assert summary["lpips"].notna().all()
+    report = (repo / "reports/report.html").read_text()
+    for series in ("d_loss", "d_real", "d_fake", "gan", "perceptual"):
+        assert series in report, series  # the training notebook draws the GAN curves
 
     # the start point is a real dependency: retraining it makes the GAN stages stale
     pre = yaml.safe_load((repo / "pretrain.yaml").read_text())
