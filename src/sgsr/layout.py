@@ -1,7 +1,9 @@
 """Where each stage reads and writes, relative to the pipeline folder (the folder holding
 ``dvc.yaml`` and ``params.yaml``). One place, so stages, notebooks and dvc.yaml agree.
 
-Paths are relative; :func:`pipeline_root` is the folder they start from. Functions that name a
+Paths are relative; :func:`pipeline_root` is the folder they start from. Every set and run
+name joined into a path here must be a plain name (`sgsr.names`), so no name can point a
+stage at a folder outside its own. Functions that name a
 file under ``data/prepared``, ``models`` or ``results`` take that top folder as an optional
 last argument, so the notebooks (whose ``data_dir``, ``models_dir`` and ``results_dir``
 parameters may point elsewhere) build their paths here too.
@@ -12,6 +14,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from sgsr.names import check_name, check_run_name
 
 if TYPE_CHECKING:
     from sgsr.config import Config
@@ -43,8 +47,8 @@ def pipeline_root(cfg: Config, root: Folder | None = None) -> Path:
     return Path(root) if root is not None else Path(cfg.source_path).parent
 
 
-def raw_set(name: str) -> Path:
-    return RAW / name
+def raw_set(name: str, raw: Folder = RAW) -> Path:
+    return Path(raw) / check_name(name, "set name")
 
 
 def prepared_scale(scale: int, prepared: Folder = PREPARED) -> Path:
@@ -54,7 +58,7 @@ def prepared_scale(scale: int, prepared: Folder = PREPARED) -> Path:
 
 def prepared_set(scale: int, name: str, prepared: Folder = PREPARED) -> Path:
     """Holds ``hr/`` (mod-cropped) and ``lr/`` (MATLAB bicubic) PNGs with matching names."""
-    return prepared_scale(scale, prepared) / name
+    return prepared_scale(scale, prepared) / check_name(name, "set name")
 
 
 def hr_image(scale: int, set_name: str, stem: str, prepared: Folder = PREPARED) -> Path:
@@ -70,7 +74,7 @@ def patch_store(scale: int, prepared: Folder = PREPARED) -> Path:
 
 
 def run_dir(run: str, models: Folder = MODELS) -> Path:
-    return Path(models) / run
+    return Path(models) / check_run_name(run)
 
 
 def weights(run: str, models: Folder = MODELS) -> Path:
@@ -83,7 +87,7 @@ def run_card(run: str, models: Folder = MODELS) -> Path:
 
 
 def checkpoint_dir(run: str, models: Folder = MODELS) -> Path:
-    return Path(models) / "checkpoints" / run
+    return Path(models) / "checkpoints" / check_run_name(run)
 
 
 def live_root(models: Folder = MODELS) -> Path:
@@ -92,7 +96,7 @@ def live_root(models: Folder = MODELS) -> Path:
 
 
 def live_dir(run: str, models: Folder = MODELS) -> Path:
-    return live_root(models) / run
+    return live_root(models) / check_run_name(run)
 
 
 def sr_root(results: Folder = RESULTS) -> Path:
@@ -101,11 +105,11 @@ def sr_root(results: Folder = RESULTS) -> Path:
 
 def sr_run(run: str, results: Folder = RESULTS) -> Path:
     """One run's SR images, a folder per test set."""
-    return sr_root(results) / run
+    return sr_root(results) / check_run_name(run)
 
 
 def sr_set(run: str, name: str, results: Folder = RESULTS) -> Path:
-    return sr_run(run, results) / name
+    return sr_run(run, results) / check_name(name, "set name")
 
 
 def sr_image(run: str, set_name: str, stem: str, results: Folder = RESULTS) -> Path:
@@ -120,7 +124,7 @@ def metrics_dir(run: str, results: Folder = RESULTS) -> Path:
     """Holds ``metrics.json`` (numbers only, a DVC metrics file), ``metrics_info.json`` (what
     the numbers are: run identity, notes, unavailable/undefined reasons), ``per_image.csv`` and
     ``fid_bootstrap.csv``."""
-    return metrics_root(results) / run
+    return metrics_root(results) / check_run_name(run)
 
 
 METRICS_JSON = "metrics.json"

@@ -80,6 +80,7 @@ PAIRED_COLUMNS = (
     "baseline_seed_range",
     "exceeds_seed_spread",
     "effect",
+    "notes",
 )
 
 
@@ -158,7 +159,11 @@ def _summary_csv(cfg: Config, names: list[str], results: dict[str, RunResults]) 
         for set_name in cfg.data.test_sets:
             values = [res.value(set_name, m) for m in metrics]
             notes = [
-                f"{m} {'undefined' if math.isnan(v) else 'infinite'}: {res.why(set_name, m)}"
+                f"{m} {'undefined' if math.isnan(v) else 'infinite'}: "
+                + (
+                    res.why(set_name, m)
+                    or f"no reason recorded in {res.folder}; rerun sgsr evaluate"
+                )
                 for m, v in zip(metrics, values, strict=True)
                 if v is not None and not math.isfinite(v)
             ]
@@ -238,7 +243,7 @@ def _paired_csv(cfg: Config, results: dict[str, RunResults]) -> str:
                 else:
                     row = _paired_fid(cfg, set_name, base_res, cand_res)
                 if row is None:
-                    continue
+                    continue  # FID without a value on either side: summary.csv says why
                 rows.append(
                     [
                         primary.model,
@@ -252,6 +257,7 @@ def _paired_csv(cfg: Config, results: dict[str, RunResults]) -> str:
                         _join(seeds),
                         *row.columns(),
                         *_seed_columns(row, m, cfg.evaluate.ci),
+                        row.notes,
                     ]
                 )
     return _csv(PAIRED_COLUMNS, rows)
@@ -274,15 +280,17 @@ class _PairStats:
 
     n: int
     excluded: int
-    baseline_mean: float
-    candidate_mean: float
-    mean_diff: float
+    baseline_mean: float | None
+    candidate_mean: float | None
+    mean_diff: float | None
     ci_low: float | None
     ci_high: float | None
     ci: float
     resamples: int
     seed_diffs: np.ndarray
     baseline_seed_values: np.ndarray
+    #: Why a statistic is left empty (undefined), e.g. no image with a finite value.
+    notes: str = ""
 
     def columns(self) -> list[Any]:
         """The paired.csv columns from ``n`` to ``seed_diffs``."""
@@ -315,12 +323,31 @@ def _paired_image_metric(
     b, c = matrix(base), matrix(cand)
     ok = np.all(np.isfinite(b), axis=0) & np.all(np.isfinite(c), axis=0)
     n = int(ok.sum())
-    if n == 0:
-        return None
+    if n == 0:  # the row stays, with its statistics empty and the reason
+        bad_b, bad_c = (
+            int((~np.all(np.isfinite(b), axis=0)).sum()),
+            int((~np.all(np.isfinite(c), axis=0)).sum()),
+        )
+        nan = np.full(len(base), math.nan)
+        return _PairStats(
+            n=0, excluded=len(keys), baseline_mean=None, candidate_mean=None,
+            mean_diff=None, ci_low=None, ci_high=None, ci=cfg.evaluate.ci, resamples=0,
+            seed_diffs=nan, baseline_seed_values=nan,
+            notes=f"no image of {len(keys)} has a finite {metric} in every matched run "
+            f"(non-finite: baseline {bad_b}, candidate {bad_c}; summary.csv says why), so "
+            "no difference is defined",
+        )  # fmt: skip
     b_img, c_img = b[:, ok].mean(axis=0), c[:, ok].mean(axis=0)
-    mean, low, high = paired_bootstrap(
-        c_img - b_img, cfg.evaluate.bootstrap, cfg.evaluate.ci, cfg.seed
-    )
+    notes = ""
+    if n == 1:  # one difference: every resample is that value, a zero-width interval that
+        # would claim certainty; the interval is undefined
+        mean, low, high, resamples = float((c_img - b_img)[0]), None, None, 0
+        notes = "one image: no confidence interval over images"
+    else:
+        mean, low, high = paired_bootstrap(
+            c_img - b_img, cfg.evaluate.bootstrap, cfg.evaluate.ci, cfg.seed
+        )
+        resamples = cfg.evaluate.bootstrap
     b_seed, c_seed = b[:, ok].mean(axis=1), c[:, ok].mean(axis=1)
     return _PairStats(
         n=n,
@@ -331,9 +358,10 @@ def _paired_image_metric(
         ci_low=low,
         ci_high=high,
         ci=cfg.evaluate.ci,
-        resamples=cfg.evaluate.bootstrap,
+        resamples=resamples,
         seed_diffs=c_seed - b_seed,
         baseline_seed_values=b_seed,
+        notes=notes,
     )
 
 
