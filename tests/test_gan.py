@@ -28,10 +28,10 @@ from toy_training import (
     toy_source,
 )
 
-from sgsr import pretrained
+from sgsr import preflight, pretrained
 from sgsr.adversarial import discriminator_loss, generator_loss
 from sgsr.checkpoint import load_checkpoint
-from sgsr.config import ConfigError, TrainConfig, parse_config
+from sgsr.config import ConfigError, TrainConfig
 from sgsr.discriminators import DISCRIMINATORS, build_discriminator
 from sgsr.losses import (
     AdversarialLoss,
@@ -158,7 +158,7 @@ def test_gan_term_spec_is_validated_and_refuses_to_run_without_its_discriminator
         "experiment": {"models": ["m"], "losses": ["g", "p"], "scales": [4]},
     }  # fmt: skip
     with pytest.raises(ConfigError) as info:
-        parse_config(raw)
+        preflight.parse(raw)
     text = str(info.value)
     assert "losses.g: loss spec 'gan': unknown kind 'wgan'" in text
     assert "losses.p: loss spec 'perceptual': vgg16 has no layer 'conv5_4'" in text

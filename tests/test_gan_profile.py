@@ -46,26 +46,35 @@ def test_the_profile_stages_are_the_root_stages_plus_pretraining_and_the_start_p
     root, ours = _stages(REPO / "dvc.yaml"), _stages(PROFILE / "dvc.yaml")
     cfg = load_config(PROFILE / "params.yaml")
     pre = load_config(PROFILE / "pretrain.yaml")
+    families = yaml.safe_load((PROFILE / "stages.yaml").read_text())
     for name, stage in ours.items():
-        if name.startswith("pretrain"):
-            base = root[name.replace("pretrain", "train")]["cmd"]
-            want = base.replace("sgsr train", "sgsr train --params pretrain.yaml")
-            assert stage["cmd"] == want.replace("${item.loss}", "l1"), name
+        if name == "pretrain":
+            want = root["train"]["do"]["cmd"].replace("train", "train --params pretrain.yaml")
+            assert stage["do"]["cmd"] == want
+        elif "do" in stage:
+            assert stage["do"]["cmd"] == root[name]["do"]["cmd"], name
         else:
             assert stage["cmd"] == root[name]["cmd"], name
-    gan_losses = [loss for loss in cfg.experiment.losses if loss != "l1"]
+    assert ours["pretrain"]["foreach"] == "${pretrain_runs}"
+    assert ours["train"]["foreach"] == "${gan_runs}"
+    assert {"models/${item.start}", "models/pretrained"} <= set(ours["train"]["do"]["deps"])
+    # stages.yaml splits params.yaml's runs by loss: l1 ones pre-trained, the others from them
+    names = [r.name for r in cfg.runs]
+    l1 = [r.name for r in cfg.runs if r.loss == "l1"]
+    assert list(families["pretrain_runs"]) == l1 == [r.name for r in pre.runs]
+    assert list(families["gan_runs"]) == [n for n in names if n not in l1]
     start = cfg.train.init_from
-    assert start == "run:edsr_baseline-l1-x4" and start[4:] in {r.name for r in pre.runs}
-    for name in ("train", "train_seed"):
-        assert ours[name]["matrix"]["loss"] == gan_losses, name
-        assert "models/${item.model}-l1-x${item.scale}" in ours[name]["deps"]
-        assert "models/pretrained" in ours[name]["deps"]
+    assert start == "run:edsr_baseline-l1-x4"
+    for name, item in families["gan_runs"].items():
+        run = cfg.run(name)
+        assert item == {"model": run.model, "loss": run.loss, "scale": run.scale,
+                        "start": start[len("run:") :]}  # fmt: skip
     # the pretrain stages train on the data params.yaml prepares, with the same seeds
     assert (pre.data, pre.prepare, pre.seeds) == (cfg.data, cfg.prepare, cfg.seeds)
     assert pre.experiment.losses == ("l1",) and pre.losses["l1"] == cfg.losses["l1"]
     assert cfg.baseline_loss == "esrgan"
     # the recipe: pixel L1 1e-2, perceptual 1.0 on conv5, relativistic GAN 5e-3, VGG 128 px D
-    for loss in gan_losses:
+    for loss in cfg.experiment.losses[1:]:
         spec = cfg.losses[loss]
         assert spec["l1"] == 0.01 and spec["perceptual"] == {"weight": 1.0, "layers": "esrgan"}
         gan = spec["gan"]
@@ -107,6 +116,13 @@ def test_gan_profile_runs_end_to_end_through_dvc(tmp_path: Path) -> None:
         if name == "pretrain.yaml":
             params["train"]["iterations"] = 3
         (repo / name).write_text(yaml.safe_dump(params, sort_keys=False))
+    start = {"model": "edsr_baseline", "scale": 4, "start": "edsr_baseline-l1-x4"}
+    families = {  # no replicate seeds at tiny size
+        "pretrain_runs": {"edsr_baseline-l1-x4": {"scale": 4}},
+        "gan_runs": {f"edsr_baseline-{loss}-x4": {**start, "loss": loss}
+                     for loss in ("esrgan", "esrgan_sgl", "esrgan_grad1")},
+    }  # fmt: skip
+    (repo / "stages.yaml").write_text(yaml.safe_dump(families, sort_keys=False))
     for i in range(3):
         write_image(repo / "datasets" / "tr" / f"t{i}.png", smooth_rgb(i, 40, 36))
     write_image(repo / "datasets" / "te" / "a.png", smooth_rgb(9, 48, 44))
@@ -119,6 +135,8 @@ def test_gan_profile_runs_end_to_end_through_dvc(tmp_path: Path) -> None:
         assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
         return proc.stdout + proc.stderr
 
+    for name in ("params.yaml", "pretrain.yaml"):  # the runs: block of the tiny experiment
+        sh("sgsr", "runs", "--write", "--params", name)
     sh("git", "init", "-q")
     sh("dvc", "init", "-q")
     sh("dvc", "config", "core.analytics", "false")
@@ -157,4 +175,4 @@ def test_gan_profile_runs_end_to_end_through_dvc(tmp_path: Path) -> None:
     (repo / "pretrain.yaml").write_text(yaml.safe_dump(pre, sort_keys=False))
     sh("dvc", "repro", "pretrain")
     status = sh("dvc", "status", "train")
-    assert "models/edsr_baseline-l1-x4" in status and "train@edsr_baseline-esrgan-4" in status
+    assert "models/edsr_baseline-l1-x4" in status and "train@edsr_baseline-esrgan-x4" in status

@@ -29,6 +29,7 @@ params["train"].update(iterations=int(sys.argv[1]), init_from=start, milestones=
                        checkpoint_every=250, val_every=250)
 yaml.safe_dump(params, open("pilot/params.yaml", "w"), sort_keys=False)
 PY
+sgsr runs --write --params pilot/params.yaml >/dev/null
 val=data/prepared/x4/val
 for run in $(sgsr runs --params pilot/params.yaml); do
   sgsr train --params pilot/params.yaml --run "$run"
