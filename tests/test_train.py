@@ -283,8 +283,10 @@ def bad_params() -> dict:
 
 
 def test_bad_params_fail_with_one_message_naming_every_bad_key():
+    from sgsr.preflight import parse
+
     with pytest.raises(ConfigError) as info:
-        parse_config(bad_params())
+        parse(bad_params())
     msg = str(info.value)
     for key in ("models.net.arch", "experiment.scales", "train.lr", "train.batch_size"):
         assert key in msg, f"{key} missing from: {msg}"
