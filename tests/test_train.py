@@ -22,7 +22,7 @@ import yaml
 from torch import Tensor, nn
 
 from sgsr.checkpoint import load_checkpoint
-from sgsr.config import ConfigError, TrainConfig
+from sgsr.config import ConfigError, TrainConfig, parse_config
 from sgsr.losses import build_loss
 from sgsr.models import build_model
 from sgsr.train import (
