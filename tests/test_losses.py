@@ -22,7 +22,7 @@ from sgsr.pretrained import WeightsUnavailable
 OPS = sorted(OPERATORS)
 DISTS = ["l1", "l2", "charbonnier"]
 BORDER = {"laplacian": 1, "hessian": 1, "gog": 2}
-ALLOWED_LOSSES = "l1, l2, charbonnier, sgl, grad1, lpips_vgg"
+ALLOWED_LOSSES = "l1, l2, charbonnier, sgl, grad1, lpips_vgg, perceptual, gan"
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -398,7 +398,16 @@ def test_build_loss_errors_name_the_key_and_the_allowed_values(spec: object, pat
 
 
 def test_registry_names() -> None:
-    assert list(LOSSES) == ["l1", "l2", "charbonnier", "sgl", "grad1", "lpips_vgg"]
+    assert list(LOSSES) == [
+        "l1",
+        "l2",
+        "charbonnier",
+        "sgl",
+        "grad1",
+        "lpips_vgg",
+        "perceptual",
+        "gan",
+    ]
     assert LOSSES["sgl"] is SecondOrderGradientLoss
     assert LOSSES["grad1"] is FirstOrderGradientLoss
 
