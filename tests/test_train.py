@@ -341,7 +341,6 @@ def build_store(root: Path) -> None:
     cut into x2 patches, 1 held out as the validation split, 1 as a test set."""
     from skimage import data as skdata
 
-    from sgsr.config import parse_config
     from sgsr.data import prepare
     from sgsr.imaging import write_image
 

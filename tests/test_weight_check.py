@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-from sgsr import imaging, infer
-from sgsr.config import ConfigError, parse_config
+from sgsr import imaging, infer, preflight
+from sgsr.config import ConfigError
 from sgsr.models import MAX_INT_SETTING, build_model
 from sgsr.models.community import canonical_state_dict
 from sgsr.warmstart import load_init
@@ -109,7 +109,7 @@ def test_params_refuse_a_model_over_the_bounds_naming_the_key() -> None:
         "experiment": {"models": ["big"], "losses": ["l1"]},
     }
     with pytest.raises(ConfigError, match=r"models\.big\.n_resblocks: n_resblocks=4097 is over"):
-        parse_config(raw)
+        preflight.parse(raw)
 
 
 def test_a_community_card_without_weights_is_a_message(tmp_path: Path) -> None:

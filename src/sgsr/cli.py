@@ -140,6 +140,13 @@ def _report(args: argparse.Namespace) -> None:
     log.info("%s (%d figures; the executed notebooks are beside it)", shown, figures)
 
 
+def _plots(args: argparse.Namespace) -> None:
+    from sgsr.dvc_plots import show
+
+    index = show(Path(args.params).parent, args.out, args.targets)
+    log.info("%s (offline: vega is inline)", index)
+
+
 def _results(args: argparse.Namespace) -> None:
     from sgsr.results import show
 
@@ -287,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
         "vs the baseline loss)",
     )
     add("report", _report, "execute the notebooks and render reports/report.html")
+    p = add(
+        "plots",
+        _plots,
+        "dvc plots show with vega inline, so the page works offline (runs overlaid per chart)",
+    )
+    p.add_argument("targets", nargs="*", help="plot ids or files (default: dvc.yaml's plots)")
+    p.add_argument("-o", "--out", default="dvc_plots", help="output folder (default: %(default)s)")
     p = add("upscale", _upscale, "apply trained weights to any image file or folder", False)
     p.add_argument("input", help="image file or folder")
     p.add_argument("output", help="output file (for a file) or folder")

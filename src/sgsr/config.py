@@ -127,6 +127,9 @@ class EvaluateConfig:
     fid_bootstrap: int = 1000
     bootstrap: int = 10000
     ci: float = 0.95
+    #: The metrics summarize puts in results/metrics.json, the file DVC shows (empty: every
+    #: one of ``metrics``); a few keep ``dvc exp show`` readable, summary.csv has them all.
+    dvc_metrics: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -332,6 +335,7 @@ _ELEMENT_TYPES: dict[str, type] = {
     "train.milestones": int,
     "train.freeze": str,
     "evaluate.metrics": str,
+    "evaluate.dvc_metrics": str,
 }
 
 
@@ -496,6 +500,9 @@ def _check_values(cfg: Config, errors: list[str]) -> None:
             bad("evaluate.metrics", m, f"each metric must be one of {', '.join(METRIC_NAMES)}")
     if e.fid_protocol not in ("patches", "whole"):
         bad("evaluate.fid_protocol", e.fid_protocol, "must be patches or whole")
+    for m in e.dvc_metrics:
+        if m not in e.metrics:
+            bad("evaluate.dvc_metrics", m, "each must be one of evaluate.metrics ([]: all)")
     _positive(errors, "evaluate.fid_patch", e.fid_patch)
     if e.fid_patches_per_image < 0:
         bad("evaluate.fid_patches_per_image", e.fid_patches_per_image, "must be >= 0 (0 = all)")

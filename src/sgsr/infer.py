@@ -94,9 +94,24 @@ def _axis_windows(size: int, tile: int, overlap: int, scale: int) -> list[tuple[
     return out
 
 
-def _tiled(model: nn.Module, x: torch.Tensor, scale: int, tile: int, overlap: int) -> torch.Tensor:
+def memory_format_for(device: torch.device) -> torch.memory_format:
+    """The layout windows are fed in: channels_last on the CPU, where oneDNN's convolutions run
+    it ~1.2x faster for EDSR-baseline x4 (same outputs to float rounding); the default
+    elsewhere (CUDA is left as it was until measured)."""
+    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
+
+
+def _tiled(
+    model: nn.Module,
+    x: torch.Tensor,
+    scale: int,
+    tile: int,
+    overlap: int,
+    memory_format: torch.memory_format | None = None,
+) -> torch.Tensor:
     """Core of `upscale`: x (B, C, H, W) float in [0, 1] on CPU -> unclamped float32 SR."""
     device = next(model.parameters()).device
+    fmt = memory_format if memory_format is not None else memory_format_for(device)
     rgb_range = rgb_range_of(model)
     b, _, h, w = x.shape
     rows = _axis_windows(h, tile, overlap, scale)
@@ -111,6 +126,7 @@ def _tiled(model: nn.Module, x: torch.Tensor, scale: int, tile: int, overlap: in
     for y0, th, wy in rows:
         for x0, tw, wx in cols:
             window = x[..., y0 : y0 + th, x0 : x0 + tw].to(device, torch.float32)
+            window = window.contiguous(memory_format=fmt)
             pred = unit_forward(model, window, rgb_range).float().cpu()
             if pred.shape[-2:] != (th * scale, tw * scale):
                 raise ValueError(
@@ -138,7 +154,12 @@ def check_tiling(tile: int, overlap: int) -> None:
 
 
 def upscale(
-    model: nn.Module, lr: torch.Tensor, scale: int, tile: int = 0, overlap: int = 8
+    model: nn.Module,
+    lr: torch.Tensor,
+    scale: int,
+    tile: int = 0,
+    overlap: int = 8,
+    memory_format: torch.memory_format | None = None,
 ) -> torch.Tensor:
     """Super-resolve one LR image (1, C, H, W) in [0, 1]; returns (1, C, sH, sW) float32 on
     the CPU, clamped to [0, 1] (quantise with `imaging.to_uint8`).
@@ -147,7 +168,8 @@ def upscale(
     between windows (must be < tile / 2). A 1-channel image through a 3-channel model is
     replicated to RGB and the output averaged back to one channel (equal weights, so a gray
     result stays exactly its gray value); a 3-channel image through a 1-channel model runs each
-    channel on its own.
+    channel on its own. `memory_format`: the layout windows run in (default
+    :func:`memory_format_for` the model's device).
     """
     if lr.dim() != 4 or lr.shape[0] != 1:
         raise ValueError(f"upscale expects one image (1, C, H, W), got {tuple(lr.shape)}")
@@ -156,22 +178,30 @@ def upscale(
     channels = lr.shape[1]
     x = lr.detach().cpu()
     with torch.inference_mode():
+        fmt = memory_format
         if channels == model_colors:
-            sr = _tiled(model, x, scale, tile, overlap)
+            sr = _tiled(model, x, scale, tile, overlap, fmt)
         elif channels == 1 and model_colors == 3:
-            sr = _tiled(model, x.expand(-1, 3, -1, -1), scale, tile, overlap).mean(1, keepdim=True)
+            sr = _tiled(model, x.expand(-1, 3, -1, -1), scale, tile, overlap, fmt).mean(
+                1, keepdim=True
+            )
         elif channels == 3 and model_colors == 1:
-            sr = _tiled(model, x.transpose(0, 1), scale, tile, overlap).transpose(0, 1)
+            sr = _tiled(model, x.transpose(0, 1), scale, tile, overlap, fmt).transpose(0, 1)
         else:
             raise ValueError(f"cannot run a {model_colors}-channel model on {channels} channels")
     return sr.clamp(0.0, 1.0)  # out of inference mode: a normal tensor callers may modify
 
 
 def upscale_image(
-    model: nn.Module, image: np.ndarray, scale: int, tile: int = 0, overlap: int = 8
+    model: nn.Module,
+    image: np.ndarray,
+    scale: int,
+    tile: int = 0,
+    overlap: int = 8,
+    memory_format: torch.memory_format | None = None,
 ) -> np.ndarray:
     """uint8 (H, W, C) LR -> uint8 (sH, sW, C) SR."""
-    return to_uint8(upscale(model, to_tensor(image), scale, tile, overlap))
+    return to_uint8(upscale(model, to_tensor(image), scale, tile, overlap, memory_format))
 
 
 # --------------------------------------------------------------------------------------------

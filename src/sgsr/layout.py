@@ -30,8 +30,19 @@ SUMMARY_CSV = RESULTS / "summary.csv"
 #: One row per configuration (model, loss, scale) x set x metric: mean and spread over seeds.
 SEEDS_CSV = RESULTS / "summary_seeds.csv"
 PAIRED_CSV = RESULTS / "paired.csv"
+#: The pipeline's one DVC metrics file: every run's set means under short keys
+#: (``<run>.<set>.<metric>``, parts every run shares left out), what ``dvc exp show`` lists.
+PROFILE_METRICS = RESULTS / "metrics.json"
+#: Training curves of every run in one long table per dvclive folder (``train.csv``,
+#: ``val.csv``): what the top-level plots of dvc.yaml overlay, a line per run.
+CURVES = RESULTS / "curves"
 REPORTS = Path("reports")
 FIGURES = REPORTS / "figures"
+#: Where a notebook run by hand (not by ``sgsr report``) saves its figures, relative to the
+#: folder its kernel started in: never a DVC output, so exploring changes no stage.
+SCRATCH_FIGURES = Path("figures")
+#: A folder holding both is a pipeline (the root profile or ``profiles/<name>``).
+PIPELINE_FILES = ("dvc.yaml", "params.yaml")
 #: The validation split prepare holds out of the training sets (never a test set).
 VAL_SET = "val"
 #: What a trained run's folder holds (sgsr.weights writes and reads both).
@@ -45,6 +56,54 @@ def pipeline_root(cfg: Config, root: Folder | None = None) -> Path:
     """The folder every path here is relative to: `root` if given, else the params file's
     folder (the pipeline folder; "." when a stage runs there, as DVC runs it)."""
     return Path(root) if root is not None else Path(cfg.source_path).parent
+
+
+def find_pipeline(pipeline: Folder | None = None, start: Folder = ".") -> Path:
+    """The pipeline folder a notebook reads, as a path relative to `start` where possible.
+
+    Jupyter and nbconvert start the kernel in the notebook's folder, papermill and
+    ``sgsr report`` in the pipeline's, so the notebooks look for the nearest folder at or
+    above `start` holding ``dvc.yaml`` and ``params.yaml``. An explicit `pipeline` (e.g.
+    ``profiles/study``) is taken relative to `start`, else to that nearest pipeline's folder.
+    """
+    start = Path(start)
+    here = start.resolve()
+    found = next(
+        (d for d in (here, *here.parents) if all((d / f).is_file() for f in PIPELINE_FILES)),
+        None,
+    )
+    if pipeline is not None:
+        for base in (start, found):
+            if base is not None and (Path(base) / pipeline).is_dir():
+                return _relative(Path(base) / pipeline, here)
+        raise FileNotFoundError(
+            f"pipeline {str(pipeline)!r} is not a folder (looked in {here}"
+            + (f" and {found}" if found else "")
+            + "); pass the folder holding dvc.yaml and params.yaml"
+        )
+    if found is None:
+        raise FileNotFoundError(
+            f"no folder at or above {here} holds {' and '.join(PIPELINE_FILES)}: start the "
+            "notebook inside the repository, or pass the `pipeline` parameter"
+        )
+    return _relative(found, here)
+
+
+def _relative(path: Path, start: Path) -> Path:
+    """`path` relative to `start` (``..`` steps allowed) so messages stay short; else absolute."""
+    try:
+        return Path(os.path.relpath(path.resolve(), start))
+    except ValueError:  # another drive on Windows
+        return path.resolve()
+
+
+def notebook_figures(figures_dir: Folder | None, pipeline: Folder) -> Path:
+    """Where a notebook saves figures: `figures_dir` (relative to the pipeline folder), or with
+    None :data:`SCRATCH_FIGURES` in the kernel's folder, so a hand run never rewrites
+    ``reports/figures`` (a DVC output); ``sgsr report`` passes its own folder."""
+    if figures_dir is None:
+        return SCRATCH_FIGURES
+    return Path(pipeline) / figures_dir
 
 
 def raw_set(name: str, raw: Folder = RAW) -> Path:

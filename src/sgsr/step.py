@@ -32,6 +32,12 @@ class TrainingDiverged(ArithmeticError):
     ) -> None:
         self.iteration = iteration
         self.values = dict(values)
+        #: the non-finite terms (``total`` only when every term is finite but their sum is not)
+        self.terms = [k for k, v in self.values.items() if k != "total" and not math.isfinite(v)]
+        if not self.terms:
+            self.terms = [k for k, v in self.values.items() if not math.isfinite(v)]
+        if reason == "non-finite loss" and self.terms:
+            reason = f"non-finite {', '.join(self.terms)}"
         self.reason = reason
         self.advice = (
             "Nothing of this iteration was saved. Lower train.lr, set train.grad_clip or use "

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,8 +32,9 @@ from sgsr.config import Config
 from sgsr.evaluate import RUN_FILES, RunResults, load_run
 from sgsr.fid import percentile_ci
 from sgsr.fsutil import write_text
+from sgsr.live import overlay_tables, read_live
 from sgsr.metric_registry import REGISTRY
-from sgsr.runs import bicubic_run, configurations, pairs
+from sgsr.runs import bicubic_run, configurations, is_bicubic, pairs, parse_run
 from sgsr.scoring import csv_value
 from sgsr.stats import paired_bootstrap, seed_effect
 
@@ -117,10 +119,60 @@ def summarize(cfg: Config) -> tuple[Path, Path, Path]:
         (layout.SUMMARY_CSV, _summary_csv(cfg, names, results)),
         (layout.SEEDS_CSV, _seeds_csv(cfg, results)),
         (layout.PAIRED_CSV, _paired_csv(cfg, results)),
+        (layout.PROFILE_METRICS, profile_metrics_json(cfg, names, results)),
+        *curve_tables(base, names),
     )
     for rel, text in outputs:  # all computed before anything is written
         write_text(base / rel, text)
     return base / layout.SUMMARY_CSV, base / layout.SEEDS_CSV, base / layout.PAIRED_CSV
+
+
+def metric_keys(names: Sequence[str]) -> dict[str, str]:
+    """Short, unique names for runs in DVC's metric columns: the loss alone when every trained
+    run has one model and scale (``l1``, ``sgl``, ``bicubic``), else with the parts that vary
+    (``edsr_slim-sgl``, ``sgl-x2``), and ``-s<seed>`` for replicates. Full names if short ones
+    would collide."""
+    info = {n: parse_run(n) for n in names}
+    models = {i["model"] for i in info.values() if not is_bicubic(i["run"])}
+    scales = {i["scale"] for i in info.values()}
+    keys = {}
+    for name, i in info.items():
+        parts = ["bicubic"] if is_bicubic(name) else [i["model"]] * (len(models) > 1) + [i["loss"]]
+        parts += [f"x{i['scale']}"] * (len(scales) > 1)
+        parts += [f"s{i['seed']}"] * (i["seed"] is not None)
+        keys[name] = "-".join(parts)
+    return keys if len(set(keys.values())) == len(keys) else {n: n for n in names}
+
+
+def profile_metrics_json(cfg: Config, names: list[str], results: dict[str, RunResults]) -> str:
+    """results/metrics.json: ``{run: {set: {metric: mean}}}`` for ``evaluate.dvc_metrics``
+    (default: every metric), which DVC shows as ``<run>.<set>.<metric>`` columns (the set
+    level left out with one test set). The per-run
+    metrics.json files are not DVC metrics: their keys repeat across runs, so DVC would name
+    each column by its whole file path. A value evaluate could not compute (unavailable,
+    undefined or infinite) is left out, as in summary.csv; the reason is in metrics_info.json."""
+    keys = metric_keys(names)
+    shown = cfg.evaluate.dvc_metrics or cfg.evaluate.metrics
+    one_set = len(cfg.data.test_sets) == 1
+    doc: dict[str, Any] = {}
+    for name in names:
+        per_set = {}
+        for set_name in cfg.data.test_sets:
+            values = {m: results[name].value(set_name, m) for m in shown}
+            per_set[set_name] = {
+                m: float(v) for m, v in values.items() if v is not None and math.isfinite(v)
+            }
+        doc[keys[name]] = per_set[cfg.data.test_sets[0]] if one_set else per_set
+    return json.dumps(doc, indent=1) + "\n"
+
+
+def curve_tables(base: Path, names: Sequence[str]) -> list[tuple[Path, str]]:
+    """(path, CSV text) of ``results/curves/<group>.csv`` for the runs with dvclive logs
+    (bicubic has none): the files dvc.yaml's top-level plots overlay."""
+    live = base / layout.live_root()
+    logged = [n for n in names if (live / n).is_dir()]
+    tables = overlay_tables(read_live(live, logged))
+    return [(layout.CURVES / f"{g}.csv", df.to_csv(index=False)) for g, df in tables.items()]
 
 
 def _cell(value: Any) -> str:

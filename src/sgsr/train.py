@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -40,6 +41,7 @@ from torch import Tensor, nn
 from sgsr import layout
 from sgsr.checkpoint import (
     CHECKPOINT_NAME,
+    CheckpointError,
     ResumeWarning,
     cpu_state,
     options_fingerprint,
@@ -52,6 +54,17 @@ from sgsr.data.batches import BatchSource, fixed_batch, iterable_source, patch_b
 from sgsr.data.prefetch import prefetched
 from sgsr.distributed import DistContext, barrier, init_from_env, train_device
 from sgsr.fsutil import sha256sum
+from sgsr.gan import (
+    DISCRIMINATOR_NAME,
+    GanState,
+    adversarial_term,
+    attach_discriminator,
+    build_gan_state,
+    gan_state_dict,
+    gan_step,
+    restore_gan,
+    write_discriminator,
+)
 from sgsr.live import open_live
 from sgsr.step import (
     EMA,
@@ -101,6 +114,8 @@ class TrainResult:
     val_psnr: float | None = None
     wall_time: float = 0.0
     fingerprint: str = ""
+    #: adversarial runs: the discriminator's final weights
+    discriminator_state: dict[str, Tensor] | None = None
 
     @property
     def weights(self) -> dict[str, Tensor]:
@@ -166,6 +181,10 @@ def train(
     - fingerprint: identifies the params; default hashes `opts` (minus bookkeeping) and seed.
     - ctx: the distributed context (device, rank); default single process on ``opts.device``.
 
+    A loss with a ``gan`` term of weight > 0 trains a discriminator beside the model
+    (`sgsr.gan`: alternating updates, its state in the checkpoint; train/d_loss, d_real,
+    d_fake and d_lr logged too); any other loss trains exactly as before.
+
     Returns the final weights (CPU) and statistics; raises TrainingDiverged on a NaN/inf loss
     or one over ``opts.diverge_factor`` times the lowest so far, saying what likely caused it.
     """
@@ -184,9 +203,13 @@ def train(
         torch.backends.cudnn.deterministic = opts.deterministic
     try:
         seed_everything(seed)
+        term = adversarial_term(loss)
+        if term is not None:
+            attach_discriminator(term)  # seeded: its initial weights follow the run's seed
         state = build_state(model, loss, opts, ctx)
+        gan = build_gan_state(state, term) if term is not None else None
         return _loop(
-            state, source, opts, checkpoint, live_dir, validate, fingerprint, progress, desc
+            state, source, opts, checkpoint, live_dir, validate, fingerprint, progress, desc, gan
         )
     finally:
         torch.use_deterministic_algorithms(det_before, warn_only=det_warn_before)
@@ -203,12 +226,24 @@ def _loop(
     fingerprint: str,
     progress: bool | None,
     desc: str,
+    gan: GanState | None = None,
 ) -> TrainResult:
     from tqdm.auto import tqdm
 
     ctx = state.ctx
     ck = resume_checkpoint(state, checkpoint, fingerprint)
-    step = make_step(state)  # train.capture; after resuming (a graph holds the tensors)
+    if gan is None:
+        step = make_step(state)  # train.capture; after resuming (a graph holds the tensors)
+    else:
+        if ck is not None:
+            _resume_gan(gan, ck, checkpoint)
+        if opts.capture != "off":
+            warnings.warn(
+                f"train.capture: {opts.capture} does not capture adversarial training; the "
+                "generator and discriminator updates run eagerly",
+                stacklevel=3,
+            )
+        step = functools.partial(gan_step, state, gan)
     start = state.iteration
     window = _LogWindow()
     wall_before = 0.0
@@ -289,6 +324,8 @@ def _loop(
                     "last_losses": dict(last),
                     "val_psnr": val_psnr,
                 }
+                if gan is not None:
+                    extra["gan"] = gan_state_dict(gan)
                 samples = it * (batch_size or 0)  # this rank's PatchSampler start
                 save_checkpoint(checkpoint, training_checkpoint(state, fingerprint, samples, extra))
                 saved_at = it
@@ -307,7 +344,21 @@ def _loop(
         val_psnr=val_psnr,
         wall_time=wall,
         fingerprint=fingerprint,
+        discriminator_state=cpu_state(gan.discriminator.state_dict()) if gan else None,
     )
+
+
+def _resume_gan(gan: GanState, ck: Mapping[str, Any], checkpoint: Path | None) -> None:
+    """Restore the discriminator's part of a checkpoint that matched these params."""
+    try:
+        restore_gan(gan, ck["gan"])
+    except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise CheckpointError(
+            f"checkpoint {checkpoint} matches these params but its discriminator state is "
+            f"missing or does not fit ({type(exc).__name__}: {detail}); delete it to start "
+            "fresh (training then restarts from iteration 0)"
+        ) from exc
 
 
 def _eval_model(state: TrainState, cached: nn.Module | None) -> nn.Module:
@@ -511,6 +562,13 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
             card = run_card(run_cfg, opts, result, model, ctx, batch * ctx.world_size)
             card.update(start)
             raw = result.model_state if result.ema_state is not None else None
+            if result.discriminator_state is not None:
+                term = adversarial_term(loss)
+                assert term is not None
+                card["discriminator"] = {"spec": term.spec, "file": DISCRIMINATOR_NAME}
+                write_discriminator(
+                    base / layout.run_dir(run_name), result.discriminator_state, term.spec
+                )
             write_weights(base / layout.run_dir(run_name), result.weights, card, raw=raw)
             if opts.iterations:
                 _compare_with_bicubic(cfg, run_cfg, base, result.val_psnr)

@@ -23,6 +23,7 @@ from sgsr.data.archive import UnsafeArchiveError, read_member
 from sgsr.data.common import download_cache
 from sgsr.data.fetch import ChecksumError, DownloadError, OfflineError, fetch
 from sgsr.fsutil import atomic_path, atomic_write, sha256sum
+from sgsr.hashcache import sha256_cached
 from sgsr.pretrained.conversions import safetensors_bytes
 from sgsr.pretrained.errors import ConversionError, WeightsAbsentWarning
 from sgsr.pretrained.manifest import manifest_entry, write_manifest
@@ -44,7 +45,7 @@ def _offline() -> bool:
 
 
 def _hash_ok(path: Path, sha256: str) -> bool:
-    return path.is_file() and sha256sum(path) == sha256
+    return path.is_file() and sha256_cached(path) == sha256
 
 
 def pip_download(artifact: Artifact, cache: Path, timeout: float = 1800.0) -> Path:
