@@ -14,6 +14,7 @@ FIELDS = {
     "data": ["patches_per_s", "ratio_w0"],
     "infer": ["models", "tile", "overlap"],
     "eval": ["seconds_per_image"],
+    "eval_study": ["per_mp", "run", "load_average_at_start"],
     "fid": ["seconds_per_patch", "study_fid_minutes", "summarize_minutes"],
     "gpu": ["measured", "steps", "sgl_overhead", "unmeasured_variants", "sharing", "loader"],
     "pipeline": ["noop_repro_seconds", "stage_seconds", "pipeline_seconds"],

@@ -99,7 +99,9 @@ def test_run_and_summarize_write_the_declared_files(pipeline: Path) -> None:
 
     summary_path, seeds_path, paired_path = summarize(cfg)
     summary = _read_csv(summary_path)
-    assert list(summary[0]) == [*SUMMARY_KEYS, *METRIC_NAMES, "fid_ci_low", "fid_ci_high", "notes"]
+    assert list(summary[0]) == [
+        *SUMMARY_KEYS, *METRIC_NAMES, "fid_ci_low", "fid_ci_high", "fid_protocol", "notes"
+    ]  # fmt: skip
     assert [r["run"] for r in summary] == ["bicubic-x2", "m-l1-x2", "m-sgl-x2"]
     assert summary[0]["model"] == "bicubic" and summary[0]["loss"] == ""
     assert summary[0]["seed"] == "" and summary[1]["seed"] == "0"
@@ -259,13 +261,26 @@ def test_score_folders_with_random_backbones_plumbs_lpips_and_fid(pipeline: Path
     assert other.mean["lpips"] > 0 and other.mean["fid"] > same.mean["fid"]
 
 
-def test_cli_evaluate_json_and_table(pipeline: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_evaluate_json_and_table(
+    pipeline: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
     from sgsr.cli import main
 
+    elsewhere = tmp_path_factory.mktemp("elsewhere")  # no checkout, an empty user cache
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("SGSR_CACHE_DIR", str(elsewhere / "cache"))
     sr_dir = pipeline / "results/sr/m-l1-x2/tiny"
     hr_dir = pipeline / "data/prepared/x2/tiny/hr"
     args = ["evaluate", "--sr", str(sr_dir), "--hr", str(hr_dir), "--scale", "2"]
-    assert main([*args, "--json", "--metrics", "psnr,ssim,lpips"]) == 0
+    # a metric asked for by name that cannot run is an error naming the file and the fix
+    assert main([*args, "--json", "--metrics", "psnr,ssim,lpips"]) == 2
+    err = capsys.readouterr().err
+    assert "lpips unavailable" in err and "lpips_alex.safetensors" in err
+    assert "sgsr download" in err and str(elsewhere / "cache" / "converted") in err
+    assert main([*args, "--json", "--metrics", "psnr,ssim"]) == 0
     out = capsys.readouterr().out
     doc = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
     assert set(doc) >= {"scale", "n_images", "mean", "images", "nonfinite", "unavailable", "notes"}
@@ -273,10 +288,7 @@ def test_cli_evaluate_json_and_table(pipeline: Path, capsys: pytest.CaptureFixtu
     sr0 = imaging.read_image(sr_dir / "img0.png")
     hr0 = imaging.read_image(hr_dir / "img0.png")
     assert doc["images"][0]["psnr"] == pytest.approx(metrics.psnr(sr0, hr0, 2), abs=1e-12)
-    assert (
-        doc["mean"]["lpips"] is None
-        and "no pretrained-weights folder" in doc["unavailable"]["lpips"]
-    )
+    assert doc["unavailable"] == {} and "lpips" not in doc["mean"]
 
     assert main(args) == 0
     table = capsys.readouterr().out
@@ -304,6 +316,44 @@ def test_border_defaults_to_the_scale_and_can_be_overridden(tmp_path: Path) -> N
     assert "0 px border cropped" in scoring.format_table(whole)
     with pytest.raises(ValueError, match="border must be an integer >= 0"):
         scoring.score_folders(tmp_path / "sr", tmp_path / "hr", 2, ["psnr"], border=-1)
+
+
+def test_folder_scoring_looks_for_weights_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--pretrained, then the checkout's models/pretrained, then the user cache; each metric
+    from the first place holding every file it needs (DISTS: its own and LPIPS-VGG's)."""
+    checkout = tmp_path / "checkout"
+    (checkout / "sub").mkdir(parents=True)
+    (checkout / "params.yaml").write_text("{}\n")
+    (checkout / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.chdir(checkout / "sub")
+    monkeypatch.setenv("SGSR_CACHE_DIR", str(tmp_path / "cache"))
+    given, project, cache = (
+        tmp_path / "given",
+        checkout / "models/pretrained",
+        tmp_path / "cache/converted",
+    )
+    assert scoring.pretrained_search(given) == [given, project.resolve(), cache]
+    for folder, files in (
+        (given, ["lpips_alex"]),
+        (project, ["lpips_alex", "fid_inception", "dists"]),
+        (cache, ["lpips_vgg", "dists"]),
+    ):
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            (folder / f"{name}.safetensors").write_bytes(b"x")
+    found, missing = scoring.resolve_pretrained(
+        ["psnr", "lpips", "fid", "kid", "dists", "lpips_vgg"], scoring.pretrained_search(given)
+    )
+    assert found == {
+        "lpips": given, "fid": project.resolve(), "kid": project.resolve(), "dists": cache,
+        "lpips_vgg": cache,
+    }  # fmt: skip
+    assert missing == {}
+    (cache / "lpips_vgg.safetensors").unlink()
+    found, missing = scoring.resolve_pretrained(["dists"], scoring.pretrained_search(given))
+    assert found == {} and "lpips_vgg.safetensors not found in" in missing["dists"]
 
 
 def test_one_image_has_no_interval_and_every_note_has_a_reason(pipeline: Path) -> None:

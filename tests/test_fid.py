@@ -203,7 +203,9 @@ def test_fid_through_evaluate_and_summarize(pipeline: Path, fid_net: torch.nn.Mo
     info = json.loads((folder / "metrics_info.json").read_text())
     tiny = info["sets"]["tiny"]["fid"]
     assert tiny["patches"] == 8 and tiny["bootstrap"] == 20  # 2 of the 2 x 2 cells per image
-    assert info["fid"] == {"patch": 16, "patches_per_image": 2, "bootstrap": 20}
+    assert info["fid"] == {
+        "protocol": "patches", "patch": 16, "patches_per_image": 2, "bootstrap": 20
+    }  # fmt: skip
     plans = {
         json.loads((pipeline / f"results/metrics/{r}/metrics_info.json").read_text())["sets"][
             "tiny"
@@ -235,3 +237,109 @@ def test_fid_through_evaluate_and_summarize(pipeline: Path, fid_net: torch.nn.Mo
         out["m-sgl-x2"]["tiny"]["fid"] - out["m-l1-x2"]["tiny"]["fid"]
     )
     assert prow["resamples"] == "20" and float(prow["ci_low"]) <= float(prow["ci_high"])
+
+
+# --------------------------------------------------------------------------------------------
+# the whole-image protocol and KID
+
+
+def test_whole_image_resize_is_pytorch_fids_own(fid_net: torch.nn.Module) -> None:
+    """Resizing to 299 before the network (so images of any size batch) gives the features
+    pytorch-fid's InceptionV3 gives when it resizes the image itself."""
+    img = np.random.default_rng(1).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    x = fid.whole_image(img)
+    assert x.shape == (1, 3, 299, 299)
+    raw = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255.0
+    with torch.inference_mode():
+        ref = fid_net.to(memory_format=torch.contiguous_format)(raw)[0]
+    ref = torch.nn.functional.adaptive_avg_pool2d(ref, 1).flatten(1).double().numpy()
+    fid_net.sgsr_channels_last = False
+    ours = fid.inception_features(x, fid_net)
+    assert np.allclose(ours, ref, rtol=1e-4, atol=1e-6 * np.abs(ref).max())
+    gray = fid.whole_image(img[..., :1])  # gray is replicated, as PIL's convert("RGB")
+    assert np.array_equal(gray[0, 0], gray[0, 2])
+
+
+@pytest.mark.parametrize(("n1", "n2", "size"), [(60, 70, 50), (30, 40, 1000)])
+def test_kid_equals_torch_fidelity(n1: int, n2: int, size: int) -> None:
+    """The same subsets (one RandomState, the same draws) and the same unbiased MMD^2; a subset
+    size above the set's is capped (torch-fidelity refuses it, so it is given the cap)."""
+    from torch_fidelity.metric_kid import (
+        KEY_METRIC_KID_MEAN,
+        KEY_METRIC_KID_STD,
+        kid_features_to_metric,
+    )
+
+    a, b = _features(n1, 16, 0), _features(n2, 16, 1, shift=0.3)
+    ours = fid.kid(a, b, subsets=20, subset_size=size)
+    cap = min(size, n1, n2)
+    ref = kid_features_to_metric(
+        torch.from_numpy(a), torch.from_numpy(b), kid_subsets=20, kid_subset_size=cap,
+        rng_seed=fid.KID_SEED, verbose=False,
+    )  # fmt: skip
+    assert ours.subset_size == cap and ours.subsets == 20
+    assert ours.mean == pytest.approx(ref[KEY_METRIC_KID_MEAN], rel=1e-9)
+    assert ours.sd == pytest.approx(ref[KEY_METRIC_KID_STD], rel=1e-9)
+    assert ours.mean > 0.0
+    assert fid.kid(a, b + 0.3, subsets=20, subset_size=size).mean > ours.mean  # farther apart
+    with pytest.raises(ValueError, match="at least 2"):
+        fid.kid(a[:1], b)
+
+
+def test_whole_protocol_and_kid_through_evaluate_and_summarize(
+    pipeline: Path, fid_net: torch.nn.Module
+) -> None:
+    params = yaml.safe_load((pipeline / "params.yaml").read_text())
+    params["evaluate"].update(metrics=["psnr", "fid", "kid"], fid_protocol="whole")
+    (pipeline / "params.yaml").write_text(yaml.safe_dump(params))
+    cfg = load_config(pipeline / "params.yaml")
+    cache = fid.FeatureCache(pipeline / "cache")
+    nets = {"fid": fid_net, "kid": fid_net}
+    out = {r: evaluate.run(cfg, r, feature_cache=cache, nets=nets) for r in ("m-l1-x2", "m-sgl-x2")}
+    assert (cache.misses, cache.hits) == (4, 4)  # whole-image HR features: once per image
+    info = json.loads((pipeline / "results/metrics/m-l1-x2/metrics_info.json").read_text())
+    tiny = info["sets"]["tiny"]
+    assert tiny["fid"]["protocol"] == "whole" and tiny["fid"]["samples"] == 4  # 1 per image
+    assert tiny["kid"]["subset_size"] == 4 and tiny["kid"]["sd"] < 1e-12  # capped: whole set
+    assert any("rests on 4 sample(s)" in w for w in tiny["warnings"])
+    assert "whole images" in info["notes"]["fid"] and "protocol whole" in info["notes"]["kid"]
+    # the numbers are the distances of the whole images' features
+    scorer = scoring.Scorer(["fid", "kid"], nets=nets, fid_protocol="whole")
+    score = scorer.score(
+        pipeline / "results/sr/m-l1-x2/tiny", pipeline / "data/prepared/x2/tiny/hr", 2
+    )
+    feats = fid.inception_features(
+        np.concatenate([fid.whole_image(imaging_read(p)) for p in sorted(
+            (pipeline / "results/sr/m-l1-x2/tiny").glob("*.png"))]), fid_net,
+    )  # fmt: skip
+    assert np.allclose(score.fid_sr, feats)
+    assert out["m-l1-x2"]["tiny"]["fid"] == pytest.approx(fid.frechet_distance(feats, score.fid_hr))
+    assert out["m-l1-x2"]["tiny"]["kid"] == pytest.approx(fid.kid(feats, score.fid_hr).mean)
+    assert out["m-sgl-x2"]["tiny"]["kid"] < out["m-l1-x2"]["tiny"]["kid"]  # less noise, closer
+
+    evaluate.run(cfg, "bicubic-x2", feature_cache=cache, nets=nets)
+    summary, _, paired = summarize(cfg)
+    with open(summary, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["fid_protocol"] for r in rows} == {"whole"}
+    assert float(next(r for r in rows if r["run"] == "m-l1-x2")["kid"]) == pytest.approx(
+        out["m-l1-x2"]["tiny"]["kid"]
+    )
+    with open(paired, newline="") as fh:
+        prow = next(r for r in csv.DictReader(fh) if r["metric"] == "kid")
+    assert prow["higher_is_better"] == "False"
+    assert float(prow["mean_diff"]) == pytest.approx(
+        out["m-sgl-x2"]["tiny"]["kid"] - out["m-l1-x2"]["tiny"]["kid"]
+    )
+
+
+def imaging_read(path: Path) -> np.ndarray:
+    from sgsr.imaging import read_image
+
+    return read_image(path)
+
+
+def test_few_samples_warning_states_the_rule() -> None:
+    assert fid.few_samples_warning("FID", fid.MIN_SAMPLES_WARN, "x") is None
+    note = fid.few_samples_warning("FID", 5, "Set5 (whole images)")
+    assert note is not None and "5 sample(s)" in note and str(fid.MIN_SAMPLES_WARN) in note

@@ -162,10 +162,12 @@ def test_grayscale_is_replicated_for_piq_metrics() -> None:
 
 
 def test_registry_names_and_directions() -> None:
-    assert set(metrics.METRICS) == {"psnr", "ssim", "ms_ssim", "gmsd", "haarpsi", "lpips", "fid"}
+    assert set(metrics.METRICS) == {
+        "psnr", "ssim", "ms_ssim", "gmsd", "haarpsi", "lpips", "fid", "kid", "dists", "lpips_vgg"
+    }  # fmt: skip
     lower = {n for n, m in metrics.METRICS.items() if not m.higher_is_better}
-    assert lower == {"gmsd", "lpips", "fid"}
-    assert metrics.METRICS["fid"].scope == "set"
+    assert lower == {"gmsd", "lpips", "fid", "kid", "dists", "lpips_vgg"}
+    assert {n for n, m in metrics.METRICS.items() if m.scope == "set"} == {"fid", "kid"}
     with pytest.raises(ValueError, match="unknown metric"):
         check_metric_names(["psnr", "niqe"])
 
@@ -230,7 +232,7 @@ def test_frechet_distance_equals_pytorch_fid_formula() -> None:
 
 def test_fid_needs_patches(fid_random: torch.nn.Module) -> None:
     _, hr = _pair(shape=(20, 20, 3))
-    with pytest.raises(ValueError, match="at least 2 patches"):
+    with pytest.raises(ValueError, match="at least 2 samples"):
         metrics.fid([hr], [hr], 2, fid_random, patch=16)
 
 

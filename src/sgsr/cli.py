@@ -100,6 +100,7 @@ def _evaluate(args: argparse.Namespace) -> None:
             pretrained=Path(args.pretrained) if args.pretrained else None,
             max_pixels=args.max_pixels,
             border=args.border,
+            fid_protocol=args.fid_protocol,
         )
         if args.json:
             print(json.dumps(result, indent=2, allow_nan=True))
@@ -274,7 +275,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--pretrained",
-        help="folder with the LPIPS/FID weights `sgsr download` fetched (models/pretrained)",
+        help="folder with the metric weights `sgsr download` fetched, looked in first (then the "
+        "checkout's models/pretrained, then the user cache)",
+    )
+    p.add_argument(
+        "--fid-protocol",
+        choices=("patches", "whole"),
+        default="patches",
+        help="FID/KID samples: seeded 64 px patches (default) or whole images resized to 299 "
+        "(the field's protocol: BasicSR, LDL, pytorch-fid)",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_max_pixels(p, "; with --run, data.max_pixels applies")

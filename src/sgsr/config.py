@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from sgsr import fsutil, run_index, yamlio
+from sgsr.metric_registry import DEFAULT_NAMES as DEFAULT_METRICS
 from sgsr.metric_registry import NAMES as METRIC_NAMES
 from sgsr.names import name_problem
 from sgsr.runs import SCALES, ExperimentConfig, Run, expand_runs, parse_experiment
@@ -114,7 +115,10 @@ class InferConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    metrics: tuple[str, ...] = METRIC_NAMES
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+    #: FID/KID samples: "patches" (seeded patches, below) or "whole" (whole images, the field's
+    #: protocol: BasicSR, LDL, pytorch-fid).
+    fid_protocol: str = "patches"
     fid_patch: int = 64
     #: FID patches per image: a fixed, seeded choice among the non-overlapping grid cells, the
     #: same for SR and HR and for every run (0 = every cell). Bounds FID's cost.
@@ -494,6 +498,8 @@ def _check_values(cfg: Config, errors: list[str]) -> None:
     for m in e.metrics:
         if m not in METRIC_NAMES:
             bad("evaluate.metrics", m, f"each metric must be one of {', '.join(METRIC_NAMES)}")
+    if e.fid_protocol not in ("patches", "whole"):
+        bad("evaluate.fid_protocol", e.fid_protocol, "must be patches or whole")
     for m in e.dvc_metrics:
         if m not in e.metrics:
             bad("evaluate.dvc_metrics", m, "each must be one of evaluate.metrics ([]: all)")

@@ -113,6 +113,7 @@ def run(
         fid_patches_per_image=ev.fid_patches_per_image,
         feature_cache=feature_cache,
         max_pixels=cfg.data.max_pixels,
+        fid_protocol=ev.fid_protocol,
     )
     numbers: dict[str, dict[str, Any]] = {}
     sets_info: dict[str, dict[str, Any]] = {}
@@ -143,9 +144,24 @@ def run(
         }
         if nonfinite:
             info["nonfinite"] = nonfinite
+        for note in score.warnings:
+            log.warning("%s: %s", run_name, note)
+        if score.warnings:
+            info["warnings"] = list(score.warnings)
+        if score.kid is not None:
+            info["kid"] = {
+                "sd": score.kid.sd,
+                "subsets": score.kid.subsets,
+                "subset_size": score.kid.subset_size,
+            }
         if score.fid_sr is not None:
-            fid_info: dict[str, Any] = {"patches": len(score.fid_sr), "bootstrap": 0}
-            if ev.fid_bootstrap:
+            fid_info: dict[str, Any] = {
+                "protocol": ev.fid_protocol,
+                "samples": len(score.fid_sr),
+                "patches": len(score.fid_sr),
+                "bootstrap": 0,
+            }
+            if ev.fid_bootstrap and "fid" in scorer.set_metrics:
                 plan = resample_plan(len(score.images), ev.fid_bootstrap, set_name)
                 values = bootstrap_fid(score.fid_sr, score.fid_hr, score.fid_groups, plan)
                 for i, v in enumerate(values):
@@ -163,11 +179,14 @@ def run(
         **ident,
         "metrics": list(scorer.metrics),
         "fid": {
+            "protocol": ev.fid_protocol,
             "patch": ev.fid_patch,
             "patches_per_image": ev.fid_patches_per_image,
             "bootstrap": ev.fid_bootstrap,
         },
-        "notes": metric_notes(scorer.metrics, ev.fid_patch, ev.fid_patches_per_image),
+        "notes": metric_notes(
+            scorer.metrics, ev.fid_patch, ev.fid_patches_per_image, ev.fid_protocol
+        ),
         "unavailable": dict(scorer.unavailable),
         "sets": sets_info,
     }

@@ -398,3 +398,19 @@ def luminance(image: np.ndarray, quantize: bool = True) -> np.ndarray:
         return image.astype(np.float64)
     y = rgb_to_y(image)
     return np.round(y) if quantize else y
+
+
+def crop_border(image: np.ndarray, border: int) -> np.ndarray:
+    return image[border:-border, border:-border] if border > 0 else image
+
+
+def rgb01(image: np.ndarray, border: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """uint8 (H, W, C) -> (1, 3, H', W') in [0, 1], `border` px cropped, gray replicated (as
+    PIL's ``convert("RGB")`` does, which the reference metric libraries use)."""
+    arr = crop_border(np.asarray(image), border)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).unsqueeze(0)
+    return t.to(dtype) / 255.0

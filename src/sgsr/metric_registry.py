@@ -30,14 +30,19 @@ class MetricInfo:
     #: need one 11x11 window, piq's HaarPSI 16 px, LPIPS-AlexNet 31 px. FID pools patches over a
     #: whole set, so it sets no per-image minimum.
     min_side: int = 1
-    #: The note metrics_info.json carries (FID's names its patch settings: ``{patch}``,
-    #: ``{per_image}``).
+    #: The note metrics_info.json carries (FID's and KID's name their protocol: ``{protocol}``,
+    #: ``{samples}``).
     note: str = ""
 
     @property
     def direction(self) -> str:
         return "higher is better" if self.higher_is_better else "lower is better"
 
+
+#: Measured like the others (tests/test_prepare.py): DISTS' L2 poolings pad, so any side works;
+#: LPIPS-VGG's max poolings need 16 px.
+DISTS_MIN_SIDE = 1
+LPIPS_VGG_MIN_SIDE = 16
 
 REGISTRY: dict[str, MetricInfo] = {
     "psnr": MetricInfo(
@@ -56,9 +61,29 @@ REGISTRY: dict[str, MetricInfo] = {
     ),
     "fid": MetricInfo(
         "fid", False, "FID", scope="set", backbone="fid_inception",
-        note="pytorch-fid InceptionV3 pool3 over {patch}x{patch} patches ({per_image})",
+        note="pytorch-fid InceptionV3 pool3, protocol {protocol}: {samples}",
+    ),
+    "kid": MetricInfo(
+        "kid", False, "KID", fmt=".5f", scope="set", backbone="fid_inception",
+        note="torch-fidelity KID (unbiased MMD^2, cubic polynomial kernel) on FID's features "
+        "(protocol {protocol}): mean of 100 subsets of min(1000, n) samples; SD in "
+        "metrics_info.json",
+    ),
+    "dists": MetricInfo(
+        "dists", False, "DISTS", backbone="dists", min_side=DISTS_MIN_SIDE,
+        note="DISTS_pytorch 0.1 (ImageNet VGG16 + its alpha/beta), RGB [0,1], full resolution",
+    ),
+    "lpips_vgg": MetricInfo(
+        "lpips_vgg", False, "LPIPS-VGG", backbone="lpips_vgg", min_side=LPIPS_VGG_MIN_SIDE,
+        note="VGG16 backbone (lpips 0.1)",
     ),
 }  # fmt: skip
+
+#: What evaluate.metrics defaults to: the metrics every profile has always computed (DISTS and
+#: LPIPS-VGG run VGG16 at full resolution, several times LPIPS-Alex's cost: asked for by name).
+DEFAULT_NAMES: tuple[str, ...] = ("psnr", "ssim", "ms_ssim", "gmsd", "haarpsi", "lpips", "fid")
+#: The metrics computed from a set's pooled Inception features.
+SET_NAMES: tuple[str, ...] = ("fid", "kid")
 
 #: Every metric name, in registry order (the default of evaluate.metrics).
 NAMES: tuple[str, ...] = tuple(REGISTRY)

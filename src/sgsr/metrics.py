@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +30,13 @@ import numpy as np
 import torch
 
 from sgsr import pretrained
-from sgsr.imaging import luminance
+from sgsr.fid import FID_BATCH as FID_BATCH  # re-exported: FID's pieces live in sgsr.fid
+from sgsr.fid import PROTOCOL_SEED as PROTOCOL_SEED
+from sgsr.fid import fid_features, frechet_distance
+from sgsr.fid import fid_patch_features as fid_patch_features
+from sgsr.fid import fid_patches as fid_patches
+from sgsr.fid import patch_cells as patch_cells
+from sgsr.imaging import crop_border, luminance, rgb01
 from sgsr.metric_registry import REGISTRY, MetricInfo
 
 log = logging.getLogger(__name__)
@@ -64,19 +69,7 @@ def _check_pair(sr: np.ndarray, hr: np.ndarray) -> None:
         raise ValueError(f"SR shape {sr.shape} differs from HR shape {hr.shape}")
 
 
-def crop_border(image: np.ndarray, border: int) -> np.ndarray:
-    return image[border:-border, border:-border] if border > 0 else image
-
-
-def _rgb01(image: np.ndarray, border: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """uint8 (H, W, C) -> (1, 3, H', W') in [0, 1], border cropped, gray replicated."""
-    arr = crop_border(np.asarray(image), border)
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.shape[2] == 1:
-        arr = np.repeat(arr, 3, axis=2)
-    t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).unsqueeze(0)
-    return t.to(dtype) / 255.0
+_rgb01 = rgb01
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,149 +226,34 @@ def lpips_distance(sr: np.ndarray, hr: np.ndarray, border: int, net: torch.nn.Mo
         return float(net(x, y, normalize=True).item())
 
 
-#: Seeds the choice of FID patches within an image (with the image's key): a fixed protocol
-#: choice, independent of training seeds, so every run is scored on the same patches.
-FID_PATCH_SEED = 20151205
+def load_lpips_vgg(
+    pretrained_dir: str | os.PathLike[str] | None,
+    *,
+    device: str | torch.device = "cpu",
+    random_backbone: bool = False,
+) -> torch.nn.Module:
+    """LPIPS 0.1 with the VGG16 trunk (``lpips_vgg.safetensors``), as a metric."""
+    return pretrained.load_lpips(pretrained_dir, "vgg", random_backbone=random_backbone).to(device)
 
 
-def patch_cells(n_cells: int, max_patches: int, key: str) -> np.ndarray:
-    """Indices (sorted) of the grid cells an image contributes to FID: all ``n_cells`` when
-    ``max_patches`` is 0 or not smaller, else ``max_patches`` of them drawn without replacement
-    by a generator seeded with :data:`FID_PATCH_SEED` and ``key`` (the image's stem). The same
-    key and grid give the same cells, so SR and HR (and every run) use the same positions."""
-    if max_patches <= 0 or n_cells <= max_patches:
-        return np.arange(n_cells)
-    rng = np.random.default_rng([FID_PATCH_SEED, zlib.crc32(key.encode("utf-8"))])
-    return np.sort(rng.choice(n_cells, size=max_patches, replace=False))
+def load_dists(
+    pretrained_dir: str | os.PathLike[str] | None,
+    *,
+    device: str | torch.device = "cpu",
+    random_backbone: bool = False,
+) -> torch.nn.Module:
+    """DISTS (``dists.safetensors`` + the VGG16 trunk of ``lpips_vgg.safetensors``)."""
+    return pretrained.load_dists(pretrained_dir, random_backbone=random_backbone).to(device)
 
 
-def fid_patches(
-    image: np.ndarray, border: int, size: int, max_patches: int = 0, key: str = ""
-) -> np.ndarray:
-    """Non-overlapping `size` x `size` patches (N, 3, size, size) float32 in [0, 1] from the
-    border-cropped image, on a grid from the top-left (the remainder is dropped); with
-    ``max_patches`` > 0 at most that many cells, chosen by :func:`patch_cells` from ``key``."""
-    x = _rgb01(image, border, torch.float32)[0]
-    c, h, w = x.shape
-    nh, nw = h // size, w // size
-    if nh == 0 or nw == 0:
-        return np.zeros((0, c, size, size), np.float32)
-    grid = x[:, : nh * size, : nw * size].reshape(c, nh, size, nw, size)
-    out = grid.permute(1, 3, 0, 2, 4).reshape(nh * nw, c, size, size).numpy()
-    return out[patch_cells(nh * nw, max_patches, key)]
-
-
-def fid_patch_features(batch: np.ndarray, net: torch.nn.Module, batch_size: int = 32) -> np.ndarray:
-    """InceptionV3 features (N, dims) float64 of patches (N, 3, h, w) in [0, 1].
-
-    The network runs channels-last (converted once, in place): on this project's 2-core CPU
-    that is 1.2-1.3x faster than the default layout (benchmarks/bench_fid.py), features equal
-    to ~1e-5 relative. Callers should pass batches of ~32 patches: 4 at a time is ~1.7x slower
-    per patch.
-    """
-    device = next(net.parameters()).device
-    if not getattr(net, "sgsr_channels_last", False):
-        net.to(memory_format=torch.channels_last)
-        net.sgsr_channels_last = True
-    feats = []
-    for i in range(0, len(batch), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(batch[i : i + batch_size])).to(device)
-        with torch.inference_mode():
-            out = net(x.contiguous(memory_format=torch.channels_last))[0]
-        if out.shape[-2:] != (1, 1):  # blocks before pool3 give maps: pool them, as
-            out = torch.nn.functional.adaptive_avg_pool2d(out, 1)  # pytorch-fid does
-        feats.append(out.flatten(1).double().cpu().numpy())
-    return np.concatenate(feats) if feats else np.zeros((0, 0))
-
-
-def fid_features(
-    images: Iterable[np.ndarray],
-    border: int,
-    patch: int,
-    net: torch.nn.Module,
-    batch_size: int = 32,
-    max_patches: int = 0,
-    keys: Iterable[str] | None = None,
-) -> np.ndarray:
-    """InceptionV3 features (N, dims) of the `patch` x `patch` patches of `images` (all of
-    them, or ``max_patches`` per image chosen from each image's key, see :func:`fid_patches`),
-    batched across images."""
-    key_list = list(keys) if keys is not None else None
-    feats, pending, count = [], [], 0
-    for i, image in enumerate(images):
-        key = key_list[i] if key_list is not None else ""
-        p = fid_patches(image, border, patch, max_patches, key)
-        if len(p):
-            pending.append(p)
-            count += len(p)
-        if count >= batch_size:
-            feats.append(fid_patch_features(np.concatenate(pending), net, batch_size))
-            pending, count = [], 0
-    if pending:
-        feats.append(fid_patch_features(np.concatenate(pending), net, batch_size))
-    return np.concatenate(feats) if feats else np.zeros((0, 0))
-
-
-def _centered(x: np.ndarray, w: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, X) with ``X^T X`` = the sample covariance (ddof 1) of the rows of `x`, each row
-    counted ``w`` times (frequency weights: a bootstrap resample without copying rows)."""
-    if w is None:
-        mu = x.mean(0)
-        return mu, (x - mu) / math.sqrt(len(x) - 1)
-    total = float(w.sum())
-    mu = (w @ x) / total
-    return mu, (x - mu) * np.sqrt(w / (total - 1.0))[:, None]
-
-
-def frechet_distance(
-    a: np.ndarray,
-    b: np.ndarray,
-    weights_a: np.ndarray | None = None,
-    weights_b: np.ndarray | None = None,
-) -> float:
-    """FID between two feature sets (rows = samples): pytorch-fid's formula
-    ``|mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr(sqrt(S1 S2))``.
-
-    With ``S1 = Xa^T Xa`` and ``S2 = Xb^T Xb`` (centred rows over sqrt(n - 1)),
-    ``tr(sqrt(S1 S2))`` is:
-
-    - with fewer samples than dimensions (the usual case over patches): the sum of the singular
-      values of the n1 x n2 matrix ``Xa Xb^T`` (S1 S2 and (Xa Xb^T)(Xa Xb^T)^T share their
-      nonzero eigenvalues). O(n1 n2 d + n^3): ~1000x faster than working in 2048-d at n = 100;
-    - otherwise: the sum of the square roots of the eigenvalues of ``sqrt(S1) S2 sqrt(S1)``
-      (same spectrum, symmetric PSD): two symmetric eigendecompositions instead of scipy's
-      ``sqrtm``, which takes ~45 s for 2048-d features on 2 cores.
-
-    Both equal pytorch-fid's ``calculate_frechet_distance`` where that is well conditioned
-    (tested), and neither needs its epsilon fix-up for singular covariances. ``weights_*``
-    count each row that many times (0 drops it): a bootstrap resample without copying rows.
-    """
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if weights_a is not None:
-        keep = np.asarray(weights_a) > 0
-        a, weights_a = a[keep], np.asarray(weights_a, np.float64)[keep]
-    if weights_b is not None:
-        keep = np.asarray(weights_b) > 0
-        b, weights_b = b[keep], np.asarray(weights_b, np.float64)[keep]
-    na = len(a) if weights_a is None else float(weights_a.sum())
-    nb = len(b) if weights_b is None else float(weights_b.sum())
-    if na < 2 or nb < 2:
-        raise ValueError(f"FID needs at least 2 patches per side, got {na:g} and {nb:g}")
-    mu_a, xa = _centered(a, weights_a)
-    mu_b, xb = _centered(b, weights_b)
-    diff = mu_a - mu_b
-    trace_a, trace_b = float(np.sum(xa * xa)), float(np.sum(xb * xb))
-    if max(len(xa), len(xb)) < a.shape[1]:
-        tr_covmean = float(np.linalg.svd(xa @ xb.T, compute_uv=False).sum())
-    else:
-        s1, s2 = xa.T @ xa, xb.T @ xb
-        w, v = np.linalg.eigh(s1)
-        root1 = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
-        m = root1 @ s2 @ root1
-        eig = np.linalg.eigvalsh((m + m.T) / 2.0)
-        tr_covmean = float(np.sqrt(np.clip(eig, 0.0, None)).sum())
-    value = float(diff @ diff + trace_a + trace_b - 2.0 * tr_covmean)
-    return max(value, 0.0)
+def dists_distance(sr: np.ndarray, hr: np.ndarray, border: int, net: torch.nn.Module) -> float:
+    """DISTS (lower is better) on RGB in [0, 1] at full resolution, gray replicated."""
+    _check_pair(sr, hr)
+    device = next(iter(net.buffers())).device
+    x = _rgb01(sr, border, torch.float32).to(device)
+    y = _rgb01(hr, border, torch.float32).to(device)
+    with torch.inference_mode():
+        return float(net(x, y).item())
 
 
 def fid(
@@ -433,11 +311,20 @@ _FUNCTIONS: dict[str, Callable[..., float]] = {
     "haarpsi": haarpsi,
     "lpips": lpips_distance,
     "fid": fid,
+    "kid": fid,  # never called per image: the scorer computes both from pooled features
+    "dists": dists_distance,
+    "lpips_vgg": lpips_distance,
 }
 METRICS: dict[str, Metric] = {name: Metric(i, _FUNCTIONS[name]) for name, i in REGISTRY.items()}
 
 #: Loaders for the metrics that need a network.
-LOADERS: dict[str, Callable[..., torch.nn.Module]] = {"lpips": load_lpips, "fid": load_fid}
+LOADERS: dict[str, Callable[..., torch.nn.Module]] = {
+    "lpips": load_lpips,
+    "fid": load_fid,
+    "kid": load_fid,
+    "dists": load_dists,
+    "lpips_vgg": load_lpips_vgg,
+}
 
 
 def load_backbones(
@@ -449,12 +336,20 @@ def load_backbones(
     are unavailable (each also logged as a one-line warning)."""
     nets: dict[str, torch.nn.Module] = {}
     unavailable: dict[str, str] = {}
+    by_backbone: dict[str, torch.nn.Module | MetricUnavailable] = {}  # FID and KID share one
     for name in names:
         if name not in LOADERS:
             continue
-        try:
-            nets[name] = LOADERS[name](pretrained_dir, device=device)
-        except MetricUnavailable as exc:
-            unavailable[name] = str(exc)
-            log.warning("%s unavailable, reported as null: %s", name, exc)
+        backbone = REGISTRY[name].backbone or name
+        if backbone not in by_backbone:
+            try:
+                by_backbone[backbone] = LOADERS[name](pretrained_dir, device=device)
+            except MetricUnavailable as exc:
+                by_backbone[backbone] = exc
+        got = by_backbone[backbone]
+        if isinstance(got, MetricUnavailable):
+            unavailable[name] = str(got)
+            log.warning("%s unavailable, reported as null: %s", name, got)
+        else:
+            nets[name] = got
     return nets, unavailable

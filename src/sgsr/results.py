@@ -17,7 +17,7 @@ from sgsr.runs import is_bicubic
 
 #: The metric columns of summary.csv shown, in table order (header and format from the metric
 #: registry); a column absent or all-empty is left out.
-SHOWN: tuple[str, ...] = ("psnr", "ssim", "lpips")
+SHOWN: tuple[str, ...] = ("psnr", "ssim", "lpips", "dists")
 #: (column in summary.csv, header, format) in table order.
 COLUMNS: tuple[tuple[str, str, str], ...] = tuple(
     (m, f"{REGISTRY[m].label} {REGISTRY[m].unit}".strip(), f"{{:{REGISTRY[m].fmt}}}") for m in SHOWN

@@ -15,8 +15,10 @@ neither, so it writes null for all three and says which and why beside the numbe
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,38 +26,116 @@ from typing import Any
 
 import numpy as np
 
+from sgsr import layout
 from sgsr.config import DEFAULT_MAX_PIXELS
+from sgsr.data.common import download_cache
 from sgsr.devices import resolve_device
-from sgsr.fsutil import sha256sum
-from sgsr.imaging import list_images, read_image
-from sgsr.metric_registry import REGISTRY, check_metric_names
-from sgsr.metrics import (
-    METRICS,
-    fid_patch_features,
-    fid_patches,
+from sgsr.fid import FID_BATCH as FID_BATCH  # re-exported (benchmarks)
+from sgsr.fid import (
+    PROTOCOLS,
+    FeatureCollector,
+    few_samples_warning,
     frechet_distance,
-    load_backbones,
+    kid,
 )
+from sgsr.imaging import list_images, read_image
+from sgsr.metric_registry import REGISTRY, SET_NAMES, check_metric_names
+from sgsr.metrics import METRICS, load_backbones
+from sgsr.pretrained import WEIGHTS
 
-#: Batch of patches per InceptionV3 call (batches of 4 are ~1.7x slower per patch on a CPU).
-FID_BATCH = 32
+log = logging.getLogger(__name__)
+
+#: The weights files each network metric needs (DISTS reads lpips_vgg's VGG16 trunk too).
+METRIC_FILES: dict[str, tuple[str, ...]] = {
+    name: (("lpips_vgg", "dists") if name == "dists" else (info.backbone,))
+    for name, info in REGISTRY.items()
+    if info.backbone
+}
 
 
-def metric_notes(
-    metrics: Iterable[str], fid_patch: int, fid_patches_per_image: int = 0
-) -> dict[str, str]:
-    """Short per-metric notes (metrics_info.json; the full protocol is docs/evaluation.md).
-    Every metric sees the image with `scale` px cropped."""
+def fid_samples_note(protocol: str, fid_patch: int, fid_patches_per_image: int) -> str:
+    """What one FID sample is under `protocol`."""
+    if protocol == "whole":
+        return "whole images, uncropped, resized to 299x299 bilinearly (BasicSR/LDL, pytorch-fid)"
     per_image = (
         f"up to {fid_patches_per_image} seeded per image"
         if fid_patches_per_image
         else "all non-overlapping"
     )
+    return f"{fid_patch}x{fid_patch} patches of the border-cropped image ({per_image})"
+
+
+def metric_notes(
+    metrics: Iterable[str],
+    fid_patch: int,
+    fid_patches_per_image: int = 0,
+    fid_protocol: str = "patches",
+) -> dict[str, str]:
+    """Short per-metric notes (metrics_info.json; the full protocol is docs/evaluation.md).
+    Every image metric sees the image with `scale` px cropped."""
+    samples = fid_samples_note(fid_protocol, fid_patch, fid_patches_per_image)
     return {
-        m: REGISTRY[m].note.format(patch=fid_patch, per_image=per_image)
+        m: REGISTRY[m].note.format(protocol=fid_protocol, samples=samples)
         for m in metrics
         if m in REGISTRY
     }
+
+
+def project_root(start: str | os.PathLike[str] | None = None) -> Path | None:
+    """The nearest folder at or above `start` (default: the working directory) holding a
+    ``params.yaml`` and a ``dvc.yaml``: the checkout (or profile) the command runs in."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "params.yaml").is_file() and (folder / "dvc.yaml").is_file():
+            return folder
+    return None
+
+
+def pretrained_search(explicit: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Where folder scoring looks for pretrained weights, in order: `explicit`
+    (``--pretrained``), the project's ``models/pretrained`` when run inside a checkout, and the
+    user cache the download stage fills (``<download cache>/converted``)."""
+    places = [Path(explicit)] if explicit is not None else []
+    root = project_root()
+    if root is not None:
+        places.append(root / layout.PRETRAINED)
+    places.append(download_cache() / "converted")
+    return list(dict.fromkeys(places))
+
+
+def resolve_pretrained(
+    metrics: Iterable[str], places: Sequence[Path]
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """{metric: the first of `places` holding every file it needs}, and {metric: why none
+    does} for the others (the missing file, where it was looked for, what fetches it)."""
+    found: dict[str, Path] = {}
+    missing: dict[str, str] = {}
+    for m in metrics:
+        if m not in METRIC_FILES:
+            continue
+        files = [WEIGHTS[w].filename for w in METRIC_FILES[m]]
+        for place in places:
+            if all((place / f).is_file() for f in files):
+                found[m] = place
+                break
+        else:
+            absent = [f for f in files if not any((p / f).is_file() for p in places)] or files
+            missing[m] = (
+                f"{' and '.join(absent)} not found in "
+                + ", ".join(str(p) for p in places)
+                + "; fetch it with `sgsr download` run in a checkout (it fills models/pretrained "
+                f"and {download_cache() / 'converted'}), or pass --pretrained DIR"
+            )
+    return found, missing
+
+
+#: Folder scoring's default cap on FID patches per image (the pipeline's evaluate default):
+#: every 64 px cell of large images would cost minutes per image pair on a CPU.
+FOLDER_FID_PATCHES_PER_IMAGE = 16
+
+
+class MetricsUnavailable(ValueError):
+    """Metrics asked for by name that cannot be computed here (the message says why)."""
 
 
 def finite_or_none(value: float | None) -> float | None:
@@ -118,8 +198,10 @@ class SetScore:
     - images: ``{"image": stem, metric: float}`` per image (inf/nan kept; None = unavailable);
     - mean: per-image means (inf if an image is identical, nan if one is undefined) and FID;
     - why: ``{metric: reason}`` for every non-finite mean (which images, and why);
-    - fid_sr / fid_hr: FID features (n_patches, dims) of the same patches, fid_groups the
-      image index of each row (for the bootstrap over images); None without FID.
+    - fid_sr / fid_hr: FID features (n_samples, dims) of the same patches or images,
+      fid_groups the image index of each row (for the bootstrap over images); None without
+      FID/KID; kid: its mean, SD and subsets (None without KID);
+    - warnings: for set-level metrics resting on few samples (`sgsr.fid.few_samples_warning`).
     """
 
     images: list[dict[str, Any]] = field(default_factory=list)
@@ -128,6 +210,8 @@ class SetScore:
     fid_sr: np.ndarray | None = None
     fid_hr: np.ndarray | None = None
     fid_groups: np.ndarray | None = None
+    kid: Any = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def stems(self) -> list[str]:
@@ -174,23 +258,31 @@ def _set_means(images: list[dict[str, Any]], names: Sequence[str]) -> tuple[dict
 class Scorer:
     """Holds the metric networks so that several sets are scored with one load.
 
-    ``fid_patches_per_image`` caps the patches each image gives FID (0 = all; see
-    `sgsr.metrics.patch_cells`); ``feature_cache`` (a `sgsr.fid.FeatureCache`) keeps the HR
-    side's features so that every run of a pipeline computes them once.
+    `pretrained`: the pipeline's one folder, or a search list (each metric's weights from the
+    first folder holding them, :func:`resolve_pretrained`). ``fid_protocol`` is "patches" or
+    "whole" (`sgsr.fid`); ``fid_patches_per_image`` caps the patches each image gives FID (0 =
+    all; see `sgsr.fid.patch_cells`); ``feature_cache`` (a `sgsr.fid.FeatureCache`) keeps the
+    HR side's features so that every run of a pipeline computes them once.
     """
 
     def __init__(
         self,
         metrics: Sequence[str] = ("psnr", "ssim"),
-        pretrained: str | os.PathLike[str] | None = None,
+        pretrained: str | os.PathLike[str] | list[Path] | None = None,
         fid_patch: int = 64,
         device: str = "auto",
         nets: dict[str, Any] | None = None,
         fid_patches_per_image: int = 0,
         feature_cache: Any = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        fid_protocol: str = "patches",
     ) -> None:
         self.metrics = check_metric_names(metrics)
+        if fid_protocol not in PROTOCOLS:
+            raise ValueError(
+                f"fid_protocol must be one of {', '.join(PROTOCOLS)}, got {fid_protocol!r}"
+            )
+        self.fid_protocol = fid_protocol
         self.max_pixels = max_pixels  # images declaring more are refused before decoding
         if fid_patch < 1:
             raise ValueError(f"fid_patch must be a positive integer, got {fid_patch}")
@@ -202,21 +294,44 @@ class Scorer:
         self.fid_patches_per_image = fid_patches_per_image
         self.feature_cache = feature_cache
         if nets is None:
-            nets, unavailable = load_backbones(self.metrics, pretrained, resolve_device(device))
+            nets, unavailable = {}, {}
+            places = [Path(p) for p in pretrained] if isinstance(pretrained, list) else None
+            if places is None:  # one folder: the pipeline's models/pretrained
+                nets, unavailable = load_backbones(self.metrics, pretrained, resolve_device(device))
+            else:  # a search list (folder scoring): each metric from the first that has it
+                found, unavailable = resolve_pretrained(self.metrics, places)
+                for place in dict.fromkeys(found.values()):
+                    names = [m for m in self.metrics if found.get(m) == place]
+                    got, why = load_backbones(names, place, resolve_device(device))
+                    nets.update(got)
+                    unavailable.update(why)
+                self.pretrained_from = {m: str(p) for m, p in found.items() if m in nets}
         else:  # injected (tests, benchmarks): metrics without a net are unavailable
             unavailable = {
                 m: "no network given" for m in self.metrics if METRICS[m].backbone and m not in nets
             }
         self.nets = nets
         self.unavailable = unavailable
+        if not hasattr(self, "pretrained_from"):
+            self.pretrained_from = {}
+        #: wall seconds spent per metric (and "decode", "fid_features") over every score call
+        self.seconds: dict[str, float] = {}
+
+    def _tick(self, what: str, since: float) -> None:
+        self.seconds[what] = self.seconds.get(what, 0.0) + time.perf_counter() - since
 
     @property
     def image_metrics(self) -> tuple[str, ...]:
         return tuple(m for m in self.metrics if METRICS[m].scope == "image")
 
     @property
+    def set_metrics(self) -> tuple[str, ...]:
+        """FID and KID when asked for and available (both from one feature pass)."""
+        return tuple(m for m in SET_NAMES if m in self.metrics and m not in self.unavailable)
+
+    @property
     def use_fid(self) -> bool:
-        return "fid" in self.metrics and "fid" not in self.unavailable
+        return bool(self.set_metrics)
 
     def score(
         self,
@@ -231,12 +346,19 @@ class Scorer:
         border = scale if border is None else border
         pairs = pair_files(sr_dir, hr_dir)
         result = SetScore()
-        fid = _FidCollector(self, border) if self.use_fid else None
+        fid = None
+        if self.use_fid:
+            fid = FeatureCollector(
+                self.nets[self.set_metrics[0]], self.fid_protocol, border, self.fid_patch,
+                self.fid_patches_per_image, self.feature_cache,
+            )  # fmt: skip
         for i, (stem, sr_path, hr_path) in enumerate(
             tqdm(pairs, desc=f"score {Path(sr_dir).name}", leave=False)
         ):
+            t0 = time.perf_counter()
             sr = read_image(sr_path, max_pixels=self.max_pixels)
             hr = read_image(hr_path, max_pixels=self.max_pixels)
+            self._tick("decode", t0)
             if sr.shape != hr.shape:
                 raise ValueError(
                     f"{sr_path}: size {sr.shape[1]}x{sr.shape[0]}x{sr.shape[2]} differs from "
@@ -253,6 +375,7 @@ class Scorer:
                     row["_why"][name] = _undefined_reason(name, sr.shape, border)
                     continue
                 metric = METRICS[name]
+                t0 = time.perf_counter()
                 try:
                     if metric.backbone:
                         value = metric(sr, hr, border, self.nets[name])
@@ -260,89 +383,50 @@ class Scorer:
                         value = metric(sr, hr, border)
                 except ValueError as exc:
                     raise ValueError(f"{sr_path}: {name}: {exc}") from exc
+                self._tick(name, t0)
                 row[name] = float(value)
                 if math.isnan(row[name]):
                     row["_why"][name] = _undefined_reason(name, sr.shape, border)
             if fid is not None:
+                t0 = time.perf_counter()
                 fid.add(i, stem, sr, hr, hr_path)
+                self._tick("fid_features", t0)
             result.images.append(row)
         result.mean, result.why = _set_means(result.images, self.image_metrics)
-        if "fid" in self.metrics:
-            result.mean["fid"] = None
-            if fid is not None:
-                result.fid_sr, result.fid_hr, result.fid_groups = fid.finish()
-                try:
+        for m in SET_NAMES:
+            if m in self.metrics:
+                result.mean[m] = None
+        if fid is not None:
+            t0 = time.perf_counter()
+            result.fid_sr, result.fid_hr, result.fid_groups = fid.finish()
+            self._tick("fid_features", t0)
+            what = "whole images" if self.fid_protocol == "whole" else f"{self.fid_patch}px patches"
+            advice = (
+                "use a smaller evaluate.fid_patch, the whole protocol, or drop fid/kid"
+                if self.fid_protocol == "patches"
+                else "score at least 2 images, or drop fid/kid"
+            )
+            try:
+                if "fid" in self.set_metrics:
+                    t0 = time.perf_counter()
                     result.mean["fid"] = frechet_distance(result.fid_sr, result.fid_hr)
-                except ValueError as exc:
-                    raise ValueError(
-                        f"{sr_dir}: FID over {self.fid_patch}px patches: {exc} (use a smaller "
-                        "evaluate.fid_patch or drop fid)"
-                    ) from exc
+                    self._tick("fid_distance", t0)
+                if "kid" in self.set_metrics:
+                    t0 = time.perf_counter()
+                    result.kid = kid(result.fid_sr, result.fid_hr)
+                    result.mean["kid"] = result.kid.mean
+                    self._tick("kid", t0)
+            except ValueError as exc:
+                raise ValueError(f"{sr_dir}: FID/KID over {what}: {exc} ({advice})") from exc
+            for m in self.set_metrics:
+                note = few_samples_warning(
+                    m.upper(), len(result.fid_sr), f"{Path(sr_dir).name} ({what})"
+                )
+                if note:
+                    result.warnings.append(note)
         for row in result.images:
             row.pop("_why")
         return result
-
-
-class _FidCollector:
-    """Patches of one set in image order, run through InceptionV3 in batches of FID_BATCH
-    across images; HR features come from the scorer's cache when present."""
-
-    def __init__(self, scorer: Scorer, border: int) -> None:
-        from sgsr.fid import net_fingerprint
-
-        self.scorer, self.border = scorer, border
-        self.net = scorer.nets["fid"]
-        self.net_sha = net_fingerprint(self.net) if scorer.feature_cache is not None else ""
-        self.sr: dict[int, np.ndarray] = {}
-        self.hr: dict[int, np.ndarray] = {}
-        self.pending: list[tuple[str, int, np.ndarray, str | None]] = []
-        self.count = 0
-
-    def add(self, index: int, stem: str, sr: np.ndarray, hr: np.ndarray, hr_path: Path) -> None:
-        s = self.scorer
-        cut = (self.border, s.fid_patch, s.fid_patches_per_image, stem)
-        key = None
-        if s.feature_cache is not None:
-            from sgsr.fid import feature_key
-
-            key = feature_key(sha256sum(hr_path), *cut, self.net_sha)
-            cached = s.feature_cache.get(key)
-            if cached is not None:
-                self.hr[index] = cached
-                key = "cached"
-        if key != "cached":
-            self._queue("hr", index, fid_patches(hr, *cut), key)
-        self._queue("sr", index, fid_patches(sr, *cut), None)
-        if self.count >= FID_BATCH:
-            self._flush()
-
-    def _queue(self, side: str, index: int, p: np.ndarray, key: str | None) -> None:
-        self.pending.append((side, index, p, key))
-        self.count += len(p)
-
-    def _flush(self) -> None:
-        if not self.pending:
-            return
-        batch = np.concatenate([p for _, _, p, _ in self.pending])
-        feats = fid_patch_features(batch, self.net, FID_BATCH) if len(batch) else batch
-        start = 0
-        for side, index, p, key in self.pending:
-            f = feats[start : start + len(p)] if len(p) else np.zeros((0, 0))
-            start += len(p)
-            (self.sr if side == "sr" else self.hr)[index] = f
-            if key is not None and self.scorer.feature_cache is not None:
-                self.scorer.feature_cache.put(key, f)
-        self.pending, self.count = [], 0
-
-    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        self._flush()
-        order = sorted(self.sr)
-        sr = [self.sr[i] for i in order if len(self.sr[i])]
-        hr = [self.hr[i] for i in order if len(self.hr[i])]
-        groups = [np.full(len(self.sr[i]), i) for i in order if len(self.sr[i])]
-        if not sr:
-            return np.zeros((0, 1)), np.zeros((0, 1)), np.zeros(0, np.int64)
-        return np.concatenate(sr), np.concatenate(hr), np.concatenate(groups)
 
 
 def _nonfinite_entries(score: SetScore, metrics: Sequence[str]) -> list[dict[str, Any]]:
@@ -378,8 +462,31 @@ def _as_json(
         ],
         "nonfinite": _nonfinite_entries(score, scorer.image_metrics),
         "unavailable": dict(scorer.unavailable),
-        "notes": metric_notes(scorer.metrics, scorer.fid_patch, scorer.fid_patches_per_image),
+        "notes": metric_notes(
+            scorer.metrics, scorer.fid_patch, scorer.fid_patches_per_image, scorer.fid_protocol
+        ),
+        **_set_level_json(score, scorer),
+        "pretrained": dict(scorer.pretrained_from),
+        "warnings": list(score.warnings),
     }
+
+
+def _set_level_json(score: SetScore, scorer: Scorer) -> dict[str, Any]:
+    """The FID/KID protocol and samples, and KID's SD (``{}`` without set-level metrics)."""
+    if not any(m in scorer.metrics for m in SET_NAMES):
+        return {}
+    out: dict[str, Any] = {
+        "fid_protocol": scorer.fid_protocol,
+        "fid_samples": None if score.fid_sr is None else len(score.fid_sr),
+    }
+    if score.kid is not None:
+        out["kid"] = {
+            "mean": score.kid.mean,
+            "sd": score.kid.sd,
+            "subsets": score.kid.subsets,
+            "subset_size": score.kid.subset_size,
+        }
+    return out
 
 
 def score_folders(
@@ -390,9 +497,11 @@ def score_folders(
     pretrained: str | os.PathLike[str] | None = None,
     fid_patch: int = 64,
     device: str = "auto",
-    fid_patches_per_image: int = 0,
+    fid_patches_per_image: int = FOLDER_FID_PATCHES_PER_IMAGE,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     border: int | None = None,
+    fid_protocol: str = "patches",
+    strict: bool = True,
 ) -> dict:
     """Score every SR image against the HR image with the same stem; `border` px (default:
     `scale`, the protocol) cropped from every side.
@@ -403,6 +512,11 @@ def score_folders(
     the set-level FID. A non-finite value is null in ``mean``/``images`` and listed in
     ``nonfinite`` as "inf" (identical images) or "nan" (undefined; ``image`` null = the
     mean). Missing, extra or size-mismatched images raise an error naming the file.
+
+    Weights are looked for where :func:`pretrained_search` says (`pretrained` first). With
+    `strict` (the default) a metric in `metrics` that is still unavailable raises
+    :class:`MetricsUnavailable` naming the missing file and what fetches it; otherwise it is
+    null with its reason in ``unavailable``.
     """
     if not isinstance(scale, int) or scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale!r}")
@@ -411,13 +525,20 @@ def score_folders(
         raise ValueError(f"border must be an integer >= 0, got {border!r}")
     scorer = Scorer(
         metrics,
-        pretrained,
+        pretrained_search(pretrained),
         fid_patch,
         device,
         fid_patches_per_image=fid_patches_per_image,
         max_pixels=max_pixels,
+        fid_protocol=fid_protocol,
     )
+    if strict and scorer.unavailable:
+        raise MetricsUnavailable(
+            "; ".join(f"{m} unavailable: {why}" for m, why in scorer.unavailable.items())
+        )
     score = scorer.score(sr_dir, hr_dir, scale, border)
+    for note in score.warnings:
+        log.warning("%s", note)
     return _as_json(score, scorer, scale, Path(sr_dir), Path(hr_dir), border)
 
 
@@ -449,8 +570,22 @@ def format_table(result: dict) -> str:
     ]
     lines.insert(1, "-" * len(lines[0]))
     lines.insert(-1, "-" * len(lines[0]))
+    protocol = result.get("fid_protocol", "patches")
+    samples = result.get("fid_samples")
     if "fid" in result["metrics"]:
-        lines.append(f"fid (set-level): {fmt(None, 'fid', result['mean'].get('fid'))}")
+        lines.append(
+            f"fid (set-level, {protocol} protocol, {samples} samples): "
+            f"{fmt(None, 'fid', result['mean'].get('fid'))}"
+        )
+    if "kid" in result["metrics"]:
+        k = result.get("kid")
+        sd = f" +- {k['sd']:.5f} ({k['subsets']} subsets of {k['subset_size']})" if k else ""
+        lines.append(
+            f"kid (set-level, {protocol} protocol, {samples} samples): "
+            f"{fmt(None, 'kid', result['mean'].get('kid'))}{sd}"
+        )
+    for note in result.get("warnings", []):
+        lines.append(f"warning: {note}")
     for e in result.get("nonfinite", []):
         if e["image"] is None and e["value"] == "nan":
             lines.append(f"{e['metric']}: mean undefined: {e['why']}")

@@ -200,10 +200,23 @@ def _csv(header: Sequence[str], rows: list[list[Any]]) -> str:
     return buf.getvalue()
 
 
+def fid_protocol(info: dict[str, Any]) -> str:
+    """The FID/KID protocol a run was evaluated with (results from before the choice existed
+    are patches)."""
+    return str((info.get("fid") or {}).get("protocol") or "patches")
+
+
 def _summary_csv(cfg: Config, names: list[str], results: dict[str, RunResults]) -> str:
     metrics = list(cfg.evaluate.metrics)
     with_fid = "fid" in metrics
-    header = [*SUMMARY_KEYS, *metrics, *(FID_CI_COLUMNS if with_fid else ()), "notes"]
+    with_set = with_fid or "kid" in metrics
+    header = [
+        *SUMMARY_KEYS,
+        *metrics,
+        *(FID_CI_COLUMNS if with_fid else ()),
+        *(("fid_protocol",) if with_set else ()),
+        "notes",
+    ]
     rows = []
     for name in names:
         res = results[name]
@@ -235,6 +248,7 @@ def _summary_csv(cfg: Config, names: list[str], results: dict[str, RunResults]) 
                     n_images,
                     *values,
                     *ci,
+                    *((fid_protocol(info),) if with_set else ()),
                     "; ".join(notes),
                 ]
             )
@@ -293,7 +307,7 @@ def _paired_csv(cfg: Config, results: dict[str, RunResults]) -> str:
                 if REGISTRY[m].scope == "image":
                     row = _paired_image_metric(cfg, set_name, m, base_res, cand_res)
                 else:
-                    row = _paired_fid(cfg, set_name, base_res, cand_res)
+                    row = _paired_set_metric(cfg, set_name, m, base_res, cand_res)
                 if row is None:
                     continue  # FID without a value on either side: summary.csv says why
                 rows.append(
@@ -417,13 +431,15 @@ def _paired_image_metric(
     )
 
 
-def _paired_fid(
-    cfg: Config, set_name: str, base: list[RunResults], cand: list[RunResults]
+def _paired_set_metric(
+    cfg: Config, set_name: str, metric: str, base: list[RunResults], cand: list[RunResults]
 ) -> _PairStats | None:
-    """Per seed FID(candidate) - FID(baseline); the CI from the same image resamples of every
-    run (differences averaged over seeds, resample by resample)."""
-    b = np.array([r.value(set_name, "fid") for r in base], np.float64)
-    c = np.array([r.value(set_name, "fid") for r in cand], np.float64)
+    """Per seed metric(candidate) - metric(baseline) for a set-level metric (FID, KID); for
+    FID the CI from the same image resamples of every run (differences averaged over seeds,
+    resample by resample); KID has no image bootstrap (its SD over subsets is in
+    metrics_info.json)."""
+    b = np.array([r.value(set_name, metric) for r in base], np.float64)
+    c = np.array([r.value(set_name, metric) for r in cand], np.float64)
     if not (np.all(np.isfinite(b)) and np.all(np.isfinite(c))):
         return None
     runs = base + cand
@@ -431,7 +447,7 @@ def _paired_fid(
     boots = [r.fid_boot.get(set_name) for r in runs]
     low = high = None
     resamples = 0
-    if None not in plans and all(x is not None and len(x) for x in boots):
+    if metric == "fid" and None not in plans and all(x is not None and len(x) for x in boots):
         if len(plans) > 1 or len({len(x) for x in boots}) > 1:
             raise ValueError(
                 f"FID bootstrap of {set_name!r} used different resampling plans in "

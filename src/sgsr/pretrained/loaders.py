@@ -13,7 +13,13 @@ from typing import Any
 from sgsr.hashcache import read_with_sha256
 from sgsr.pretrained.errors import WeightsUnavailable
 from sgsr.pretrained.manifest import MANIFEST_NAME, load_manifest
-from sgsr.pretrained.networks import fid_inception, fid_wrapper_class, load_strict, lpips_network
+from sgsr.pretrained.networks import (
+    dists_network,
+    fid_inception,
+    fid_wrapper_class,
+    load_strict,
+    lpips_network,
+)
 from sgsr.pretrained.registry import WEIGHTS, weight_path
 
 
@@ -103,3 +109,19 @@ def load_fid_inception(
     net.sgsr_weights = source
     net.sgsr_dims = dims
     return net.eval()
+
+
+def load_dists(
+    pretrained_dir: str | os.PathLike[str] | None, *, random_backbone: bool = False
+) -> Any:
+    """DISTS from two verified files: the VGG16 trunk of ``lpips_vgg.safetensors`` (ImageNet
+    VGG16, as DISTS uses) and alpha/beta of ``dists.safetensors``. ``random_backbone=True``:
+    random trunk, uniform alpha/beta, plumbing tests only."""
+    if random_backbone:
+        net = dists_network(None, None)
+        net.sgsr_weights = "random backbone (plumbing only)"
+        return net
+    trunk = verified_tensors("lpips_vgg", pretrained_dir)
+    net = dists_network(trunk, verified_tensors("dists", pretrained_dir))
+    net.sgsr_weights = str(weight_path("dists", pretrained_dir or "."))
+    return net

@@ -137,3 +137,93 @@ def fid_wrapper_class() -> type:
             self.requires_grad_(False)
 
     return FIDInceptionV3
+
+
+#: VGG16 ``features`` indices of DISTS' five stages (each after the first opens with an L2
+#: pooling in place of VGG's max pooling at that index).
+DISTS_STAGES = ((0, 4), (4, 9), (9, 16), (16, 23), (23, 30))
+
+
+def dists_network(trunk: Mapping[str, Any] | None, weights: Mapping[str, Any] | None) -> Any:
+    """DISTS (Ding et al. 2020) as ``DISTS_pytorch`` 0.1 builds it: torchvision's VGG16
+    ``features[:30]`` with its max poolings replaced by Hanning-window L2 poolings, ImageNet
+    normalisation, and the learned ``alpha``/``beta``. `trunk`: ``features.<i>.*`` tensors
+    (lpips_vgg's, the same ImageNet VGG16); `weights`: ``alpha`` and ``beta``. None = random
+    (plumbing only)."""
+    import numpy as np
+    import torch
+    import torchvision
+    from torch import nn
+
+    class L2Pooling(nn.Module):
+        def __init__(self, channels: int) -> None:
+            super().__init__()
+            a = np.hanning(5)[1:-1]
+            g = torch.tensor(a[:, None] * a[None, :], dtype=torch.float32)
+            self.register_buffer("filter", (g / g.sum())[None, None].repeat(channels, 1, 1, 1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = nn.functional.conv2d(x**2, self.filter, stride=2, padding=1, groups=x.shape[1])
+            return (out + 1e-12).sqrt()
+
+    class DISTS(nn.Module):
+        chns = (3, 64, 128, 256, 512, 512)
+
+        def __init__(self) -> None:
+            super().__init__()
+            with quiet():
+                vgg = torchvision.models.vgg16(weights=None).features
+            if trunk is not None:
+                state = {k.removeprefix("features."): v for k, v in trunk.items()
+                         if k.startswith("features.")}  # fmt: skip
+                load_strict(vgg, state, "DISTS VGG16 trunk")
+            stages = []
+            for k, (lo, hi) in enumerate(DISTS_STAGES):
+                layers = [L2Pooling(self.chns[k])] if k else []
+                layers += [vgg[i] for i in range(lo + (1 if k else 0), hi)]
+                stages.append(nn.Sequential(*layers))
+            self.stages = nn.ModuleList(stages)
+            self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, -1, 1, 1))
+            self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, -1, 1, 1))
+            n = sum(self.chns)
+            if weights is None:
+                alpha = torch.full((1, n, 1, 1), 0.1)
+                beta = torch.full((1, n, 1, 1), 0.1)
+            else:
+                alpha, beta = weights["alpha"].float(), weights["beta"].float()
+            self.register_buffer("alpha", alpha.reshape(1, n, 1, 1).clone())
+            self.register_buffer("beta", beta.reshape(1, n, 1, 1).clone())
+
+        def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+            """The image and the five stages' maps of `x` (N, 3, H, W) in [0, 1]."""
+            h = (x - self.mean) / self.std
+            out = [x]
+            for stage in self.stages:
+                h = stage(h)
+                out.append(h)
+            return out
+
+        def compare(self, f0: list[torch.Tensor], f1: list[torch.Tensor]) -> torch.Tensor:
+            """DISTS (N,) from two images' :meth:`features`: 1 - the weighted sum of each
+            channel's luminance and structure similarities (c1 = c2 = 1e-6)."""
+            c1 = c2 = 1e-6
+            w_sum = self.alpha.sum() + self.beta.sum()
+            alpha = torch.split(self.alpha / w_sum, list(self.chns), dim=1)
+            beta = torch.split(self.beta / w_sum, list(self.chns), dim=1)
+            dist1 = dist2 = 0
+            for k in range(len(self.chns)):
+                x_mean = f0[k].mean([2, 3], keepdim=True)
+                y_mean = f1[k].mean([2, 3], keepdim=True)
+                s1 = (2 * x_mean * y_mean + c1) / (x_mean**2 + y_mean**2 + c1)
+                dist1 = dist1 + (alpha[k] * s1).sum(1, keepdim=True)
+                x_var = ((f0[k] - x_mean) ** 2).mean([2, 3], keepdim=True)
+                y_var = ((f1[k] - y_mean) ** 2).mean([2, 3], keepdim=True)
+                xy_cov = (f0[k] * f1[k]).mean([2, 3], keepdim=True) - x_mean * y_mean
+                s2 = (2 * xy_cov + c2) / (x_var + y_var + c2)
+                dist2 = dist2 + (beta[k] * s2).sum(1, keepdim=True)
+            return 1 - (dist1 + dist2).flatten()
+
+        def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return self.compare(self.features(x), self.features(y))
+
+    return DISTS().eval().requires_grad_(False)

