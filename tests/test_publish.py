@@ -133,6 +133,25 @@ def test_the_lock_is_published_or_pull_names_what_is_not(folder: Path) -> None:
     assert named == gaps
 
 
+@pytest.mark.parametrize("dvc_yaml", ["dvc.yaml", "profiles/finetune/dvc.yaml"])
+def test_the_resume_checkpoint_is_a_working_file_not_a_stage_output(dvc_yaml: str) -> None:
+    """An unpublished checkpoint output would leave a pulled train stage looking changed (and
+    DVC would delete it before a rerun): it lives in an ignored working folder instead."""
+    import yaml
+
+    stages = yaml.safe_load((REPO / dvc_yaml).read_text())["stages"]
+    trains = [s for name, s in stages.items() if publish.is_train_stage(name)]
+    assert trains
+    for stage in trains:
+        paths = [next(iter(o)) if isinstance(o, dict) else o for o in stage["outs"]]
+        assert not [p for p in paths if "checkpoints" in p], paths
+    for folder in [REPO, *PROFILES]:
+        ckpt = (folder / "models/checkpoints/some-run/checkpoint.pt").relative_to(REPO)
+        ignored = subprocess.run(["git", "check-ignore", "-q", str(ckpt)], cwd=REPO)
+        assert ignored.returncode == 0, ckpt
+        assert "/models/checkpoints/" in (folder / ".dvcignore").read_text().split()
+
+
 def test_sgsr_pull_on_an_unpublished_lock_exits_2_with_the_message(pipeline: Path) -> None:
     from sgsr.cli import main
 
