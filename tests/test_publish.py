@@ -133,7 +133,9 @@ def test_the_lock_is_published_or_pull_names_what_is_not(folder: Path) -> None:
     assert named == gaps
 
 
-@pytest.mark.parametrize("dvc_yaml", ["dvc.yaml", "profiles/finetune/dvc.yaml"])
+@pytest.mark.parametrize(
+    "dvc_yaml", ["dvc.yaml", "profiles/finetune/dvc.yaml", "profiles/gan/dvc.yaml"]
+)
 def test_the_resume_checkpoint_is_a_working_file_not_a_stage_output(dvc_yaml: str) -> None:
     """An unpublished checkpoint output would leave a pulled train stage looking changed (and
     DVC would delete it before a rerun): it lives in an ignored working folder instead."""

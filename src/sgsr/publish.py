@@ -44,8 +44,9 @@ class TrainOut:
 
 
 def is_train_stage(name: str) -> bool:
-    """train, train_seed and any later train family (``train@...``, ``train_seed@...``)."""
-    return name.split("@", 1)[0].startswith("train")
+    """Every training family: ``train@<run>``, and e.g. ``pretrain@<run>`` or ``train_seed@``."""
+    base = name.split("@", 1)[0]
+    return base.startswith("train") or base.endswith("train")
 
 
 def train_outs(pipeline: str | os.PathLike[str]) -> list[TrainOut]:
