@@ -10,7 +10,7 @@ PROFILE ?= default
 PIPELINE_DIR := $(if $(filter default,$(PROFILE)),.,profiles/$(PROFILE))
 PYTEST_ARGS ?=
 
-.PHONY: setup repro test lint bench lock clean-venv
+.PHONY: setup repro pull publish test lint bench lock clean-venv
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,19 @@ repro: setup
 	if [ $$status -ne 0 ]; then echo "dvc repro failed (exit $$status); DVC's log: $(PIPELINE_DIR)/repro.log"; exit $$status; fi; \
 	echo "$$(grep -c '^Running stage' repro.log) stage(s) ran, the others were up to date"; echo; \
 	PATH="$(CURDIR)/$(BIN):$$PATH" sgsr results
+
+# Trained weights carried in git (published/, a DVC remote): `dvc pull -r published` of every
+# train stage's model folder, then `dvc repro prepare`; no network. Fails, naming the runs, when
+# the profile's dvc.lock records weights that were never published.
+pull: setup
+	@test -f $(PIPELINE_DIR)/dvc.yaml || { echo "no profile '$(PROFILE)': $(PIPELINE_DIR)/dvc.yaml not found"; exit 2; }
+	cd $(PIPELINE_DIR) && PATH="$(CURDIR)/$(BIN):$$PATH" sgsr pull
+
+# After `make repro`: copy the profile's trained weights into published/ (`dvc push -r
+# published`), to be committed with dvc.lock.
+publish: setup
+	@test -f $(PIPELINE_DIR)/dvc.lock || { echo "no $(PIPELINE_DIR)/dvc.lock: run make repro PROFILE=$(PROFILE) first"; exit 2; }
+	cd $(PIPELINE_DIR) && PATH="$(CURDIR)/$(BIN):$$PATH" sgsr publish
 
 test: setup
 	$(BIN)/ruff check .

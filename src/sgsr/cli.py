@@ -177,6 +177,21 @@ def _runs(args: argparse.Namespace) -> None:
         print(run.name)
 
 
+def _pull(args: argparse.Namespace) -> None:
+    from sgsr.publish import pull
+
+    outs = pull(Path(args.params).parent)
+    log.info("%d trained run(s) pulled from the published remote; data prepared", len(outs))
+
+
+def _publish(args: argparse.Namespace) -> None:
+    from sgsr.publish import publish, published_bytes
+
+    outs = publish(Path(args.params).parent)
+    size = published_bytes(Path(args.params).parent) / 1e6
+    log.info("%d trained run(s) in the published remote (%.1f MB)", len(outs), size)
+
+
 def _write_runs(params: Path) -> None:
     """``sgsr runs --write``: the params' runs: block, then the stage names of the lock beside."""
     import yaml
@@ -337,6 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
         "experiment:, and rename matrix-named stages in the dvc.lock beside it to run names",
     )
     add("results", _results, "print run x set metrics, the gain over bicubic and the report's path")
+    add(
+        "pull",
+        _pull,
+        "fetch the published weights of every train stage (offline), then `dvc repro prepare`",
+    )
+    add("publish", _publish, "push every train stage's weights to the published remote")
     return parser
 
 

@@ -1,0 +1,201 @@
+"""The published remote (sgsr.publish, ``make pull``): which outputs it holds, the check that
+names unpublished runs, that every profile reaches it, and a fresh clone's offline pull."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sgsr import publish
+from sgsr.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILES = sorted(p.parent for p in (REPO / "profiles").glob("*/params.yaml"))
+
+
+def _lock(stages: dict[str, list[tuple[str, str]]]) -> str:
+    body = {
+        "schema": "2.0",
+        "stages": {
+            name: {"cmd": "x", "outs": [{"path": p, "hash": "md5", "md5": m} for p, m in outs]}
+            for name, outs in stages.items()
+        },
+    }
+    return json.dumps(body)  # JSON is YAML
+
+
+@pytest.fixture()
+def pipeline(tmp_path: Path) -> Path:
+    """The default profile's params with a lock: two runs, one stale run, curves, prepare."""
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    (folder / ".git").mkdir()
+    shutil.copy(REPO / "params.yaml", folder / "params.yaml")
+    (folder / "dvc.lock").write_text(
+        _lock(
+            {
+                "prepare": [("data/prepared", "p" * 32 + ".dir")],
+                "train@edsr_tiny-l1-4": [
+                    ("models/edsr_tiny-l1-x4", "a" * 32 + ".dir"),
+                    ("models/live/edsr_tiny-l1-x4", "c" * 32 + ".dir"),
+                ],
+                "train@edsr_tiny-sgl-4": [("models/edsr_tiny-sgl-x4", "b" * 32 + ".dir")],
+                "train@edsr_tiny-old-4": [("models/edsr_tiny-old-x4", "d" * 32 + ".dir")],
+            }
+        )
+    )
+    return folder
+
+
+def _put(remote: Path, md5: str, data: bytes) -> None:
+    path = publish.object_path(remote, md5)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def test_train_outs_are_the_run_folders_of_defined_runs_only(pipeline: Path) -> None:
+    outs = publish.train_outs(pipeline)
+    assert [(o.stage, o.path) for o in outs] == [
+        ("train@edsr_tiny-l1-4", "models/edsr_tiny-l1-x4"),
+        ("train@edsr_tiny-sgl-4", "models/edsr_tiny-sgl-x4"),
+    ]  # not the curves (git), not prepare (recomputed), not a run params.yaml dropped
+
+
+def test_check_names_every_unpublished_run_and_missing_file(pipeline: Path) -> None:
+    remote = pipeline / "published"
+    weights = [{"md5": "e" * 32, "relpath": "model.safetensors"}]
+    card = [{"md5": "f" * 32, "relpath": "run.json"}]
+    _put(remote, "a" * 32 + ".dir", json.dumps(weights + card).encode())
+    _put(remote, "e" * 32, b"w")  # run.json of the l1 run is missing; the sgl run is absent
+    with pytest.raises(publish.UnpublishedError) as err:
+        publish.check(pipeline, remote)
+    text = str(err.value)
+    assert "2 of 2 train stage(s)" in text
+    assert "models/edsr_tiny-l1-x4/run.json" in text and "models/edsr_tiny-sgl-x4" in text
+    assert "model.safetensors" not in text
+    _put(remote, "f" * 32, b"c")
+    _put(remote, "b" * 32 + ".dir", b"[]")
+    assert len(publish.check(pipeline, remote)) == 2
+    assert publish.published_bytes(pipeline, remote) == len(json.dumps(weights + card)) + 4
+
+
+def test_a_lock_without_train_stages_is_an_error(pipeline: Path) -> None:
+    (pipeline / "dvc.lock").write_text(_lock({"prepare": [("data/prepared", "p" * 32 + ".dir")]}))
+    with pytest.raises(publish.UnpublishedError, match="records no train stage"):
+        publish.check(pipeline, pipeline / "published")
+    (pipeline / "dvc.lock").unlink()
+    with pytest.raises(FileNotFoundError, match=r"dvc\.lock not found"):
+        publish.train_outs(pipeline)
+
+
+@pytest.mark.parametrize("folder", [REPO, *PROFILES], ids=lambda p: "root" if p == REPO else p.name)
+def test_every_project_reaches_the_published_remote_and_keeps_the_shared_default(
+    folder: Path,
+) -> None:
+    config = configparser.ConfigParser()
+    config.read(folder / ".dvc" / "config")
+    assert config["core"]["remote"] == "shared"
+    url = config["'remote \"published\"'"]["url"]
+    assert not os.path.isabs(url)
+    assert (folder / ".dvc" / url).resolve() == REPO / "published"
+
+
+@pytest.mark.parametrize("folder", [REPO, *PROFILES], ids=lambda p: "root" if p == REPO else p.name)
+def test_the_lock_is_published_or_pull_names_what_is_not(folder: Path) -> None:
+    """For every committed lock: either all train outputs are in published/ (then their curves
+    are committed to git too) or `sgsr pull` refuses, naming exactly the unpublished stages."""
+    if not (folder / "dvc.lock").is_file():
+        pytest.skip("no dvc.lock committed")
+    remote = REPO / "published"
+    outs = publish.train_outs(folder)
+    if not outs:
+        pytest.skip("the lock records no train stage")
+    gaps = {o.stage for o in outs if publish.missing_objects(remote, o)}
+    if not gaps:
+        assert len(publish.check(folder, remote)) == len(outs)
+        tracked = subprocess.run(
+            ["git", "ls-files", "models/live"], cwd=folder, capture_output=True, text=True
+        ).stdout
+        for out in outs:
+            assert f"models/live/{Path(out.path).name}/" in tracked
+        return
+    with pytest.raises(publish.UnpublishedError) as err:
+        publish.check(folder, remote)
+    named = set(re.findall(r"^  (\S+):", str(err.value), flags=re.M))
+    assert named == gaps
+
+
+@pytest.mark.parametrize(
+    "dvc_yaml", ["dvc.yaml", "profiles/finetune/dvc.yaml", "profiles/gan/dvc.yaml"]
+)
+def test_the_resume_checkpoint_is_a_working_file_not_a_stage_output(dvc_yaml: str) -> None:
+    """An unpublished checkpoint output would leave a pulled train stage looking changed (and
+    DVC would delete it before a rerun): it lives in an ignored working folder instead."""
+    import yaml
+
+    stages = yaml.safe_load((REPO / dvc_yaml).read_text())["stages"]
+    trains = [s.get("do", s) for name, s in stages.items() if publish.is_train_stage(name)]
+    assert trains
+    for stage in trains:
+        paths = [next(iter(o)) if isinstance(o, dict) else o for o in stage["outs"]]
+        assert not [p for p in paths if "checkpoints" in p], paths
+    for folder in [REPO, *PROFILES]:
+        ckpt = (folder / "models/checkpoints/some-run/checkpoint.pt").relative_to(REPO)
+        ignored = subprocess.run(["git", "check-ignore", "-q", str(ckpt)], cwd=REPO)
+        assert ignored.returncode == 0, ckpt
+        assert "/models/checkpoints/" in (folder / ".dvcignore").read_text().split()
+
+
+def test_sgsr_pull_on_an_unpublished_lock_exits_2_with_the_message(pipeline: Path) -> None:
+    from sgsr.cli import main
+
+    assert main(["--params", str(pipeline / "params.yaml"), "pull"]) == 2
+
+
+def test_make_pull_runs_sgsr_pull_in_the_profile_folder() -> None:
+    if shutil.which("make") is None:
+        pytest.skip("make not installed")
+    out = subprocess.run(
+        ["make", "-n", "pull", "PROFILE=study"], cwd=REPO, capture_output=True, text=True
+    ).stdout
+    assert re.search(r"cd profiles/study && .*sgsr pull", out)
+
+
+@pytest.mark.slow
+def test_a_fresh_clone_pulls_the_published_weights_offline(tmp_path: Path) -> None:
+    """The README's path with no team remote: clone, pull, and DVC sees the train stages as
+    up to date; what `dvc repro` would run is what depends on unpublished files."""
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("needs git and a git checkout")
+    if not (REPO / "dvc.lock").is_file():
+        pytest.skip("the root dvc.lock is not committed")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    assert not (tmp_path / "sgsr-dvc-storage").exists()
+    env = dict(os.environ, PYTHONPATH=str(clone / "src"), OMP_NUM_THREADS="1")
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    pulled = subprocess.run(["sgsr", "pull"], cwd=clone, env=env, capture_output=True, text=True)
+    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+    expected = {o.stage for o in publish.train_outs(clone)}
+    assert len(expected) == len(load_config(clone / "params.yaml").runs)
+    status = subprocess.run(
+        ["dvc", "status", "--json"], cwd=clone, env=env, capture_output=True, text=True
+    )
+    changed = set(json.loads(status.stdout))
+    assert not changed & expected, changed
+    dry = subprocess.run(
+        ["dvc", "repro", "--dry"], cwd=clone, env=env, capture_output=True, text=True
+    )
+    would_run = re.findall(r"Running stage '([^']+)'", dry.stdout)
+    assert would_run and not any(publish.is_train_stage(s) for s in would_run)
+    assert "prepare" not in would_run and any(s.startswith("infer") for s in would_run)
+    for out in publish.train_outs(clone):
+        assert (clone / out.path / "model.safetensors").is_file()
