@@ -34,7 +34,7 @@ from sgsr.models.community import community
 from sgsr.models.edsr import EDSR, edsr, edsr_baseline
 from sgsr.models.rcan import RCAN
 from sgsr.models.srresnet import SRResNet
-from sgsr.runs import MODEL_META_KEYS
+from sgsr.runs import MODEL_META_KEYS, canonical_arch, is_import_path
 
 __all__ = [
     "EDSR",
@@ -76,19 +76,6 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     # any spandrel-supported network, built from (and starting at) the weights it names
     "community": community,
 }
-
-
-def is_import_path(name: object) -> bool:
-    """True for ``package.module:Attr`` strings (the form that imports code)."""
-    return isinstance(name, str) and ":" in name
-
-
-def canonical_arch(name: str) -> str:
-    """How an architecture name is spelled once read: a registered name lower-cased with ``-``
-    as ``_`` (``EDSR-baseline`` is ``edsr_baseline``); an import path only stripped. The one
-    normalisation: the registry, entry points, params runs and run cards all use it."""
-    name = name.strip()
-    return name if is_import_path(name) else name.lower().replace("-", "_")
 
 
 def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
