@@ -134,3 +134,24 @@ def test_a_sibling_import_inside_a_package_is_not_a_cycle(tmp_path: Path) -> Non
     (pkg / "models" / "common.py").write_text("X = 1\n")
     (pkg / "models" / "edsr.py").write_text("from pkg.models.common import X\nEDSR = X\n")
     assert cycles(import_graph(tmp_path, root="pkg")) == []
+
+
+def test_no_file_cites_a_design_document_outside_the_repository() -> None:
+    """The repository is read on its own: every file it cites must be in it."""
+    repo = SRC.parent
+    outside = "DESIGN" + ".md"
+    citing = [
+        str(path.relative_to(repo))
+        for folder in ("src", "docs", "benchmarks", "notebooks", "tests", "profiles")
+        for path in (repo / folder).rglob("*")
+        if path.is_file()
+        and path.suffix in {".py", ".md", ".ipynb", ".yaml", ".txt"}
+        and not (repo / outside).exists()
+        and outside in path.read_text(encoding="utf-8", errors="replace")
+    ]
+    citing += [
+        name
+        for name in ("README.md", "dvc.yaml", "params.yaml", "Makefile")
+        if outside in (repo / name).read_text(encoding="utf-8")
+    ]
+    assert not citing, f"{outside} is not in the repository but is cited by: {citing}"
