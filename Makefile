@@ -22,13 +22,17 @@ $(STAMP): requirements.lock pyproject.toml
 
 setup: $(STAMP)
 
+# `sgsr runs --write` first brings params.yaml's runs: block (the stage names dvc.yaml expands)
+# in line with an edited experiment: matrix; it prints nothing when the block is current.
 # The terminal shows one line per stage (from sgsr), progress bars, warnings and errors; DVC's
 # own per-stage chatter (stdout) goes to repro.log beside dvc.yaml. Every stage records the
 # warnings it showed in one file, so each distinct warning appears once per `make repro`.
 repro: setup
+	@echo '$(PROFILE)' | grep -Eqx '[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}' || { echo "PROFILE '$(PROFILE)' is not a plain name (letters, digits and _ . + -; it names a folder in profiles/)"; exit 2; }
 	@test -f $(PIPELINE_DIR)/dvc.yaml || { echo "no profile '$(PROFILE)': $(PIPELINE_DIR)/dvc.yaml not found"; exit 2; }
 	@echo "dvc repro in $(PIPELINE_DIR) (profile $(PROFILE); DVC's log: $(PIPELINE_DIR)/repro.log)"
 	@seen=$$(mktemp) && trap 'rm -f "$$seen"' EXIT && cd $(PIPELINE_DIR) && \
+	PATH="$(CURDIR)/$(BIN):$$PATH" sgsr runs --write > /dev/null && \
 	SGSR_SEEN_WARNINGS=$$seen PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro > repro.log; \
 	status=$$?; \
 	if [ $$status -ne 0 ]; then echo "dvc repro failed (exit $$status); DVC's log: $(PIPELINE_DIR)/repro.log"; exit $$status; fi; \

@@ -4,7 +4,10 @@ Input: the largest Urban100 image of ../shared/datasets (1280x960 HR -> 320x240 
 present, else a synthetic 256x256 LR. Weights are random (seeded): speed and memory do not
 depend on them. Each mode runs in its own subprocess so its peak RSS (VmHWM; torch's
 allocations are invisible to tracemalloc) is its own; the SR outputs are compared afterwards to
-give the tiling error of that network.
+give the tiling error of that network. EDSR-baseline also runs whole in the contiguous layout
+(what inference used before channels_last on the CPU): ``layout_speedup`` and the largest
+difference in grey levels. ``gflop_per_s``: convolution FLOPs of the whole image (see
+`conv_gflop`) over the median time.
 """
 
 from __future__ import annotations
@@ -71,6 +74,22 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def conv_gflop(model, shape: tuple[int, ...]) -> float:
+    """GFLOP of one whole-image forward: 2 x the multiply-adds of every convolution, as
+    ``torch.utils.flop_counter`` counts them, on a meta-device copy (nothing is computed).
+    Elementwise work (ReLU, residual adds, pixel shuffle) is left out; tiled inference does
+    more work than this (the overlaps), so its rate is the useful one."""
+    import copy
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    meta = copy.deepcopy(model).to("meta")
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        meta(torch.empty(shape, device="meta"))
+    return counter.get_total_flops() / 1e9
+
+
 def child(args: dict) -> dict:
     """One mode, in a fresh process: build, run `repeats` times, report the median time and the
     process's peak RSS."""
@@ -85,24 +104,28 @@ def child(args: dict) -> dict:
     torch.manual_seed(0)
     model = build_model(args["arch"], scale=4, **args["kwargs"]).eval().to(device)
     lr = imaging.to_tensor(np.load(args["input"]))
+    fmt = {None: None, "contiguous": torch.contiguous_format}[args.get("memory_format")]
     rss_before = _rss_mib()
-    upscale(model, lr[..., :16, :16], 4)  # warm-up: lazy init, CUDA context and kernels
+    upscale(model, lr[..., :16, :16], 4, memory_format=fmt)  # warm-up: lazy init, CUDA kernels
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     times = []
     for _ in range(args.get("repeats", 1)):
         start = time.perf_counter()
-        sr = upscale(model, lr, 4, tile=args["tile"], overlap=args["overlap"])
+        sr = upscale(model, lr, 4, tile=args["tile"], overlap=args["overlap"], memory_format=fmt)
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
     np.save(args["output"], sr[0].numpy())
+    gflop = conv_gflop(model, lr.shape)
     out = {
         "seconds": seconds,
         "repeats": len(times),
         "megapixels_per_s": sr.shape[-1] * sr.shape[-2] / 1e6 / seconds,
+        "gflop": gflop,
+        "gflop_per_s": gflop / seconds,
         "peak_rss_mib": _peak_rss_mib(),
         "rss_before_mib": rss_before,
         "device": str(device),
@@ -143,7 +166,10 @@ def run(quick: bool = False) -> dict:
         np.save(Path(tmp) / "lr.npy", lr)
         for name, (arch, kwargs) in (QUICK if quick else FULL).items():
             modes = {}
-            for mode, t in (("whole", 0), ("tiled", tile)):
+            runs = [("whole", 0, None), ("tiled", tile, None)]
+            if name.startswith("edsr"):  # the layout before channels_last, side by side
+                runs.append(("whole_contiguous", 0, "contiguous"))
+            for mode, t, fmt in runs:
                 args = {
                     "arch": arch,
                     "kwargs": kwargs,
@@ -152,6 +178,7 @@ def run(quick: bool = False) -> dict:
                     "tile": t,
                     "overlap": overlap,
                     "repeats": 1 if quick or name.startswith("rcan") else 3,  # RCAN: ~70 s a run
+                    "memory_format": fmt,
                 }
                 modes[mode] = _spawn(args)
             whole = np.load(Path(tmp) / f"{name}-whole.npy")
@@ -170,6 +197,13 @@ def run(quick: bool = False) -> dict:
             modes["tiled_vs_whole_peak_rss"] = (
                 modes["tiled"]["peak_rss_mib"] / modes["whole"]["peak_rss_mib"]
             )
+            if "whole_contiguous" in modes:
+                plain = np.load(Path(tmp) / f"{name}-whole_contiguous.npy")
+                q = np.abs(np.round(whole * 255).astype(int) - np.round(plain * 255).astype(int))
+                modes["layout_max_uint8_levels"] = int(q.max())
+                modes["layout_speedup"] = (
+                    modes["whole_contiguous"]["seconds"] / modes["whole"]["seconds"]
+                )
             results["models"][name] = modes
     return results
 

@@ -30,11 +30,13 @@ def make_pipeline_copy(dest: Path, params: dict | None = None) -> Path:
     if params:
         import yaml
 
+        from sgsr.config import write_run_index
         from sgsr.yamlio import load_yaml  # duplicate keys refused, as load_config does
 
         raw = load_yaml(dest / "params.yaml")
         deep_update(raw, params)
         (dest / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        write_run_index(dest / "params.yaml")  # the runs: block dvc.yaml expands over
     env = tool_env()
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True, env=env)
     subprocess.run(["dvc", "init", "-q"], cwd=dest, check=True, env=env)

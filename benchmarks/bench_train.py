@@ -1,32 +1,40 @@
-"""Training-step time for EDSR-baseline x4 with L1 alone and with L1 + SGL per operator.
+"""Training-step time in the study configuration with L1 alone and with L1 + SGL per operator.
 
-    python benchmarks/bench_train.py [--quick]
+    python benchmarks/bench_train.py [--quick] [--rounds N]
 
-One full optimizer step (forward, loss, backward, Adam, schedule) through ``sgsr.train.train_step``
-on a fixed batch, so data loading is excluded. The configurations are timed interleaved, one step
+The study configuration: slim EDSR-baseline x4 (6 blocks x 32 features), batch 16 of 24 px LR
+patches, Adam, the torch thread count of the process (2 on the reference machine). One full
+optimizer step (forward, loss, backward, Adam, schedule) through ``sgsr.train.train_step`` on a
+fixed batch, so data loading is excluded. The configurations are timed interleaved, one step
 each per round, in one process, so drifts in machine load hit them alike.
 
-- ``sgl_overhead[op]``: median over rounds of the paired ratio step(L1 + SGL[op]) / step(L1) - 1
-  (same round), for every op in sgsr.gradients.OPERATORS. On a shared 2-core machine one CPU
-  step jitters by a few percent, more than SGL costs, so also:
-- ``loss_ms``: the loss alone (forward + backward on a fixed SR-sized tensor), many repeats;
-  ``sgl_overhead_from_loss[op]`` = (loss_ms[op] - loss_ms[l1]) / fastest L1 step: the extra work
-  SGL adds (the network's backward is the same whatever the loss), a stable estimate.
+- ``sgl_overhead[op]``: median over >= 60 rounds of the paired ratio step(L1 + 0.1 SGL[op]) /
+  step(L1) - 1 (same round), for every op in sgsr.gradients.OPERATORS. On a shared machine one
+  step jitters by more than SGL costs, hence the pairing and the many rounds.
+- ``loss_ms``: the loss alone, forward + backward on a fixed SR-sized tensor, for L1, every
+  operator x distance of SGL (weight 1, no L1 beside it) and the first-order ``grad1`` term,
+  interleaved the same way; ``loss_vs_l1`` the paired median ratio to L1;
+  ``sgl_overhead_from_loss[op]`` = loss_ms[op] / median L1 step: the extra work the SGL term
+  adds to a step (the network's backward is the same whatever the loss), a stable estimate
+  beside the paired one.
+- ``load_avg``: the 1-minute load average before and after, to judge the contention.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 
 import torch
 
-FULL = dict(n_resblocks=16, n_feats=64, batch=16, lr_patch=48, rounds=7, warmup=1)
-QUICK = dict(n_resblocks=2, n_feats=16, batch=2, lr_patch=16, rounds=3, warmup=1)
+FULL = dict(n_resblocks=6, n_feats=32, batch=16, lr_patch=24, rounds=60, warmup=3, loss_rounds=60)
+QUICK = dict(n_resblocks=2, n_feats=16, batch=2, lr_patch=16, rounds=3, warmup=1, loss_rounds=3)
 SCALE = 4
 SGL_WEIGHT = 0.1
+DISTANCES = ("l1", "l2", "charbonnier")
 
 
 def _sync(device: torch.device) -> None:
@@ -34,18 +42,29 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run(quick: bool = False) -> dict:
+def _paired(times: dict[str, list[float]], base: str) -> dict[str, float]:
+    return {
+        k: statistics.median(a / b for a, b in zip(v, times[base], strict=True))
+        for k, v in times.items()
+        if k != base
+    }
+
+
+def run(quick: bool = False, rounds: int | None = None) -> dict:
     from sgsr.config import TrainConfig
     from sgsr.gradients import OPERATORS
     from sgsr.losses import build_loss
     from sgsr.models import build_model
     from sgsr.train import build_state, train_step
 
-    size = QUICK if quick else FULL
+    size = dict(QUICK if quick else FULL)
+    if rounds is not None:
+        size["rounds"] = size["loss_rounds"] = rounds
+    load_before = os.getloadavg()[0]
     specs = {"l1": {"l1": 1.0}}
     for op in sorted(OPERATORS):
         specs[op] = {"l1": 1.0, "sgl": {"weight": SGL_WEIGHT, "operator": op}}
-    opts = TrainConfig(iterations=10**6, batch_size=size["batch"], lr=1e-4, schedule="constant")
+    opts = TrainConfig(iterations=10**6, batch_size=size["batch"], lr=5e-4, schedule="constant")
     g = torch.Generator().manual_seed(0)
     lr = torch.rand(size["batch"], 3, size["lr_patch"], size["lr_patch"], generator=g)
     hr = torch.rand(
@@ -74,47 +93,53 @@ def run(quick: bool = False) -> dict:
             times[name].append((time.perf_counter() - t0) * 1e3)
 
     # the loss alone, forward + backward, on an SR-sized tensor
+    loss_specs = {"l1": {"l1": 1.0}}
+    for op in sorted(OPERATORS):
+        for distance in DISTANCES:
+            key = op if distance == "l1" else f"{op}/{distance}"
+            loss_specs[key] = {"sgl": {"weight": 1.0, "operator": op, "distance": distance}}
+    loss_specs["grad1"] = {"grad1": 1.0}
     sr0 = torch.rand_like(hr).to(device)
     hr_d = hr.to(device)
-    loss_times: dict[str, list[float]] = {name: [] for name in specs}
-    losses = {name: build_loss(spec).to(device) for name, spec in specs.items()}
-    for r in range(22):
+    losses = {name: build_loss(spec).to(device) for name, spec in loss_specs.items()}
+    loss_times: dict[str, list[float]] = {name: [] for name in losses}
+    for r in range(size["loss_rounds"] + 3):
         for name, fn in losses.items():
             sr = sr0.clone().requires_grad_(True)
             _sync(device)
             t0 = time.perf_counter()
             fn(sr, hr_d)[0].backward()
             _sync(device)
-            if r >= 2:
+            if r >= 3:
                 loss_times[name].append((time.perf_counter() - t0) * 1e3)
 
     step_ms = {k: statistics.median(v) for k, v in times.items()}
     loss_ms = {k: statistics.median(v) for k, v in loss_times.items()}
-    fastest = min(times["l1"])
     ops = [k for k in specs if k != "l1"]
     return {
         "model": f"edsr_baseline x{SCALE} ({size['n_resblocks']} blocks, {size['n_feats']} feats)",
         "batch": f"{size['batch']} x {size['lr_patch']}px LR",
+        "optimizer": "adam",
         "device": str(device),
         "threads": torch.get_num_threads(),
         "rounds": size["rounds"],
+        "load_avg": {"before": load_before, "after": os.getloadavg()[0]},
         "step_ms": step_ms,
         "step_ms_min": {k: min(v) for k, v in times.items()},
-        "step_ms_all": times,
-        "sgl_overhead": {
-            op: statistics.median(a / b - 1.0 for a, b in zip(times[op], times["l1"], strict=True))
-            for op in ops
-        },
+        "sgl_overhead": {op: v - 1.0 for op, v in _paired(times, "l1").items()},
+        "loss_rounds": size["loss_rounds"],
         "loss_ms": loss_ms,
-        "sgl_overhead_from_loss": {op: (loss_ms[op] - loss_ms["l1"]) / fastest for op in ops},
+        "loss_vs_l1": _paired(loss_times, "l1"),
+        "sgl_overhead_from_loss": {op: loss_ms[op] / step_ms["l1"] for op in ops},
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 60)")
     args = parser.parse_args()
-    print(json.dumps(run(quick=args.quick), indent=2))
+    print(json.dumps(run(quick=args.quick, rounds=args.rounds), indent=2))
 
 
 if __name__ == "__main__":

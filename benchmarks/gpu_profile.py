@@ -86,12 +86,14 @@ def make_profile_copy(
     folder = dest / "profiles" / profile
     folder.mkdir(parents=True)
     (folder / "dvc.yaml").symlink_to(Path("..", "..", "dvc.yaml"))
+    from sgsr.config import write_run_index
     from sgsr.yamlio import load_yaml  # duplicate keys refused, as load_config does
 
     raw = load_yaml(REPO / "profiles" / profile / "params.yaml")
     raw.setdefault("data", {})["dir"] = str(SHARED)
     deep_update(raw, params or {})
     (folder / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    write_run_index(folder / "params.yaml")  # the runs: block dvc.yaml expands over
     if not dvc:
         return folder
     git = shutil.which("git", path=env["PATH"]) is not None

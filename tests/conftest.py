@@ -17,6 +17,14 @@ def _deterministic_torch():
     yield
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_hash_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Digests the tests compute go to a file of this session, never the user's cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SGSR_HASH_CACHE", str(tmp_path_factory.mktemp("hashcache") / "sha256.json"))
+        yield
+
+
 @pytest.fixture
 def shared_datasets() -> Path:
     """The offline copy of the classic SR sets; tests that need it skip with a reason if absent."""

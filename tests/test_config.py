@@ -9,6 +9,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sgsr import preflight
 from sgsr.config import ConfigError, load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,7 +17,11 @@ PROFILES = sorted(p.parent for p in (REPO / "profiles").glob("*/params.yaml"))
 
 
 def _default() -> dict:
-    return yaml.safe_load((REPO / "params.yaml").read_text())
+    """The default params without their generated runs: block, so a test may edit the matrix
+    (test_run_index.py pins the block)."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw.pop("runs")
+    return raw
 
 
 @pytest.mark.parametrize(
@@ -34,7 +39,7 @@ def test_every_shipped_profile_is_valid(params: Path) -> None:
 def test_profiles_share_the_root_pipeline() -> None:
     for profile in PROFILES:
         dvc_yaml = profile / "dvc.yaml"
-        if profile.name == "finetune":  # own copy (pretrained deps): tests/test_finetune_profile
+        if profile.name in ("finetune", "gan"):  # own copies: tests/test_<name>_profile.py
             continue
         assert dvc_yaml.is_symlink(), f"{dvc_yaml} must link to the root dvc.yaml"
         assert dvc_yaml.resolve() == (REPO / "dvc.yaml").resolve()
@@ -68,7 +73,7 @@ def test_one_message_names_every_bad_key() -> None:
     raw["train"]["batch_size"] = 0
     raw["train"]["bogus"] = 1
     with pytest.raises(ConfigError) as info:
-        parse_config(raw, source="p.yaml")
+        preflight.parse(raw, source="p.yaml")
     msg = str(info.value)
     for key in (
         "models.edsr_tiny.arch",
@@ -86,7 +91,7 @@ def test_bad_loss_spec_is_reported_with_its_name() -> None:
     raw = _default()
     raw["losses"]["sgl"] = {"l1": 1.0, "sgl": -0.5}
     with pytest.raises(ConfigError, match=r"losses\.sgl:.*sgl"):
-        parse_config(raw)
+        preflight.parse(raw)
 
 
 def test_types_are_checked() -> None:
@@ -195,7 +200,7 @@ def test_model_kwargs_are_checked_at_config_time(change: dict, key: str, words: 
         spec.clear()
     spec.update(change)
     with pytest.raises(ConfigError) as info:
-        parse_config(raw)
+        preflight.parse(raw)
     assert f"{key}: " in str(info.value) and words in str(info.value)
 
 
@@ -220,13 +225,13 @@ def test_import_path_in_params_needs_allow_import_and_is_not_imported(
         raw = _default()
         raw["models"]["edsr_tiny"] = {"arch": arch}
         with pytest.raises(ConfigError, match=r"models\.edsr_tiny\.arch: .*allow_import: true"):
-            parse_config(raw)
+            preflight.parse(raw)
     raw["models"]["edsr_tiny"] = {"arch": "sgsr_cfg_loose:Net", "allow_import": True}
     with pytest.raises(ConfigError, match="not part of any installed package"):
-        parse_config(raw)
+        preflight.parse(raw)
     raw["models"]["edsr_tiny"] = {"arch": "os:system", "allow_import": True}
     with pytest.raises(ConfigError, match="standard library"):
-        parse_config(raw)
+        preflight.parse(raw)
     assert not (tmp_path / "imported.marker").exists()
 
 

@@ -163,7 +163,9 @@ def test_identical_images_are_inf_and_never_confused_with_undefined(pipeline: Pa
     row = _read_csv(summary_path)[1]
     assert row["psnr"] == "inf" and "psnr infinite" in row["notes"]
     psnr_rows = [r for r in _read_csv(paired_path) if r["metric"] == "psnr"]
-    assert psnr_rows == []  # every pair had an infinite PSNR: no finite difference to report
+    # every pair had an infinite PSNR: the row stays, its difference empty, with the reason
+    assert [(r["n"], r["mean_diff"]) for r in psnr_rows] == [("0", "")]
+    assert "no image of 3 has a finite psnr" in psnr_rows[0]["notes"]
     ssim_row = next(r for r in _read_csv(paired_path) if r["metric"] == "ssim")
     assert ssim_row["excluded"] == "0" and float(ssim_row["mean_diff"]) < 0
 
@@ -302,3 +304,37 @@ def test_border_defaults_to_the_scale_and_can_be_overridden(tmp_path: Path) -> N
     assert "0 px border cropped" in scoring.format_table(whole)
     with pytest.raises(ValueError, match="border must be an integer >= 0"):
         scoring.score_folders(tmp_path / "sr", tmp_path / "hr", 2, ["psnr"], border=-1)
+
+
+def test_one_image_has_no_interval_and_every_note_has_a_reason(pipeline: Path) -> None:
+    """One test image: a bootstrap of one difference is a zero-width interval that claims
+    certainty, so the interval is empty (undefined) with the reason; a non-finite value whose
+    reason was not recorded still gets a note that says where to look."""
+    runs = ("bicubic-x2", "m-l1-x2", "m-sgl-x2")
+    prepared = pipeline / "data/prepared/x2/tiny"
+    for folder in [
+        prepared / "hr",
+        prepared / "lr",
+        *(pipeline / f"results/sr/{r}/tiny" for r in runs),
+    ]:
+        for name in ("img1.png", "img2.png"):
+            (folder / name).unlink()
+    _set_metrics(pipeline, ["psnr"])
+    cfg = load_config(pipeline / "params.yaml")
+    for run in ("bicubic-x2", "m-l1-x2", "m-sgl-x2"):
+        evaluate.run(cfg, run)
+    _, _, paired_path = summarize(cfg)
+    (pair,) = [r for r in _read_csv(paired_path) if r["metric"] == "psnr"]
+    assert pair["n"] == "1" and float(pair["mean_diff"]) != 0
+    assert (pair["ci_low"], pair["ci_high"]) == ("", "")
+    assert "one image" in pair["notes"]
+    folder = pipeline / "results/metrics/m-l1-x2"
+    numbers = json.loads((folder / "metrics.json").read_text())
+    info = json.loads((folder / "metrics_info.json").read_text())
+    numbers["tiny"]["psnr"] = None
+    info["sets"]["tiny"]["nonfinite"] = {"psnr": {"value": "nan", "why": ""}}
+    (folder / "metrics.json").write_text(json.dumps(numbers))
+    (folder / "metrics_info.json").write_text(json.dumps(info))
+    summary_path, _, _ = summarize(cfg)
+    row = next(r for r in _read_csv(summary_path) if r["run"] == "m-l1-x2")
+    assert "psnr undefined: no reason recorded" in row["notes"]

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from conftest import smooth_rgb
 
+from sgsr.config import write_run_index
 from sgsr.data.common import download_cache
 from sgsr.data.fetch import OfflineError
 from sgsr.imaging import write_image
@@ -38,8 +39,9 @@ def test_the_profile_stages_are_the_root_stages_plus_the_pretrained_dependencies
     root = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     ours = yaml.safe_load((PROFILE / "dvc.yaml").read_text())["stages"]
     for name, stage in ours.items():
-        assert stage["cmd"] == root[name]["cmd"], name
-    assert "models/pretrained" in ours["train"]["deps"]
+        assert stage.get("foreach") == root[name].get("foreach"), name
+        assert stage.get("do", stage)["cmd"] == root[name].get("do", root[name])["cmd"], name
+    assert "models/pretrained" in ours["train"]["do"]["deps"]
     assert {"models", "train.init_from"} <= set(ours["download"]["params"])
 
 
@@ -58,6 +60,7 @@ def test_finetune_profile_runs_end_to_end_through_dvc(tmp_path: Path) -> None:
     for key, value in TINY.items():
         params[key] = {**params[key], **value} if isinstance(value, dict) else value
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_run_index(repo / "params.yaml")  # the runs: block dvc.yaml expands over
     for i in range(3):
         write_image(repo / "datasets" / "tr" / f"t{i}.png", smooth_rgb(i, 40, 36))
     write_image(repo / "datasets" / "te" / "a.png", smooth_rgb(9, 24, 20))

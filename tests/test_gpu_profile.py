@@ -39,7 +39,7 @@ def test_gpu_profile_runs_end_to_end_on_cpu_with_tiny_params(
     folder = make_profile_copy(tmp_path / "repo", TINY, env=env)
     _, out = dvc_repro(folder, env=env)
     ran = stages_run(out)
-    assert {"download", "prepare", "bicubic@4", "summarize", "report"} <= set(ran)
+    assert {"download", "prepare", "bicubic@bicubic-x4", "summarize", "report"} <= set(ran)
     trains = [s for s in ran if s.startswith("train")]
     assert len(trains) == 4, ran
     # two runs per process: the first train stage of each pair trained its companion too

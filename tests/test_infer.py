@@ -37,13 +37,36 @@ def _lr(h: int = 40, w: int = 52, channels: int = 3, seed: int = 0) -> torch.Ten
 def test_one_tile_is_bitwise_whole_image_inference(small_edsr: torch.nn.Module) -> None:
     lr = _lr()
     with torch.inference_mode():
-        direct = small_edsr(lr).clamp(0, 1)
+        direct = small_edsr(lr.contiguous(memory_format=torch.channels_last)).clamp(0, 1)
     whole = infer.upscale(small_edsr, lr, 4, tile=0)
     big_tile = infer.upscale(small_edsr, lr, 4, tile=64, overlap=8)
     assert whole.shape == (1, 3, 160, 208)
     assert torch.equal(whole, direct)
     assert torch.equal(big_tile, direct)
     assert not whole.is_inference()  # callers may modify it in place
+
+
+def test_cpu_runs_channels_last_within_one_grey_level_of_the_contiguous_layout(
+    small_edsr: torch.nn.Module,
+) -> None:
+    seen: list[bool] = []
+    hook = small_edsr.head.register_forward_pre_hook(
+        lambda _m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    try:
+        image = imaging.to_uint8(_lr(36, 44))
+        for tile in (0, 16):
+            fast = infer.upscale_image(small_edsr, image, 4, tile=tile, overlap=4)
+            plain = infer.upscale_image(
+                small_edsr, image, 4, tile=tile, overlap=4, memory_format=torch.contiguous_format
+            )
+            levels = np.abs(fast.astype(int) - plain.astype(int))
+            assert levels.max() <= 1 and (levels > 0).mean() < 0.01, (tile, levels.max())
+    finally:
+        hook.remove()
+    assert seen and seen[0] is True and seen[-1] is False  # the default on the CPU; the override
+    assert infer.memory_format_for(torch.device("cpu")) == torch.channels_last
+    assert infer.memory_format_for(torch.device("cuda")) == torch.contiguous_format
 
 
 def test_small_tiles_stay_within_the_stated_tolerance(small_edsr: torch.nn.Module) -> None:

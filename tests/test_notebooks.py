@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sgsr import report
+from sgsr import layout, report
 from sgsr.imaging import downscale, mod_crop, upscale_bicubic, write_image
 from sgsr.metrics import psnr
 from sgsr.runs import parse_run
@@ -63,6 +63,7 @@ def build_fake_pipeline(
     Returns the run names.
     """
     rng = np.random.default_rng(0)
+    mark_pipeline(root)
     base = f"{MODEL}-l1-x{scale}"
     cand = f"{MODEL}-sgl-x{scale}"
     bic = f"bicubic-x{scale}"
@@ -214,6 +215,14 @@ def build_fake_pipeline(
             json.dumps({"train": {"l1": 0.01}, "val": {"psnr": 26.1}, "step": 29})
         )
     return {"baseline": base, "candidate": cand, "bicubic": bic, "scale": scale}
+
+
+def mark_pipeline(root: Path) -> Path:
+    """What makes a folder a pipeline for the notebooks' walk up: dvc.yaml and params.yaml."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "dvc.yaml").write_text("stages: {}\n")
+    (root / "params.yaml").write_text("seed: 0\n")
+    return root
 
 
 def _tsv(path: Path, column: str, steps, values) -> None:
@@ -371,7 +380,7 @@ def test_04_results(fake_pipeline, tmp_path: Path) -> None:
     top = d.sort_values(ascending=False).index[:2]
     assert zooms == sorted(f"04_zoom_{s}_{i}.png" for s, i in top)
     # offline LPIPS is said, with evaluate's reason, not hidden
-    assert "lpips: no values in summary.csv" in text and "alexnet weights absent" in text
+    assert "lpips: no values, column left out: alexnet weights absent" in text
     assert "comparisons at x2" in text
 
 
@@ -414,8 +423,7 @@ EMPTY_MESSAGES = {
 @pytest.mark.slow
 @pytest.mark.parametrize("name", report.NOTEBOOKS)
 def test_notebook_on_an_empty_pipeline_says_what_is_missing(name: str, tmp_path: Path) -> None:
-    root = tmp_path / "empty"
-    root.mkdir()
+    root = mark_pipeline(tmp_path / "empty")
     figs = tmp_path / "figs"
     nb = _execute(name, root, {"scale": 3, "figures_dir": str(figs)}, tmp_path)
     text, pngs = _outputs(nb)
@@ -423,3 +431,58 @@ def test_notebook_on_an_empty_pipeline_says_what_is_missing(name: str, tmp_path:
         assert message in text, (name, message, text)
     assert pngs == 0
     assert not figs.exists() or not any(figs.iterdir())
+
+
+def test_find_pipeline_walks_up_or_takes_the_parameter(tmp_path: Path) -> None:
+    root = mark_pipeline(tmp_path / "repo")
+    study = mark_pipeline(root / "profiles" / "study")
+    (root / "notebooks").mkdir()
+    assert layout.find_pipeline(start=root / "notebooks") == Path("..")
+    assert layout.find_pipeline(start=root) == Path(".")
+    assert layout.find_pipeline(start=study) == Path(".")  # the nearest one
+    # an explicit folder: relative to the kernel's folder, else to the pipeline found above it
+    assert layout.find_pipeline("profiles/study", start=root / "notebooks") == Path(
+        "../profiles/study"
+    )
+    assert layout.find_pipeline("../profiles/study", start=root / "notebooks") == Path(
+        "../profiles/study"
+    )
+    with pytest.raises(FileNotFoundError, match="'profiles/nosuch' is not a folder"):
+        layout.find_pipeline("profiles/nosuch", start=root / "notebooks")
+    with pytest.raises(FileNotFoundError, match="pass the `pipeline` parameter"):
+        layout.find_pipeline(start=tmp_path)
+    # a hand run never writes into reports/figures (a DVC output) unless told to
+    assert layout.notebook_figures(None, Path("..")) == Path("figures")
+    assert layout.notebook_figures("reports/figures", Path("..")) == Path("../reports/figures")
+
+
+@pytest.mark.slow
+def test_notebooks_run_from_their_folder_with_nbconvert(tmp_path: Path) -> None:
+    """What a user does: `jupyter nbconvert --execute` (or Jupyter, which also starts the
+    kernel in the notebook's folder) on the notebooks of a pipeline, with default parameters."""
+    import shutil
+    import subprocess
+    import sys
+
+    root = tmp_path / "repo"
+    runs = build_fake_pipeline(root, scale=4)
+    shutil.copytree(NOTEBOOKS, root / "notebooks")
+    out = tmp_path / "executed"
+    names = [f"{n}.ipynb" for n in report.NOTEBOOKS]
+    cmd = [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+           "--output-dir", str(out), *names]  # fmt: skip
+    done = subprocess.run(cmd, cwd=root / "notebooks", capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    texts = {n: _outputs(nbformat.read(str(out / f"{n}.ipynb"), as_version=4))
+             for n in report.NOTEBOOKS}  # fmt: skip
+    run_list = f"runs: {runs['bicubic']}, {runs['baseline']}, {runs['candidate']};"
+    assert run_list in texts["04_results"][0], texts["04_results"][0]
+    assert "No results/summary.csv" not in texts["04_results"][0]
+    assert runs["candidate"] in texts["01_data"][0] and "train/sgl" in texts["03_training"][0]
+    for name, (text, pngs) in texts.items():
+        assert pngs >= 2, (name, text)
+        assert "pipeline: ..; figures saved to figures" in text, name
+    figures = sorted(p.name for p in (root / "notebooks" / "figures").iterdir())
+    assert "04_paired_heatmap.png" in figures and "03_curves_train.png" in figures
+    assert "01_lr_hr_pairs.png" in figures and "02_gradient_maps.png" in figures
+    assert not (root / "reports").exists()  # the DVC output is left alone

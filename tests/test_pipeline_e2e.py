@@ -39,7 +39,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 def test_default_profile_produces_report_metrics_and_figures(pipeline: tuple[Path, str]) -> None:
     repo, out = pipeline
-    assert {f"train@{r.replace('-x4', '-4')}" for r in RUNS} <= _ran(out)
+    assert {f"train@{r}" for r in RUNS} | {"bicubic@bicubic-x4"} <= _ran(out)
     for run in (*RUNS, "bicubic-x4"):
         metrics = json.loads((repo / "results/metrics" / run / "metrics.json").read_text())
         assert list(metrics) == ["sample_test"]  # numbers only: one dvc column per metric
@@ -145,20 +145,24 @@ def test_changing_the_sgl_weight_reruns_exactly_its_dependants(pipeline: tuple[P
     repo, _ = pipeline
     _, out = dvc(["exp", "run", "-S", "losses.sgl.sgl.weight=0.05"], repo)
     assert _ran(out) == {
-        "train@edsr_tiny-sgl-4",
-        "infer@edsr_tiny-sgl-4",
-        "evaluate@edsr_tiny-sgl-4",
+        "train@edsr_tiny-sgl-x4",
+        "infer@edsr_tiny-sgl-x4",
+        "evaluate@edsr_tiny-sgl-x4",
         "summarize",
         "report",
     }, out
 
 
-def test_metrics_show_has_one_column_per_metric(pipeline: tuple[Path, str]) -> None:
+def test_metrics_show_has_one_column_per_run_and_metric(pipeline: tuple[Path, str]) -> None:
+    """One metrics file (results/metrics.json) with short keys: `<loss>.<metric>` for the
+    default profile's one model, scale and test set; the per-run files are not DVC metrics."""
     repo, _ = pipeline
     _, out = dvc(["metrics", "show"], repo)
-    header = out.splitlines()[0].split()
-    assert "sample_test.psnr" in header and "sample_test.n_images" in header
-    assert not [h for h in header if h.split(".")[0] in ("notes", "unavailable", "run", "model")]
+    lines = out.splitlines()
+    header = lines[0].split()
+    assert {"l1.psnr", "sgl.psnr", "sgl.ssim", "bicubic.psnr"} <= set(header), header
+    assert not [h for h in header if "/" in h or h.split(".")[-1] in ("notes", "n_images")]
+    assert [ln.split()[0] for ln in lines[1:] if ln.strip()] == ["results/metrics.json"]
 
 
 def test_replicate_seeds_run_through_dvc_and_summarize(tmp_path: Path) -> None:
@@ -171,7 +175,7 @@ def test_replicate_seeds_run_through_dvc_and_summarize(tmp_path: Path) -> None:
         tmp_path / "repo", {"experiment": {"replicates": [1]}, "train": train}
     )
     _, out = dvc(["repro", "summarize"], repo)
-    assert {"train_seed@edsr_tiny-l1-4-1", "evaluate_seed@edsr_tiny-sgl-4-1"} <= _ran(out)
+    assert {"train@edsr_tiny-l1-x4-s1", "evaluate@edsr_tiny-sgl-x4-s1"} <= _ran(out)
     card = json.loads((repo / "models/edsr_tiny-sgl-x4-s1/run.json").read_text())
     assert card["seed"] == 1 and card["run"] == "edsr_tiny-sgl-x4-s1"
     with open(repo / "results/summary_seeds.csv", newline="") as fh:

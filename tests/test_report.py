@@ -267,6 +267,15 @@ def test_report_stage_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     html = html_path.read_text()
     for n in report.NOTEBOOKS:
         assert f'id="sec-{n}"' in html and f'href="#sec-{n}"' in html
+    # results first, then the curves, then the data
+    order = [html.index(f'id="sec-{n}"') for n in report.SHOWN_ORDER]
+    assert order == sorted(order) and report.SHOWN_ORDER[0] == "04_results"
+    assert html.index("Summary per set") < html.index("At a glance") < html.index("Each metric per")
+    # no internal dumps or truncated specs
+    for noise in ("no reason recorded", "hr.npy", "dtype", "notes:", "...</td>"):
+        assert noise not in html, noise
+    assert "{l1: 1.0, sgl: {weight: 0.1, operator: laplacian}}" in html  # the full loss spec
+    _check_layout(html_path, tmp_path)
     assert len(IMG.findall(html)) >= len(figures)
     assert not re.search(r"<(script|link)\b[^>]*(src|href)=[\"']?https?://", html)
     assert not list(pipeline.glob(".reports*"))  # no temp folder left behind
@@ -385,3 +394,54 @@ def test_the_kernel_processs_own_stderr_goes_to_the_debug_log(tmp_path: Path) ->
         assert runs[level].returncode == 0, runs[level].stderr
     assert "raw-kernel-stderr-marker" not in runs["INFO"].stderr
     assert "raw-kernel-stderr-marker" in runs["DEBUG"].stderr
+
+
+PAGE_PX = 1400  # the browser window the report is checked at
+
+
+def _check_layout(html_path: Path, tmp_path: Path) -> None:
+    """Every table and figure of the report fits the page at PAGE_PX, measured by headless
+    Chromium when it is installed (the layout a reader gets), else estimated from the cell
+    text (7.5 px per character) and the PNG widths."""
+    import base64
+    import io
+    import shutil
+    import subprocess
+
+    from PIL import Image
+
+    html = html_path.read_text()
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium:
+        probe = tmp_path / "probe.html"
+        script = """<script>
+        const main = document.querySelector('main') || document.body;
+        const page = main.clientWidth;
+        const t = [...document.querySelectorAll('table')].map(e => e.scrollWidth);
+        const i = [...document.querySelectorAll('img')].map(e => [e.naturalWidth, e.width]);
+        const out = document.createElement('pre'); out.id = 'measured';
+        out.textContent = JSON.stringify({page: page, tables: t, images: i});
+        document.body.appendChild(out);</script>"""
+        probe.write_text(html.replace("</body>", script + "</body>"))
+        cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
+               f"--window-size={PAGE_PX},2000", probe.as_uri()]  # fmt: skip
+        dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+        found = re.search(r'<pre id="measured">(.*?)</pre>', dom, re.S)
+        assert found, dom[-2000:]
+        measured = json.loads(found.group(1).replace("&quot;", '"'))
+        page, tables = measured["page"], measured["tables"]
+        assert 900 <= page <= 1200, measured  # main's max-width
+        assert tables and max(tables) <= page, measured
+        assert all(shown <= page for _, shown in measured["images"]), measured
+        return
+    page = 1200
+    for table in re.findall(r"<table.*?</table>", html, re.S):
+        rows = [re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", r, re.S)
+                for r in re.findall(r"<tr.*?</tr>", table, re.S)]  # fmt: skip
+        cols = max(len(r) for r in rows)
+        widths = [max(len(re.sub("<[^>]+>", "", r[k]).strip()) for r in rows if k < len(r))
+                  for k in range(cols)]  # fmt: skip
+        assert sum(7.5 * w + 16 for w in widths) <= page, widths
+    for data in re.findall(r'src="data:image/png;base64,([^"]+)"', html):
+        with Image.open(io.BytesIO(base64.b64decode(data))) as im:
+            assert im.width >= 300, im.size  # large enough to read once scaled to the page

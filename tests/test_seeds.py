@@ -7,7 +7,6 @@ A configuration (model, loss, scale) is trained once per seed: the primary seed 
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import subprocess
@@ -22,7 +21,6 @@ from sgsr.runs import parse_run, run_name
 
 REPO = Path(__file__).resolve().parents[1]
 FAMILIES = ("train", "infer", "evaluate")
-PRIMARY = "${item.model}-${item.loss}-x${item.scale}"
 
 
 def _raw(**experiment: Any) -> dict:
@@ -132,38 +130,19 @@ def test_cli_runs_lists_replicates(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 # --------------------------------------------------------------------------------------------
-# dvc.yaml: the two stage families
+# dvc.yaml: one stage per run, named after it
 
 
-def _seeded(value: Any) -> Any:
-    """The primary family's definition with the seed substituted in every run name."""
-    if isinstance(value, str):
-        return value.replace(PRIMARY, PRIMARY + "-s${item.seed}")
-    if isinstance(value, list):
-        return [_seeded(v) for v in value]
-    if isinstance(value, dict):
-        return {_seeded(k): _seeded(v) for k, v in value.items()}
-    return value
-
-
-@pytest.mark.parametrize("stage", FAMILIES)
-def test_seeded_stages_equal_the_primary_ones_up_to_the_seed(stage: str) -> None:
-    """The replicate family cannot drift from the primary one: it is the primary definition
-    with ``-s${item.seed}`` in run names, a seed axis, and (train) no ``seed`` param."""
+def test_per_run_stages_expand_over_the_runs_block_by_name() -> None:
+    """Replicates are runs like the others: one family, keyed by run name, so adding seeds
+    renames no stage; train depends on the primary seed (summarize's bootstrap too)."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    expected = _seeded(copy.deepcopy(stages[stage]))
-    expected["matrix"]["seed"] = "${experiment.replicates}"
-    if "seed" in expected.get("params", []):
-        expected["params"].remove("seed")
-    assert stages[f"{stage}_seed"] == expected
-    assert PRIMARY + "-s${item.seed}" in json.dumps(stages[f"{stage}_seed"])
-
-
-def test_primary_train_depends_on_seed_and_replicates_do_not() -> None:
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    assert "seed" in stages["train"]["params"]
-    assert "seed" not in stages["train_seed"]["params"]
-    assert "seed" in stages["summarize"]["params"]  # its bootstrap is seeded by it
+    for fam in FAMILIES:
+        assert stages[fam]["foreach"] == "${runs.trained}"
+        assert stages[fam]["do"]["cmd"] == f"sgsr {fam} --run ${{key}}"
+    assert not [s for s in stages if s.endswith("_seed")]
+    assert "seed" in stages["train"]["do"]["params"]
+    assert "seed" in stages["summarize"]["params"]
 
 
 def _stage_list(replicates: list[int], tmp_path: Path) -> dict[str, str]:
@@ -177,22 +156,17 @@ def _stage_list(replicates: list[int], tmp_path: Path) -> dict[str, str]:
     return dict(re.split(r"\s+", line.strip(), maxsplit=1) for line in out.stdout.splitlines())
 
 
-def test_dvc_expands_one_stage_per_replicate_and_none_without(tmp_path: Path) -> None:
+def test_dvc_names_each_stage_after_its_run_replicates_included(tmp_path: Path) -> None:
     stages = _stage_list([1, 2], tmp_path / "with")
-    seeded = sorted(s for s in stages if "_seed@" in s)
-    assert seeded == sorted(
-        f"{fam}_seed@edsr_tiny-{loss}-4-{seed}"
-        for fam in FAMILIES
-        for loss in ("l1", "sgl")
-        for seed in (1, 2)
-    )
-    assert "models/edsr_tiny-sgl-x4-s2" in stages["train_seed@edsr_tiny-sgl-4-2"]
-    assert "results/sr/edsr_tiny-l1-x4-s1" in stages["infer_seed@edsr_tiny-l1-4-1"]
-    # the primary stages keep their names and outputs (existing locks stay valid)
-    assert "models/edsr_tiny-l1-x4," in stages["train@edsr_tiny-l1-4"] + ","
+    runs = [run_name("edsr_tiny", loss, 4, seed) for loss in ("l1", "sgl") for seed in (None, 1, 2)]
+    per_run = sorted(s for s in stages if s.split("@")[0] in FAMILIES)
+    assert per_run == sorted(f"{fam}@{r}" for fam in FAMILIES for r in runs)
+    assert "models/edsr_tiny-sgl-x4-s2" in stages["train@edsr_tiny-sgl-x4-s2"]
+    assert "results/sr/edsr_tiny-l1-x4-s1" in stages["infer@edsr_tiny-l1-x4-s1"]
+    assert "models/edsr_tiny-l1-x4," in stages["train@edsr_tiny-l1-x4"] + ","
+    assert "bicubic@bicubic-x4" in stages
     without = _stage_list([], tmp_path / "without")
-    assert not [s for s in without if "_seed" in s]
-    assert set(without) == {s for s in stages if "_seed" not in s}
+    assert set(without) == {s for s in stages if not re.search(r"-s\d+$", s)}
 
 
 # --------------------------------------------------------------------------------------------

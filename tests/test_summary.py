@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from sgsr.config import load_config
-from sgsr.summary import PAIRED_COLUMNS, SEEDS_COLUMNS, summarize
+from sgsr.summary import PAIRED_COLUMNS, SEEDS_COLUMNS, metric_keys, summarize
 
 # per run: {image: (psnr, gmsd)}, FID of the set, FID of 4 image resamples
 RUNS = {
@@ -101,6 +101,43 @@ def test_summary_rows_per_run_with_seed_and_fid_ci(pipeline: Path) -> None:
     # FID CI at ci 0.5: the 25th and 75th percentiles of [12, 13, 11, 12.5] (linear): 11.75, 12.625
     assert float(l1_s1["fid_ci_low"]) == pytest.approx(11.75)
     assert float(l1_s1["fid_ci_high"]) == pytest.approx(12.625)
+
+
+def test_one_dvc_metrics_file_with_short_keys(pipeline: Path) -> None:
+    """What `dvc exp show` lists: one file, a key per run (the loss, with the seed for a
+    replicate), set level and model left out where there is only one of them."""
+    summarize(load_config(pipeline / "params.yaml"))
+    doc = json.loads((pipeline / "results" / "metrics.json").read_text())
+    assert list(doc) == ["bicubic", "l1", "l1-s1", "l1-s2", "sgl", "sgl-s1", "sgl-s2"]
+    assert doc["l1-s1"] == {"psnr": 31.5, "gmsd": pytest.approx(0.12), "fid": 12.0}
+    assert doc["bicubic"]["psnr"] == 28.5
+
+
+def test_dvc_metrics_pick_what_the_metrics_file_holds(pipeline: Path) -> None:
+    params = yaml.safe_load((pipeline / "params.yaml").read_text())
+    params["evaluate"]["dvc_metrics"] = ["psnr"]
+    (pipeline / "params.yaml").write_text(yaml.safe_dump(params))
+    summary, _, _ = summarize(load_config(pipeline / "params.yaml"))
+    doc = json.loads((pipeline / "results" / "metrics.json").read_text())
+    assert doc["sgl"] == {"psnr": 32.0} and "gmsd" in _rows(summary)[0]  # summary keeps all
+    params["evaluate"]["dvc_metrics"] = ["lpips"]
+    (pipeline / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ValueError, match=r"evaluate.dvc_metrics: each must be one of evaluate"):
+        load_config(pipeline / "params.yaml")
+
+
+def test_metric_keys_keep_the_parts_that_vary() -> None:
+    names = ["bicubic-x2", "bicubic-x4", "a-l1-x2", "b-l1-x4", "a-sgl-x4-s1"]
+    assert list(metric_keys(names).values()) == [
+        "bicubic-x2", "bicubic-x4", "a-l1-x2", "b-l1-x4", "a-sgl-x4-s1",
+    ]  # fmt: skip
+    assert metric_keys(["bicubic-x4", "m-l1-x4", "n-l1-x4"]) == {
+        "bicubic-x4": "bicubic", "m-l1-x4": "m-l1", "n-l1-x4": "n-l1",
+    }  # fmt: skip
+    # a loss named like the baseline: short keys would collide, so full names
+    assert metric_keys(["bicubic-x4", "m-bicubic-x4"]) == {
+        "bicubic-x4": "bicubic-x4", "m-bicubic-x4": "m-bicubic-x4",
+    }  # fmt: skip
 
 
 def test_seed_table_mean_sd_and_traceable_values(pipeline: Path) -> None:

@@ -283,8 +283,10 @@ def bad_params() -> dict:
 
 
 def test_bad_params_fail_with_one_message_naming_every_bad_key():
+    from sgsr.preflight import parse
+
     with pytest.raises(ConfigError) as info:
-        parse_config(bad_params())
+        parse(bad_params())
     msg = str(info.value)
     for key in ("models.net.arch", "experiment.scales", "train.lr", "train.batch_size"):
         assert key in msg, f"{key} missing from: {msg}"
@@ -339,7 +341,6 @@ def build_store(root: Path) -> None:
     cut into x2 patches, 1 held out as the validation split, 1 as a test set."""
     from skimage import data as skdata
 
-    from sgsr.config import parse_config
     from sgsr.data import prepare
     from sgsr.imaging import write_image
 
@@ -508,3 +509,32 @@ def test_weights_files_are_byte_reproducible(tmp_path):
         blobs.add((tmp_path / f"w{i}.safetensors").read_bytes())
     assert len(blobs) == 1
     assert_same_state(load_file(str(tmp_path / "w0.safetensors")), state)
+
+
+def test_zero_iterations_writes_the_initial_weights_as_they_are(tmp_path, prepared, monkeypatch):
+    """train.iterations: 0 is a zero-shot run: the warm-start weights, untouched, evaluated by
+    the same infer/evaluate stages as every trained run."""
+    from safetensors.torch import save_file
+
+    from sgsr.config import load_config
+    from sgsr.train import run
+
+    model = build_model("edsr_baseline", scale=2, n_resblocks=1, n_feats=8)
+    start = {k: torch.randn_like(v) for k, v in model.state_dict().items()}
+    save_file(start, str(tmp_path / "start.safetensors"))
+    tmp = stage_dir(tmp_path / "p", prepared, iterations=0, init_from="../start.safetensors")
+    monkeypatch.chdir(tmp)
+    out = run(load_config("params.yaml"), "tiny-l1-x2")
+    got = load_weights(out)
+    assert got.keys() == start.keys() and all(torch.equal(got[k], start[k]) for k in start)
+    card = json.loads(Path("models/tiny-l1-x2/run.json").read_text())
+    assert card["iterations"] == 0
+    for folder in ("models/live/tiny-l1-x2", "models/checkpoints/tiny-l1-x2"):
+        assert Path(folder).is_dir() and not any(Path(folder).iterdir())  # DVC's outs exist
+
+
+def test_negative_iterations_are_refused_naming_zero_shot(tmp_path) -> None:
+    from sgsr.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"train\.iterations: must be an integer >= 0 \(0 = "):
+        load_config(stage_params(tmp_path, iterations=-1))

@@ -9,7 +9,8 @@ from safetensors.torch import save_file
 from tiny_sr import TinySRVGG, randomize
 from torch import nn
 
-from sgsr.config import ConfigError, TrainConfig, parse_config
+from sgsr import preflight
+from sgsr.config import ConfigError, TrainConfig
 from sgsr.losses import build_loss
 from sgsr.models import build_model
 from sgsr.models.common import ModelArgumentError
@@ -67,7 +68,7 @@ def test_params_name_the_bad_community_key() -> None:
         "experiment": {"models": ["rrdb"], "losses": ["l1"], "scales": [2]},
     }
     with pytest.raises(ConfigError, match=r"models\.rrdb\.weights: .*x4 network.*x2"):
-        parse_config(raw)
+        preflight.parse(raw)
 
 
 def test_a_pinned_local_file_that_changed_is_refused(compact_file) -> None:

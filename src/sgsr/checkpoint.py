@@ -142,7 +142,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 #: TrainConfig keys that change only bookkeeping, never the trained weights; a checkpoint stays
 #: resumable when they change. Every other key (and seed, model, loss, scale, data) is hashed.
 BOOKKEEPING_KEYS = (
-    "checkpoint_every", "val_every", "log_every", "num_workers", "device",
+    "checkpoint_every", "val_every", "log_every", "num_workers", "device", "diverge_factor",
     *IMPLEMENTATION_KEYS,  # how a step runs, not what it computes (sgsr.optim)
 )  # fmt: skip
 

@@ -1,7 +1,9 @@
 """The ``sgsr`` command: one subcommand per pipeline stage, plus tools for users' own images.
 
 Each subcommand is a thin wrapper: parse arguments, load params, call one library function.
-Heavy modules are imported inside the handlers so ``sgsr --help`` stays instant.
+Heavy modules are imported inside the handlers, so ``sgsr --help``, ``sgsr runs`` and
+``sgsr results`` never import torch (tests/test_cli.py pins it); a pipeline stage loads its
+params through sgsr.preflight, which checks that every model and loss can be built.
 """
 
 from __future__ import annotations
@@ -14,14 +16,19 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from sgsr.config import DEFAULT_MAX_PIXELS, Config, ConfigError, load_config
+from sgsr import __version__
+from sgsr.config import DEFAULT_MAX_PIXELS, Config, ConfigError, load_config, write_run_index
+from sgsr.metric_registry import NAMES as METRIC_NAMES
 
 #: Each pipeline stage ends with one INFO line on this logger (``sgsr <stage>: ...``).
 log = logging.getLogger("sgsr.cli")
 
 
 def _cfg(args: argparse.Namespace) -> Config:
-    return load_config(args.params)
+    """The params a pipeline stage runs on, checked to be buildable (sgsr.preflight)."""
+    from sgsr import preflight
+
+    return preflight.load(args.params)
 
 
 def _download(args: argparse.Namespace) -> None:
@@ -78,7 +85,13 @@ def _evaluate(args: argparse.Namespace) -> None:
     if args.sr or args.hr:
         if not (args.sr and args.hr and args.scale is not None):
             raise ValueError("scoring folders needs all of --sr DIR --hr DIR --scale S")
-        metrics = tuple(args.metrics.split(",")) if args.metrics else ("psnr", "ssim")
+        metrics = ("psnr", "ssim")
+        if args.metrics is not None:
+            metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+            if not metrics:
+                raise ValueError(
+                    f"--metrics {args.metrics!r} names no metric; leave it out for psnr,ssim"
+                )
         result = scoring.score_folders(
             Path(args.sr),
             Path(args.hr),
@@ -126,6 +139,13 @@ def _report(args: argparse.Namespace) -> None:
     log.info("%s (%d figures; the executed notebooks are beside it)", shown, figures)
 
 
+def _plots(args: argparse.Namespace) -> None:
+    from sgsr.dvc_plots import show
+
+    index = show(Path(args.params).parent, args.out, args.targets)
+    log.info("%s (offline: vega is inline)", index)
+
+
 def _results(args: argparse.Namespace) -> None:
     from sgsr.results import show
 
@@ -135,9 +155,9 @@ def _results(args: argparse.Namespace) -> None:
 def _upscale(args: argparse.Namespace) -> None:
     from sgsr.infer import upscale_path
 
-    upscale_path(
-        Path(args.input),
-        Path(args.output),
+    written = upscale_path(
+        args.input,  # as typed: Path("") would be the current folder
+        args.output,
         weights=Path(args.weights),
         tile=args.tile,
         overlap=args.overlap,
@@ -145,11 +165,29 @@ def _upscale(args: argparse.Namespace) -> None:
         on_bad_image=args.on_bad_image,
         max_pixels=args.max_pixels,
     )
+    where = written[0] if written and Path(args.input).is_file() else Path(args.output)
+    log.info("%d image(s) upscaled with %s -> %s", len(written), args.weights, where)
 
 
 def _runs(args: argparse.Namespace) -> None:
-    for run in _cfg(args).runs:
+    if args.write:
+        _write_runs(Path(args.params))
+    for run in load_config(args.params).runs:
         print(run.name)
+
+
+def _write_runs(params: Path) -> None:
+    """``sgsr runs --write``: the params' runs: block, then the stage names of the lock beside."""
+    import yaml
+
+    from sgsr import run_index
+
+    if write_run_index(params):
+        print(f"{params}: runs: block regenerated from experiment:", file=sys.stderr)
+    lock = params.parent / "dvc.lock"
+    seed = (yaml.safe_load(params.read_text()) or {}).get("seed", 0)
+    if lock.is_file() and (n := run_index.rename_lock_file(lock, seed)):
+        print(f"{lock}: {n} stage(s) renamed to run names", file=sys.stderr)
 
 
 def _positive_int(text: str) -> int:
@@ -189,29 +227,36 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sgsr",
         description="Super-resolution with a second-order gradient loss: stages and tools.",
     )
+    parser.add_argument("--version", action="version", version=f"sgsr {__version__}")
     parser.add_argument(
-        "--params", default="params.yaml", help="params file (default: %(default)s)"
+        "--params",
+        default="params.yaml",
+        help="params file of the pipeline commands (default: %(default)s)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(
-        name: str, fn: Callable[[argparse.Namespace], None], help: str
+        name: str, fn: Callable[[argparse.Namespace], None], help: str, params: bool = True
     ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
-        p.add_argument("--params", default=argparse.SUPPRESS, help="params file")
+        if params:
+            p.add_argument(
+                "--params",
+                default=argparse.SUPPRESS,
+                help="params file (default: params.yaml, or the --params before the command)",
+            )
         p.set_defaults(func=fn)
         return p
 
+    run_help = "run name <model>-<loss>-x<scale>[-s<seed>] as `sgsr runs` lists it"
     add("download", _download, "fetch the data sets and the LPIPS/FID/LPIPS-VGG weights")
     add("prepare", _prepare, "mod-crop HR, make MATLAB-bicubic LR, build the patch store")
     p = add("train", _train, "train one run (resumes from its checkpoint)")
-    p.add_argument(
-        "--run", required=True, help="run name <model>-<loss>-x<scale>[-s<seed>] (sgsr runs)"
-    )
+    p.add_argument("--run", required=True, help=run_help)
     p = add("infer", _infer, "upscale every test set with one run (or bicubic-x<s>)")
-    p.add_argument("--run", required=True)
+    p.add_argument("--run", required=True, help=f"{run_help}, or bicubic-x<scale>")
     p = add("evaluate", _evaluate, "score a run's SR images, or any folder pair with --sr/--hr")
-    p.add_argument("--run", help="pipeline run to score")
+    p.add_argument("--run", help=f"pipeline run to score ({run_help}, or bicubic-x<scale>)")
     p.add_argument("--sr", help="folder of SR images (matched to --hr by file stem)")
     p.add_argument("--hr", help="folder of ground-truth HR images")
     p.add_argument(
@@ -223,8 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="pixels cropped from every side before scoring (default: the scale, the protocol; "
         "0 for calibration against published whole-image values)",
     )
-    p.add_argument("--metrics", help="comma-separated metrics (default: psnr,ssim)")
-    p.add_argument("--pretrained", help="folder with LPIPS/FID weights (models/pretrained)")
+    p.add_argument(
+        "--metrics",
+        help=f"comma-separated metrics, of: {', '.join(METRIC_NAMES)} (default: psnr,ssim)",
+    )
+    p.add_argument(
+        "--pretrained",
+        help="folder with the LPIPS/FID weights `sgsr download` fetched (models/pretrained)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_max_pixels(p, "; with --run, data.max_pixels applies")
     add(
@@ -234,13 +285,33 @@ def build_parser() -> argparse.ArgumentParser:
         "vs the baseline loss)",
     )
     add("report", _report, "execute the notebooks and render reports/report.html")
-    p = add("upscale", _upscale, "apply trained weights to any image file or folder")
+    p = add(
+        "plots",
+        _plots,
+        "dvc plots show with vega inline, so the page works offline (runs overlaid per chart)",
+    )
+    p.add_argument("targets", nargs="*", help="plot ids or files (default: dvc.yaml's plots)")
+    p.add_argument("-o", "--out", default="dvc_plots", help="output folder (default: %(default)s)")
+    p = add("upscale", _upscale, "apply trained weights to any image file or folder", False)
     p.add_argument("input", help="image file or folder")
     p.add_argument("output", help="output file (for a file) or folder")
     p.add_argument("--weights", required=True, help="models/<run>/model.safetensors")
-    p.add_argument("--tile", type=int, default=0, help="tile side in LR pixels (0 = whole image)")
-    p.add_argument("--overlap", type=int, default=16, help="tile overlap in LR pixels")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument(
+        "--tile",
+        type=_non_negative_int,
+        default=0,
+        help="tile side in LR pixels, to bound memory on large images (default: %(default)s, "
+        "the whole image at once)",
+    )
+    p.add_argument(
+        "--overlap",
+        type=_non_negative_int,
+        default=16,
+        help="tile overlap in LR pixels; less than half of --tile (default: %(default)s)",
+    )
+    p.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)"
+    )
     p.add_argument(
         "--on-bad-image",
         choices=("error", "skip"),
@@ -249,7 +320,13 @@ def build_parser() -> argparse.ArgumentParser:
         "with a warning (skip)",
     )
     _add_max_pixels(p)
-    add("runs", _runs, "list the runs the params define (replicate seeds included)")
+    p = add("runs", _runs, "list the runs the params define (replicate seeds included)")
+    p.add_argument(
+        "--write",
+        action="store_true",
+        help="first regenerate the params' runs: block (the stage names dvc.yaml expands) from "
+        "experiment:, and rename matrix-named stages in the dvc.lock beside it to run names",
+    )
     add("results", _results, "print run x set metrics, the gain over bicubic and the report's path")
     return parser
 
@@ -261,12 +338,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.setup(f"sgsr {args.command}")
     try:
         args.func(args)
-    except (ConfigError, ValueError, OSError, ArithmeticError) as exc:
+    except Exception as exc:  # every failure is one message and exit status 2, no traceback
         if os.environ.get("SGSR_DEBUG"):
             raise
-        print(f"sgsr {args.command}: error: {exc}", file=sys.stderr)
+        print(f"sgsr {args.command}: error: {failure_message(exc)}", file=sys.stderr)
         return 2
     return 0
+
+
+def failure_message(exc: BaseException) -> str:
+    """What `main` prints for `exc`. sgsr's own errors (ValueError, OSError, ArithmeticError and
+    their kinds) already name the key or file; anything else is described by its kind, with
+    what to try for running out of memory or nesting, and how to see the traceback."""
+    if isinstance(exc, ConfigError | ValueError | OSError | ArithmeticError):
+        return str(exc)
+    text = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else ""
+    if isinstance(exc, MemoryError) or any(
+        m in text.lower() for m in ("out of memory", "not enough memory")
+    ):  # torch reports its allocators' failures as RuntimeError (OutOfMemoryError on CUDA)
+        return (
+            f"out of memory ({type(exc).__name__}{': ' + text[:200] if text else ''}). Lower "
+            "what sizes the work: train.batch_size, "
+            "infer.tile (or --tile), data.max_pixels (or --max-pixels)"
+        )
+    if isinstance(exc, RecursionError):
+        return f"an input is nested too deeply to read (RecursionError: {exc})"
+    return (
+        f"unexpected {type(exc).__name__}{': ' + text if text else ''}. This is sgsr's bug or an "
+        "input it does not check yet; rerun with SGSR_DEBUG=1 for the traceback and report it"
+    )
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ from typing import Any
 
 import yaml
 
-from sgsr import yamlio
+from sgsr import fsutil, run_index, yamlio
 from sgsr.metric_registry import NAMES as METRIC_NAMES
+from sgsr.names import name_problem
 from sgsr.runs import SCALES, ExperimentConfig, Run, expand_runs, parse_experiment
 
 SOURCES = ("sample", "official", "dir")
@@ -34,6 +35,11 @@ BAD_IMAGE_POLICIES = ("error", "skip")
 #: PNG can declare 30000x30000 (2.7 GB of RGB). 40 MP holds 8K UHD (33 MP) and every SR
 #: benchmark image; `data.max_pixels` (pipeline) and `--max-pixels` (upscale, evaluate) raise it.
 DEFAULT_MAX_PIXELS = 40_000_000
+
+
+#: Most bootstrap resamples (evaluate.bootstrap, fid_bootstrap): beyond this the interval does
+#: not change in any reported digit, and 1e11 would run for days.
+MAX_RESAMPLES = 1_000_000
 
 
 class ConfigError(ValueError):
@@ -72,6 +78,9 @@ class TrainConfig:
     gamma: float = 0.5
     warmup: int = 0
     grad_clip: float = 0.0
+    #: Training stops as diverged when the loss exceeds this many times its lowest value so far
+    #: (a finite explosion: lr 10 takes L1 to 1e25); 0 disables the rule. Never hashed.
+    diverge_factor: float = 1000.0
     ema: float = 0.0
     amp: str = "auto"
     channels_last: bool = True
@@ -114,6 +123,9 @@ class EvaluateConfig:
     fid_bootstrap: int = 1000
     bootstrap: int = 10000
     ci: float = 0.95
+    #: The metrics summarize puts in results/metrics.json, the file DVC shows (empty: every
+    #: one of ``metrics``); a few keep ``dvc exp show`` readable, summary.csv has them all.
+    dvc_metrics: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -175,7 +187,7 @@ _SECTIONS: dict[str, type] = {
     "evaluate": EvaluateConfig,
     "report": ReportConfig,
 }
-_TOP_KEYS = ("seed", "root", *_SECTIONS, "models", "losses", "experiment")
+_TOP_KEYS = ("seed", "root", *_SECTIONS, "models", "losses", "experiment", run_index.KEY)
 
 
 def load_config(path: str | os.PathLike[str] = "params.yaml") -> Config:
@@ -184,12 +196,17 @@ def load_config(path: str | os.PathLike[str] = "params.yaml") -> Config:
     Duplicate keys are refused (sgsr.yamlio), and so is an empty file: running every stage on
     built-in defaults because the params file was truncated is never what was meant.
     """
+    return parse_config(read_params(path), source=str(path))
+
+
+def read_params(path: str | os.PathLike[str]) -> Mapping[str, Any]:
+    """The params file's mapping, as YAML gives it; ConfigError for a file no stage can use."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"params file {path} not found (run from the pipeline folder)")
     try:
         raw = yamlio.loads(path.read_text(), source=str(path))
-    except yamlio.DuplicateKeyError as exc:
+    except (yamlio.DuplicateKeyError, yamlio.AliasBombError) as exc:
         raise ConfigError(str(exc)) from None
     except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
@@ -201,10 +218,42 @@ def load_config(path: str | os.PathLike[str] = "params.yaml") -> Config:
         )
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
-    return parse_config(raw, source=str(path))
+    return raw
+
+
+def write_run_index(path: str | os.PathLike[str] = "params.yaml") -> bool:
+    """Regenerate the params file's ``runs:`` block from its ``experiment`` (sgsr.run_index);
+    True if the file changed. Every other line is kept; the file is replaced atomically."""
+    path = Path(path)
+    raw = dict(read_params(path))
+    raw.pop(run_index.KEY, None)
+    cfg = parse_config(raw, source=str(path))
+    text = path.read_text()
+    new = run_index.rewrite(text, run_index.expected(cfg.runs, cfg.experiment.scales))
+    if new == text:
+        return False
+    fsutil.write_text(path, new)
+    return True
 
 
 def parse_config(raw: Mapping[str, Any], source: str = "params.yaml") -> Config:
+    """The typed params; ConfigError listing every bad key."""
+    cfg, errors = parse_with_errors(raw, source)
+    if errors:
+        raise bad_keys(source, errors)
+    return cfg
+
+
+def bad_keys(source: str, errors: list[str]) -> ConfigError:
+    """The one error that lists every bad key of a params file."""
+    return ConfigError(f"{source}: {len(errors)} bad key(s):\n  - " + "\n  - ".join(errors))
+
+
+def parse_with_errors(
+    raw: Mapping[str, Any], source: str = "params.yaml"
+) -> tuple[Config, list[str]]:
+    """The typed params as far as they make sense, and what is wrong with them (checkers above
+    this module, sgsr.preflight, add their problems to the same message)."""
     errors: list[str] = []
     for key in raw:
         if key not in _TOP_KEYS:
@@ -232,9 +281,10 @@ def parse_config(raw: Mapping[str, Any], source: str = "params.yaml") -> Config:
         **sections,
     )
     _check_values(cfg, errors)
-    if errors:
-        raise ConfigError(f"{source}: {len(errors)} bad key(s):\n  - " + "\n  - ".join(errors))
-    return cfg
+    if run_index.KEY in raw and not errors:
+        want = run_index.expected(runs, experiment.scales)
+        errors.extend(run_index.problems(raw[run_index.KEY], want))
+    return cfg, errors
 
 
 def _mapping(value: Any, key: str, errors: list[str]) -> dict[str, Any]:
@@ -244,6 +294,8 @@ def _mapping(value: Any, key: str, errors: list[str]) -> dict[str, Any]:
     for name in value:
         if not isinstance(name, str):
             errors.append(f"{key}.{name}: names must be strings (quote it), got {name!r}")
+        elif problem := name_problem(name):
+            errors.append(f"{key}: the name {name!r} {problem}")
     return {k: v for k, v in value.items() if isinstance(k, str)}
 
 
@@ -279,7 +331,14 @@ _ELEMENT_TYPES: dict[str, type] = {
     "train.milestones": int,
     "train.freeze": str,
     "evaluate.metrics": str,
+    "evaluate.dvc_metrics": str,
 }
+
+
+def _show(value: Any, limit: int = 200) -> str:
+    """`value`'s repr for a message, cut at `limit` characters (a value may be huge)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def _coerce_elements(values: tuple, kind: type, key: str, errors: list[str]) -> Any:
@@ -295,7 +354,7 @@ def _coerce_elements(values: tuple, kind: type, key: str, errors: list[str]) -> 
         what = "strings"
     if ok:
         return tuple(float(v) for v in values) if kind is float else values
-    errors.append(f"{key}: must be a list of {what}, got {list(values)!r}")
+    errors.append(f"{key}: must be a list of {what}, got {_show(list(values))}")
     return _INVALID
 
 
@@ -304,27 +363,27 @@ def _coerce(value: Any, default: Any, key: str, errors: list[str]) -> Any:
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
-        errors.append(f"{key}: must be true or false, got {value!r}")
+        errors.append(f"{key}: must be true or false, got {_show(value)}")
         return _INVALID
     if isinstance(default, int):
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        errors.append(f"{key}: must be an integer, got {value!r}")
+        errors.append(f"{key}: must be an integer, got {_show(value)}")
         return _INVALID
     if isinstance(default, float):
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
-        errors.append(f"{key}: must be a number, got {value!r}")
+        errors.append(f"{key}: must be a number, got {_show(value)}")
         return _INVALID
     if isinstance(default, tuple):
         if isinstance(value, list | tuple):
             return tuple(value)
-        errors.append(f"{key}: must be a list, got {value!r}")
+        errors.append(f"{key}: must be a list, got {_show(value)}")
         return _INVALID
     if default is None or isinstance(default, str):
         if value is None or isinstance(value, str):
             return value
-        errors.append(f"{key}: must be a string, got {value!r}")
+        errors.append(f"{key}: must be a string, got {_show(value)}")
         return _INVALID
     return value
 
@@ -346,6 +405,12 @@ def _check_values(cfg: Config, errors: list[str]) -> None:
         bad("data.train_sets", list(d.train_sets), "must list at least one set")
     if not d.test_sets:
         bad("data.test_sets", list(d.test_sets), "must list at least one set")
+    for key, names in (("data.train_sets", d.train_sets), ("data.test_sets", d.test_sets)):
+        for set_name in names:
+            if problem := name_problem(set_name):
+                errors.append(
+                    f"{key}: the set name {set_name!r} {problem} (data.dir names the folder)"
+                )
     for s in p.scales:
         if s not in SCALES:
             bad("prepare.scales", s, f"each scale must be one of {SCALES}")
@@ -359,8 +424,13 @@ def _check_values(cfg: Config, errors: list[str]) -> None:
         if run.scale not in p.scales:
             bad("experiment.scales", run.scale, f"must be among prepare.scales {list(p.scales)}")
             break
+    if not isinstance(t.iterations, int) or t.iterations < 0:
+        bad(
+            "train.iterations",
+            t.iterations,
+            "must be an integer >= 0 (0 = the initial weights as they are: a zero-shot run)",
+        )
     for key in (
-        "iterations",
         "batch_size",
         "lr_patch",
         "checkpoint_every",
@@ -387,8 +457,10 @@ def _check_values(cfg: Config, errors: list[str]) -> None:
         bad("train.gamma", t.gamma, "must be in (0, 1]")
     if t.warmup < 0:
         bad("train.warmup", t.warmup, "must be >= 0")
-    if t.grad_clip < 0:
-        bad("train.grad_clip", t.grad_clip, "must be >= 0 (0 disables clipping)")
+    if not (t.grad_clip >= 0 and math.isfinite(t.grad_clip)):
+        bad("train.grad_clip", t.grad_clip, "must be a finite number >= 0 (0 disables clipping)")
+    if not (t.diverge_factor == 0 or (t.diverge_factor > 1 and math.isfinite(t.diverge_factor))):
+        bad("train.diverge_factor", t.diverge_factor, "must be a finite number > 1, or 0 (off)")
     if not 0 <= t.ema < 1:
         bad("train.ema", t.ema, "must be in [0, 1) (0 disables EMA)")
     if t.amp not in AMP_MODES:
@@ -398,14 +470,8 @@ def _check_values(cfg: Config, errors: list[str]) -> None:
             bad(key, dev, f"must be one of {', '.join(DEVICES)} or cuda:N")
     if t.num_workers < 0:
         bad("train.num_workers", t.num_workers, "must be >= 0")
-    if t.weight_decay < 0:
-        bad("train.weight_decay", t.weight_decay, "must be >= 0")
-    if t.init_from is not None:
-        from sgsr.warmstart import init_problem
-
-        problem = init_problem(t.init_from, [r.name for r in cfg.runs])
-        if problem:
-            bad("train.init_from", t.init_from, problem)
+    if not (t.weight_decay >= 0 and math.isfinite(t.weight_decay)):
+        bad("train.weight_decay", t.weight_decay, "must be a finite number >= 0")
     if t.optimizer_impl not in OPTIMIZER_IMPLS:
         impls = ", ".join(OPTIMIZER_IMPLS)
         bad("train.optimizer_impl", t.optimizer_impl, f"must be one of {impls}")
@@ -428,6 +494,9 @@ def _check_values(cfg: Config, errors: list[str]) -> None:
     for m in e.metrics:
         if m not in METRIC_NAMES:
             bad("evaluate.metrics", m, f"each metric must be one of {', '.join(METRIC_NAMES)}")
+    for m in e.dvc_metrics:
+        if m not in e.metrics:
+            bad("evaluate.dvc_metrics", m, "each must be one of evaluate.metrics ([]: all)")
     _positive(errors, "evaluate.fid_patch", e.fid_patch)
     if e.fid_patches_per_image < 0:
         bad("evaluate.fid_patches_per_image", e.fid_patches_per_image, "must be >= 0 (0 = all)")
@@ -435,9 +504,18 @@ def _check_values(cfg: Config, errors: list[str]) -> None:
         bad("evaluate.fid_bootstrap", e.fid_bootstrap, "must be >= 0 (0 = no CI)")
     _positive(errors, "report.zoom_size", cfg.report.zoom_size)
     _positive(errors, "evaluate.bootstrap", e.bootstrap)
+    for key, value in (
+        ("evaluate.bootstrap", e.bootstrap),
+        ("evaluate.fid_bootstrap", e.fid_bootstrap),
+    ):
+        if isinstance(value, int) and value > MAX_RESAMPLES:
+            bad(
+                key,
+                value,
+                f"must be at most {MAX_RESAMPLES:,} (10 000 gives a stable 95 % interval)",
+            )
     if not 0 < e.ci < 1:
         bad("evaluate.ci", e.ci, "must be in (0, 1)")
-    _check_models_and_losses(cfg, errors)
 
 
 def _positive(errors: list[str], key: str, value: Any) -> None:
@@ -449,22 +527,3 @@ def allows_import(cfg: Config, model: str) -> bool:
     """Whether ``models.<model>.allow_import`` is true: the only way an import path is used."""
     spec = cfg.models.get(model)
     return isinstance(spec, Mapping) and spec.get("allow_import") is True
-
-
-def _check_models_and_losses(cfg: Config, errors: list[str]) -> None:
-    """Ask the model registry and the loss builder, so params fail before training starts."""
-    from sgsr.models import spec_problems
-
-    for name, spec in cfg.models.items():
-        if not isinstance(spec, Mapping):
-            errors.append(f"models.{name}: must be a mapping with an arch key, got {spec!r}")
-            continue
-        scales = sorted({r.scale for r in cfg.runs if r.model == name}) or [max(SCALES)]
-        errors.extend(f"models.{name}{msg}" for msg in spec_problems(spec, scales))
-    from sgsr.losses import build_loss
-
-    for name, spec in cfg.losses.items():
-        try:
-            build_loss(spec)
-        except Exception as exc:  # any failure of a bad spec is a bad key, never a traceback
-            errors.append(f"losses.{name}: {exc}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -22,14 +23,54 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()
 
 
+#: Temp files are ``.<stem, cut to 64 characters>.<pid>.sgsr-tmp-<random><suffix>``: short
+#: enough beside any legal file name (255 bytes), and recognisable, with the writer's pid, so
+#: :func:`remove_stale_temps` can delete what a killed process left behind.
+_TEMP_MARK = ".sgsr-tmp-"
+_TEMP_RE = re.compile(r"^\..*\.(\d+)" + re.escape(_TEMP_MARK) + r"[^/]*$")
+
+
+def _temp_prefix(path: Path) -> str:
+    stem = path.stem.encode()[:64].decode(errors="ignore")
+    return f".{stem}.{os.getpid()}{_TEMP_MARK}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temp files in `folder` that a writer killed mid-write left (its pid is gone);
+    returns them. A live writer's temp files are left alone."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for entry in folder.iterdir():
+        m = _TEMP_RE.match(entry.name)
+        if m and entry.is_file() and int(m[1]) != os.getpid() and not _alive(int(m[1])):
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+                removed.append(entry)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temp path beside `path` for writers that want a filename (PIL, safetensors,
     torch.save); it is renamed over `path` only if the block succeeds, else deleted. The temp
     name keeps `path`'s suffix, for writers that pick a format from it."""
     path = Path(path)
+    if not path.name:
+        raise ValueError(f"cannot write to {str(path)!r}: the path names no file")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=path.suffix)
     os.close(fd)
     try:
         yield Path(tmp)

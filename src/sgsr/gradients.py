@@ -44,39 +44,74 @@ cannot reflect, rebuilds kernels per call, and ``kornia.filters.laplacian(x, 3)`
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 PADDINGS: tuple[str, ...] = ("reflect", "replicate")
 
 
+# Every kernel is a sum of outer products ``outer(vertical, horizontal)`` of 1-D filters (rows x
+# columns), so the stencil path below can run separable kernels as two cheap 1-D passes. The
+# conv kernels are built from the same factors: one source for both paths.
+_E = (0.0, 1.0, 0.0)  # identity along an axis
+_D2 = (1.0, -2.0, 1.0)  # second difference
+_XY = (1.0, 0.0, -1.0)
+_SMOOTH2 = (1.0, 4.0, 6.0, 4.0, 1.0)  # [1,2,1] * [1,2,1]
+_DIFF2 = (1.0, 0.0, -2.0, 0.0, 1.0)  # [-1,0,1] * [-1,0,1]
+_SDIFF = (-1.0, -2.0, 0.0, 2.0, 1.0)  # [1,2,1] * [-1,0,1]
+_DIFF1 = (-0.5, 0.0, 0.5)  # central first difference in derivative units
+
+
+def _scaled(v: tuple[float, ...], s: float) -> tuple[float, ...]:
+    return tuple(x * s for x in v)
+
+
+Term = tuple[tuple[float, ...], tuple[float, ...]]  # (vertical, horizontal) 1-D filters
+
+# name -> components, each a sum of separable terms (the scales are powers of two: exact)
+FACTORS: dict[str, tuple[tuple[Term, ...], ...]] = {
+    "laplacian": (((_E, _D2), (_D2, _E)),),
+    "hessian": (((_E, _D2),), ((_D2, _E),), ((_XY, _scaled(_XY, 0.25)),)),
+    "gog": (
+        ((_SMOOTH2, _scaled(_DIFF2, 1 / 64)),),
+        ((_DIFF2, _scaled(_SMOOTH2, 1 / 64)),),
+        ((_SDIFF, _scaled(_SDIFF, 1 / 64)),),
+    ),
+    "grad1": (((_E, _DIFF1),), ((_DIFF1, _E),)),
+}
+
+
+def _kernels_from_factors(name: str) -> Tensor:
+    comps = [
+        sum(
+            torch.outer(torch.tensor(v, dtype=torch.float64), torch.tensor(h, dtype=torch.float64))
+            for v, h in terms
+        )
+        for terms in FACTORS[name]
+    ]
+    return torch.stack(comps).unsqueeze(1)
+
+
 def _laplacian_kernels() -> Tensor:
-    return torch.tensor(
-        [[[[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]]], dtype=torch.float64
-    )
+    return _kernels_from_factors("laplacian")
 
 
 def _hessian_kernels() -> Tensor:
-    xx = torch.tensor([[0.0, 0.0, 0.0], [1.0, -2.0, 1.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
-    xy = torch.tensor([[1.0, 0.0, -1.0], [0.0, 0.0, 0.0], [-1.0, 0.0, 1.0]], dtype=torch.float64)
-    return torch.stack([xx, xx.T, xy / 4]).unsqueeze(1)
+    return _kernels_from_factors("hessian")
 
 
 def _gog_kernels() -> Tensor:
-    smooth2 = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], dtype=torch.float64)  # [1,2,1] * [1,2,1]
-    diff2 = torch.tensor([1.0, 0.0, -2.0, 0.0, 1.0], dtype=torch.float64)  # [-1,0,1] * [-1,0,1]
-    sdiff = torch.tensor([-1.0, -2.0, 0.0, 2.0, 1.0], dtype=torch.float64)  # [1,2,1] * [-1,0,1]
-    xx = torch.outer(smooth2, diff2)
-    xy = torch.outer(sdiff, sdiff)
-    return (torch.stack([xx, xx.T, xy]) / 64).unsqueeze(1)
+    return _kernels_from_factors("gog")
 
 
 def _first_order_kernels() -> Tensor:
     """Central differences (x, y) in derivative units, for the first-order baseline loss."""
-    dx = torch.tensor([[0.0, 0.0, 0.0], [-1.0, 0.0, 1.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
-    return (torch.stack([dx, dx.T]) / 2).unsqueeze(1)
+    return _kernels_from_factors("grad1")
 
 
 # name -> builder of the (K, 1, k, k) float64 kernel stack
@@ -117,6 +152,14 @@ def check_padding(padding: str) -> str:
     return padding
 
 
+def _check_size(x: Tensor, p: int, padding: str) -> None:
+    h, w = x.shape[-2:]
+    if min(h, w) <= p:
+        raise ValueError(
+            f"{padding} padding by {p} px needs H and W > {p}; got x of shape {tuple(x.shape)}"
+        )
+
+
 def apply_kernels(x: Tensor, kernels: Tensor, padding: str = "reflect") -> Tensor:
     """Apply a (K, 1, k, k) kernel stack depthwise to x (B, C, H, W) -> (B, K*C, H, W).
 
@@ -130,12 +173,9 @@ def apply_kernels(x: Tensor, kernels: Tensor, padding: str = "reflect") -> Tenso
         raise ValueError(
             f"kernels must have shape (K, 1, k, k) with odd k; got {tuple(kernels.shape)}"
         )
-    _, c, h, w = x.shape
+    c = x.shape[1]
     p = kernels.shape[-1] // 2
-    if min(h, w) <= p:
-        raise ValueError(
-            f"{padding} padding by {p} px needs H and W > {p}; got x of shape {tuple(x.shape)}"
-        )
+    _check_size(x, p, padding)
     weight = kernels.to(device=x.device, dtype=x.dtype)
     if c > 1:
         weight = weight.repeat(c, 1, 1, 1)
@@ -151,12 +191,218 @@ def apply_kernels(x: Tensor, kernels: Tensor, padding: str = "reflect") -> Tenso
     return F.conv2d(x, weight, groups=c)
 
 
+# --------------------------------------------------------------------------------------------
+# The CPU path: the same kernels as sums of shifted slices of the padded image. oneDNN's
+# depthwise conv is slow for these shapes (3 channels, several outputs per channel: ~10 ms for
+# the Hessian of a 16x3x98x98 batch on one core, against ~1.7 ms as slices), and autograd
+# through pad + conv adds more. Forward and adjoint are written out in one autograd Function.
+# --------------------------------------------------------------------------------------------
+Tap = tuple[int, int, float]  # (row offset, column offset, coefficient) into the padded image
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How one operator runs as slices: per component, direct 2-D taps and separable terms
+    (horizontal taps, then vertical taps), whichever needs fewer passes over the image."""
+
+    radius: int
+    direct: tuple[tuple[Tap, ...], ...]
+    separable: tuple[tuple[tuple[tuple[int, float], ...], tuple[tuple[int, float], ...]], ...]
+    separable_of: tuple[int, ...]  # the component each separable term belongs to
+
+
+def _nonzero(v: tuple[float, ...]) -> tuple[tuple[int, float], ...]:
+    return tuple((i, c) for i, c in enumerate(v) if c != 0.0)
+
+
+def _plan(name: str) -> _Plan:
+    radius = len(FACTORS[name][0][0][0]) // 2
+    direct: list[tuple[Tap, ...]] = []
+    separable, separable_of = [], []
+    for k, terms in enumerate(FACTORS[name]):
+        taps: dict[tuple[int, int], float] = {}
+        for v, h in terms:
+            nv, nh = _nonzero(v), _nonzero(h)
+            if len(nv) * len(nh) <= len(nv) + len(nh):
+                for i, cv in nv:
+                    for j, ch in nh:
+                        taps[(i, j)] = taps.get((i, j), 0.0) + cv * ch
+            else:
+                separable.append((nh, nv))
+                separable_of.append(k)
+        direct.append(tuple((i, j, c) for (i, j), c in taps.items() if c != 0.0))
+    return _Plan(radius, tuple(direct), tuple(separable), tuple(separable_of))
+
+
+_PLANS: dict[str, _Plan] = {name: _plan(name) for name in FACTORS}
+
+
+def _weighted_sum(out: Tensor, terms: list[tuple[Tensor, float]], add: bool) -> None:
+    """out (+)= sum of coeff * src, one pass per term (the first two in one pass when the
+    first coefficient is 1)."""
+    if not add:
+        (a, ca), *terms = terms
+        if ca == 1.0 and terms:
+            (b, cb), *terms = terms
+            torch.add(a, b, alpha=cb, out=out)
+        elif ca == 1.0:
+            out.copy_(a)
+        else:
+            torch.mul(a, ca, out=out)
+    for src, coeff in terms:
+        out.add_(src, alpha=coeff)
+
+
+def _stencil_forward(padded: Tensor, plan: _Plan) -> Tensor:
+    """(B, C, H+2r, W+2r) padded -> (B, K*C, H, W), channel-major like the conv path."""
+    b, c, hp, wp = padded.shape
+    r = plan.radius
+    h, w = hp - 2 * r, wp - 2 * r
+    out = padded.new_empty(b, c, len(plan.direct), h, w)
+    written = [False] * len(plan.direct)
+    for k, taps in enumerate(plan.direct):
+        if taps:
+            terms = [(padded[..., i : i + h, j : j + w], coeff) for i, j, coeff in taps]
+            _weighted_sum(out[:, :, k], terms, written[k])
+            written[k] = True
+    for (htaps, vtaps), k in zip(plan.separable, plan.separable_of, strict=True):
+        rows = padded.new_empty(b, c, hp, w)
+        _weighted_sum(rows, [(padded[..., :, j : j + w], coeff) for j, coeff in htaps], False)
+        _weighted_sum(out[:, :, k], [(rows[..., i : i + h, :], c) for i, c in vtaps], written[k])
+        written[k] = True
+    return out.view(b, c * len(plan.direct), h, w)
+
+
+def _stencil_adjoint(grad: Tensor, plan: _Plan, c: int, scale: float = 1.0) -> Tensor:
+    """`scale` times the transpose of :func:`_stencil_forward`: (B, K*C, H, W) ->
+    (B, C, H+2r, W+2r)."""
+    b, _, h, w = grad.shape
+    r = plan.radius
+    g = grad.view(b, c, len(plan.direct), h, w)
+    padded = grad.new_zeros(b, c, h + 2 * r, w + 2 * r)
+    for k, taps in enumerate(plan.direct):
+        gk = g[:, :, k]
+        for i, j, coeff in taps:
+            padded[..., i : i + h, j : j + w].add_(gk, alpha=coeff * scale)
+    for (htaps, vtaps), k in zip(plan.separable, plan.separable_of, strict=True):
+        rows = grad.new_zeros(b, c, h + 2 * r, w)
+        gk = g[:, :, k]
+        for i, coeff in vtaps:
+            rows[..., i : i + h, :].add_(gk, alpha=coeff * scale)
+        for j, coeff in htaps:
+            padded[..., :, j : j + w].add_(rows, alpha=coeff)
+    return padded
+
+
+def stencil_radius(name: str) -> int:
+    """Half the kernel width of operator `name`: the padding its stencil needs."""
+    return _PLANS[name].radius
+
+
+def padded_difference(a: Tensor, b: Tensor | None, r: int, padding: str) -> Tensor:
+    """``F.pad(a - b, (r, r, r, r), mode=padding)`` (b None: of a alone) in one buffer: the
+    difference is written into the interior and the border filled from it, columns first and
+    then whole rows, which is how ``F.pad`` reflects or replicates (corners included)."""
+    bsz, c, h, w = a.shape
+    dtype = a.dtype if b is None else torch.promote_types(a.dtype, b.dtype)
+    out = a.new_empty(bsz, c, h + 2 * r, w + 2 * r, dtype=dtype)
+    inner = out[..., r : r + h, r : r + w]
+    if b is None:
+        inner.copy_(a)
+    else:
+        torch.sub(a, b, out=inner)
+    reflect = padding == "reflect"
+    rows = slice(r, r + h)
+    for i in range(1, r + 1):
+        out[..., rows, r - i] = out[..., rows, r + i if reflect else r]
+        out[..., rows, r + w - 1 + i] = out[..., rows, r + w - 1 - i if reflect else r + w - 1]
+    for i in range(1, r + 1):
+        out[..., r - i, :] = out[..., r + i if reflect else r, :]
+        out[..., r + h - 1 + i, :] = out[..., r + h - 1 - i if reflect else r + h - 1, :]
+    return out
+
+
+def fold_padding(grad: Tensor, r: int, padding: str) -> Tensor:
+    """The adjoint of :func:`padded_difference` (in place on `grad`): each border pixel's
+    gradient is added onto the pixel it was copied from; returns the interior (a view)."""
+    h, w = grad.shape[-2] - 2 * r, grad.shape[-1] - 2 * r
+    reflect = padding == "reflect"
+    for i in range(1, r + 1):
+        grad[..., r + i if reflect else r, :] += grad[..., r - i, :]
+        grad[..., r + h - 1 - i if reflect else r + h - 1, :] += grad[..., r + h - 1 + i, :]
+    rows = slice(r, r + h)
+    for i in range(1, r + 1):
+        grad[..., rows, r + i if reflect else r] += grad[..., rows, r - i]
+        grad[..., rows, r + w - 1 - i if reflect else r + w - 1] += grad[..., rows, r + w - 1 + i]
+    return grad[..., r : r + h, r : r + w]
+
+
+def stencil_forward(padded: Tensor, name: str) -> Tensor:
+    """Operator `name` on an already padded image: (B, C, H+2r, W+2r) -> (B, K*C, H, W)."""
+    return _stencil_forward(padded, _PLANS[name])
+
+
+def stencil_adjoint(grad: Tensor, name: str, channels: int, scale: float = 1.0) -> Tensor:
+    """`scale` times the transpose of :func:`stencil_forward`: (B, K*C, H, W) ->
+    (B, C, H+2r, W+2r) (the scale rides on the taps' coefficients: no extra pass)."""
+    return _stencil_adjoint(grad, _PLANS[name], channels, scale)
+
+
+class _Stencil(torch.autograd.Function):
+    """Pad + stencil with its exact adjoint as the backward (the operator is linear)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, name: str, padding: str) -> Tensor:
+        r = _PLANS[name].radius
+        ctx.name, ctx.padding, ctx.channels = name, padding, x.shape[1]
+        return stencil_forward(padded_difference(x, None, r, padding), name)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        padded = stencil_adjoint(grad.contiguous(), ctx.name, ctx.channels)
+        return fold_padding(padded, _PLANS[ctx.name].radius, ctx.padding), None, None
+
+
+_KERNEL_CACHE: dict[tuple[str, torch.dtype, torch.device], Tensor] = {}
+
+
+def _cached_kernels(name: str, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """operator_kernels built once per (name, dtype, device): no per-call build and copy."""
+    key = (name, dtype, device)
+    if key not in _KERNEL_CACHE:
+        with torch.inference_mode(False):  # a normal tensor even if first built for inference
+            _KERNEL_CACHE[key] = operator_kernels(name, dtype=dtype, device=device)
+    return _KERNEL_CACHE[key]
+
+
+def apply_operator(
+    x: Tensor, name: str, padding: str = "reflect", kernels: Tensor | None = None
+) -> Tensor:
+    """Operator `name` (a key of :data:`KERNELS`) on x (B, C, H, W) -> (B, K*C, H, W).
+
+    On the CPU the stencil path (sums of slices, same values to float rounding as the conv);
+    elsewhere :func:`apply_kernels` with `kernels` (default: a cached stack), which cuDNN
+    runs well.
+    """
+    _check_image(x, "x")
+    check_padding(padding)
+    if name not in KERNELS:
+        raise ValueError(f"unknown operator {name!r}; allowed: {', '.join(sorted(KERNELS))}")
+    if x.device.type == "cpu":
+        _check_size(x, _PLANS[name].radius, padding)
+        return _Stencil.apply(x, name, padding)
+    if kernels is None:
+        kernels = _cached_kernels(name, x.dtype, x.device)
+    return apply_kernels(x, kernels, padding)
+
+
 def laplacian(x: Tensor, padding: str = "reflect") -> Tensor:
     """5-point Laplacian [[0,1,0],[1,-4,1],[0,1,0]] per channel: (B, C, H, W) -> (B, C, H, W).
 
     Normalised to unit grid spacing: the Laplacian of x^2 + y^2 is exactly 4 in the interior.
     """
-    return apply_kernels(x, operator_kernels("laplacian", dtype=x.dtype, device=x.device), padding)
+    return apply_operator(x, "laplacian", padding)
 
 
 def hessian(x: Tensor, padding: str = "reflect") -> Tensor:
@@ -165,7 +411,7 @@ def hessian(x: Tensor, padding: str = "reflect") -> Tensor:
     xx = [1,-2,1] along x, yy along y, xy = [[1,0,-1],[0,0,0],[-1,0,1]]/4; channel ``3c + k``
     is component k of input channel c. x^2 + 3xy + 2y^2 gives (2, 4, 3) in the interior.
     """
-    return apply_kernels(x, operator_kernels("hessian", dtype=x.dtype, device=x.device), padding)
+    return apply_operator(x, "hessian", padding)
 
 
 def gradient_of_gradient(x: Tensor, padding: str = "reflect") -> Tensor:
@@ -174,7 +420,7 @@ def gradient_of_gradient(x: Tensor, padding: str = "reflect") -> Tensor:
     The 2nd-order Sobel derivative (5x5 kernels / 64, see the module docstring): a smoothed
     Hessian in derivative units, exact on quadratics, linear, zero on affine functions.
     """
-    return apply_kernels(x, operator_kernels("gog", dtype=x.dtype, device=x.device), padding)
+    return apply_operator(x, "gog", padding)
 
 
 # The second-order operators a loss may use. (``grad1`` in KERNELS is first-order, not here.)

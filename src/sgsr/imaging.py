@@ -10,7 +10,8 @@ Conventions (the evaluation protocol, docs/evaluation.md):
   channel).
 - Untrusted files: the header's declared size is checked against a pixel limit before
   anything is decoded (decompression bombs), and every decoder failure becomes an
-  ImageReadError naming the file.
+  ImageReadError naming the file. An EXIF orientation is applied (pixels as the image is
+  shown); an animated or multi-page file is refused rather than read as its first frame.
 - Resizing is MATLAB ``imresize`` bicubic (Keys kernel a = -0.5, antialiased when shrinking):
   torch's antialiased bicubic equals MATLAB in the interior, and padding symmetrically first and
   cropping afterwards makes it equal at the border too.
@@ -154,10 +155,17 @@ def decode_image(
         raise ValueError(f"read_image mode must be 'keep' or 'rgb', got {mode!r}")
     path = Path(path)
     with _opened(path, max_pixels) as im:
+        frames = getattr(im, "n_frames", 1)
+        if frames > 1 and im.format in MULTI_FRAME_FORMATS:
+            raise ImageReadError(
+                f"{path}: holds {frames} frames (an animated or multi-page {im.format}); sgsr "
+                "reads one image per file, so it would silently use the first. Save the frame "
+                "you mean as its own file"
+            )
         try:
             im.load()
             alpha = _alpha_kind(im)
-            arr = _to_uint8_array(im)
+            arr = _to_uint8_array(_upright(im))
         except Exception as exc:  # truncated data, bad chunks, decoder limits: all "bad file"
             raise ImageReadError(
                 f"{path}: not a readable image ({_describe(exc)}); the file is truncated, "
@@ -218,6 +226,25 @@ def alpha_note(files: Sequence[tuple[Path, str]], what: str) -> str | None:
     )
 
 
+#: Formats whose extra frames are further images (animation, pages). A camera's MPO JPEG
+#: also has several frames, but the first is the photograph (the rest are previews or the
+#: other view), so it is read like any JPEG.
+MULTI_FRAME_FORMATS = ("GIF", "PNG", "TIFF", "WEBP")
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    """The image as it is meant to be seen: its EXIF orientation applied (a phone's JPEG is
+    often stored sideways with a tag saying how to turn it)."""
+    from PIL import ImageOps
+
+    if im.getexif().get(_ORIENTATION, 1) in (None, 1):
+        return im  # the common case: no copy
+    return ImageOps.exif_transpose(im)
+
+
+_ORIENTATION = 0x0112  # EXIF tag
+
+
 def _to_uint8_array(im: Image.Image) -> np.ndarray:
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         wide = np.asarray(im, dtype=np.float64)
@@ -233,21 +260,36 @@ def _to_uint8_array(im: Image.Image) -> np.ndarray:
 
 
 def write_image(path: str | os.PathLike[str], image: np.ndarray) -> None:
-    """Write a uint8 (H, W, C) array as an image, atomically (PNG unless the suffix says else)."""
+    """Write a uint8 (H, W, C) array as an image, atomically, in the format its suffix names
+    (:data:`WRITE_FORMATS`; another suffix is a ValueError)."""
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (1, 3):
         raise ValueError(
             f"write_image({path}): expected uint8 (H, W, 1|3), got {image.dtype} {image.shape}"
         )
+    fmt = _pil_format(Path(path))
     pil = Image.fromarray(image[..., 0] if image.shape[2] == 1 else image)
     with atomic_path(path) as tmp:
-        pil.save(tmp, format=_pil_format(Path(path)))
+        pil.save(tmp, format=fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+
+
+#: The format each writable suffix names (every suffix sgsr reads; WebP is written lossless).
+WRITE_FORMATS = {
+    ".png": "PNG", ".bmp": "BMP", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF",
+    ".tiff": "TIFF", ".ppm": "PPM", ".webp": "WEBP",
+}  # fmt: skip
 
 
 def _pil_format(path: Path) -> str:
-    return {".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}.get(
-        path.suffix.lower(), "PNG"
-    )
+    """The format `path`'s suffix names; any other suffix is refused (never PNG bytes under
+    another name)."""
+    fmt = WRITE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(
+            f"{path}: cannot write {path.suffix or 'a file without a suffix'!s}; the suffix "
+            f"decides the format, and sgsr writes {', '.join(WRITE_FORMATS)}"
+        )
+    return fmt
 
 
 def mod_crop(image: np.ndarray, scale: int) -> np.ndarray:

@@ -24,8 +24,10 @@ from torch import nn
 
 from sgsr import layout
 from sgsr.config import DEFAULT_MAX_PIXELS, Config, allows_import
+from sgsr.fsutil import remove_stale_temps
 from sgsr.imaging import (
     IMAGE_SUFFIXES,
+    WRITE_FORMATS,
     AlphaDroppedWarning,
     ImageReadError,
     ImageTooLargeError,
@@ -92,9 +94,24 @@ def _axis_windows(size: int, tile: int, overlap: int, scale: int) -> list[tuple[
     return out
 
 
-def _tiled(model: nn.Module, x: torch.Tensor, scale: int, tile: int, overlap: int) -> torch.Tensor:
+def memory_format_for(device: torch.device) -> torch.memory_format:
+    """The layout windows are fed in: channels_last on the CPU, where oneDNN's convolutions run
+    it ~1.2x faster for EDSR-baseline x4 (same outputs to float rounding); the default
+    elsewhere (CUDA is left as it was until measured)."""
+    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
+
+
+def _tiled(
+    model: nn.Module,
+    x: torch.Tensor,
+    scale: int,
+    tile: int,
+    overlap: int,
+    memory_format: torch.memory_format | None = None,
+) -> torch.Tensor:
     """Core of `upscale`: x (B, C, H, W) float in [0, 1] on CPU -> unclamped float32 SR."""
     device = next(model.parameters()).device
+    fmt = memory_format if memory_format is not None else memory_format_for(device)
     rgb_range = rgb_range_of(model)
     b, _, h, w = x.shape
     rows = _axis_windows(h, tile, overlap, scale)
@@ -109,6 +126,7 @@ def _tiled(model: nn.Module, x: torch.Tensor, scale: int, tile: int, overlap: in
     for y0, th, wy in rows:
         for x0, tw, wx in cols:
             window = x[..., y0 : y0 + th, x0 : x0 + tw].to(device, torch.float32)
+            window = window.contiguous(memory_format=fmt)
             pred = unit_forward(model, window, rgb_range).float().cpu()
             if pred.shape[-2:] != (th * scale, tw * scale):
                 raise ValueError(
@@ -123,8 +141,25 @@ def _tiled(model: nn.Module, x: torch.Tensor, scale: int, tile: int, overlap: in
     return out / (norm_h[:, None] * norm_w[None, :])
 
 
+class SeamWarning(UserWarning):
+    """Tiles without overlap: each tile's border sees zero padding, so seams show."""
+
+
+def check_tiling(tile: int, overlap: int) -> None:
+    """Refuse impossible tile settings (before any model is loaded)."""
+    if tile < 0 or overlap < 0:
+        raise ValueError(f"tile and overlap must be >= 0, got tile={tile}, overlap={overlap}")
+    if tile and 2 * overlap >= tile:
+        raise ValueError(f"overlap ({overlap}) must be less than half of tile ({tile})")
+
+
 def upscale(
-    model: nn.Module, lr: torch.Tensor, scale: int, tile: int = 0, overlap: int = 8
+    model: nn.Module,
+    lr: torch.Tensor,
+    scale: int,
+    tile: int = 0,
+    overlap: int = 8,
+    memory_format: torch.memory_format | None = None,
 ) -> torch.Tensor:
     """Super-resolve one LR image (1, C, H, W) in [0, 1]; returns (1, C, sH, sW) float32 on
     the CPU, clamped to [0, 1] (quantise with `imaging.to_uint8`).
@@ -133,34 +168,40 @@ def upscale(
     between windows (must be < tile / 2). A 1-channel image through a 3-channel model is
     replicated to RGB and the output averaged back to one channel (equal weights, so a gray
     result stays exactly its gray value); a 3-channel image through a 1-channel model runs each
-    channel on its own.
+    channel on its own. `memory_format`: the layout windows run in (default
+    :func:`memory_format_for` the model's device).
     """
     if lr.dim() != 4 or lr.shape[0] != 1:
         raise ValueError(f"upscale expects one image (1, C, H, W), got {tuple(lr.shape)}")
-    if tile < 0 or overlap < 0:
-        raise ValueError(f"tile and overlap must be >= 0, got tile={tile}, overlap={overlap}")
-    if tile and 2 * overlap >= tile:
-        raise ValueError(f"overlap ({overlap}) must be less than half of tile ({tile})")
+    check_tiling(tile, overlap)
     model_colors = int(getattr(model, "n_colors", lr.shape[1]))
     channels = lr.shape[1]
     x = lr.detach().cpu()
     with torch.inference_mode():
+        fmt = memory_format
         if channels == model_colors:
-            sr = _tiled(model, x, scale, tile, overlap)
+            sr = _tiled(model, x, scale, tile, overlap, fmt)
         elif channels == 1 and model_colors == 3:
-            sr = _tiled(model, x.expand(-1, 3, -1, -1), scale, tile, overlap).mean(1, keepdim=True)
+            sr = _tiled(model, x.expand(-1, 3, -1, -1), scale, tile, overlap, fmt).mean(
+                1, keepdim=True
+            )
         elif channels == 3 and model_colors == 1:
-            sr = _tiled(model, x.transpose(0, 1), scale, tile, overlap).transpose(0, 1)
+            sr = _tiled(model, x.transpose(0, 1), scale, tile, overlap, fmt).transpose(0, 1)
         else:
             raise ValueError(f"cannot run a {model_colors}-channel model on {channels} channels")
     return sr.clamp(0.0, 1.0)  # out of inference mode: a normal tensor callers may modify
 
 
 def upscale_image(
-    model: nn.Module, image: np.ndarray, scale: int, tile: int = 0, overlap: int = 8
+    model: nn.Module,
+    image: np.ndarray,
+    scale: int,
+    tile: int = 0,
+    overlap: int = 8,
+    memory_format: torch.memory_format | None = None,
 ) -> np.ndarray:
     """uint8 (H, W, C) LR -> uint8 (sH, sW, C) SR."""
-    return to_uint8(upscale(model, to_tensor(image), scale, tile, overlap))
+    return to_uint8(upscale(model, to_tensor(image), scale, tile, overlap, memory_format))
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,6 +240,7 @@ def run(cfg: Config, run_name: str) -> None:
         files = list_images(lr_dir)
         if not files:
             raise FileNotFoundError(f"{lr_dir} holds no images (run sgsr prepare)")
+        remove_stale_temps(out_dir)
         for path in _progress(files, f"{run_name} {set_name}"):
             try:
                 lr = read_image(path, max_pixels=cfg.data.max_pixels)
@@ -240,7 +282,12 @@ def plan_upscale(
 ) -> list[tuple[Path, Path]]:
     """(input image, output path) pairs for `sgsr upscale`, refusing before any work an output
     that would replace an input: the same file (through symlinks or hard links too), the input
-    folder itself as the output folder, or two inputs written to one output."""
+    folder itself as the output folder, or two inputs written to one output; and, for a
+    folder input, an output folder already holding other images (two runs would mix). An
+    output file's suffix must be one sgsr writes (the suffix decides the format)."""
+    for what, value in (("input", input), ("output", output)):
+        if not str(value).strip():
+            raise ValueError(f"the {what} path is empty; name a file or folder")
     src, dst = Path(input), Path(output)
     if src.is_dir():
         files = list_images(src)
@@ -256,7 +303,13 @@ def plan_upscale(
             )
         plan = [(p, dst / f"{p.stem}.png") for p in files]
     elif src.is_file():
-        is_file_target = dst.suffix.lower() in IMAGE_SUFFIXES and not dst.is_dir()
+        is_file_target = bool(dst.suffix) and not dst.is_dir()
+        if is_file_target and dst.suffix.lower() not in WRITE_FORMATS:
+            raise ValueError(
+                f"output {dst}: sgsr cannot write {dst.suffix} images (the suffix decides the "
+                f"format: {', '.join(WRITE_FORMATS)}); to write into a folder of that name, "
+                "create it first"
+            )
         plan = [(src, dst if is_file_target else dst / f"{src.stem}.png")]
     else:
         raise FileNotFoundError(f"input {src} does not exist")
@@ -282,7 +335,23 @@ def plan_upscale(
                 "or upscale them separately"
             )
         seen[target] = image
+    if src.is_dir():  # a folder's results go to a folder of their own
+        _refuse_mixing(dst, set(seen))
     return plan
+
+
+def _refuse_mixing(folder: Path, targets: set[Path]) -> None:
+    """An output folder that already holds images this run does not write would end up with
+    the results of two runs side by side; refuse it (a rerun over its own outputs is fine)."""
+    if not folder.is_dir():
+        return
+    others = [p for p in list_images(folder) if p not in targets]
+    if others:
+        raise FileExistsError(
+            f"output folder {folder} already holds {len(others)} image(s) this run does not "
+            f"write ({_listing(others, 3)}): the results of two runs would mix. Choose an "
+            "empty folder, or remove them first"
+        )
 
 
 def upscale_path(
@@ -306,6 +375,15 @@ def upscale_path(
     """
     if on_bad_image not in UPSCALE_POLICIES:
         raise ValueError(f"on_bad_image must be one of {UPSCALE_POLICIES}, got {on_bad_image!r}")
+    check_tiling(tile, overlap)
+    if tile and not overlap:
+        warnings.warn(
+            f"tile {tile} with overlap 0: every tile's border sees zero padding instead of its "
+            "neighbours, so the output differs from whole-image inference along the seams; "
+            "an overlap of 8 to 16 LR pixels removes the difference",
+            SeamWarning,
+            stacklevel=2,
+        )
     plan = plan_upscale(input, output)
     model, scale = load_model(weights, device)
     done: list[tuple[Path, Path]] = []
@@ -320,6 +398,8 @@ def upscale_path(
             f"{_listing(finished) or 'none'}; not written: {_listing(left)}"
         )
 
+    for folder in {t.parent for _, t in plan}:
+        remove_stale_temps(folder)  # partial files of a writer that was killed
     for path, target in _progress(plan, "upscale"):
         try:
             image = decode_image(path, max_pixels=max_pixels)

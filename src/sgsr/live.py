@@ -120,3 +120,28 @@ def read_live(live_root: str | os.PathLike[str], runs: Sequence[str] | None = No
     if not frames:
         return pd.DataFrame(columns=["run", "metric", "group", "step", "value"])
     return pd.concat(frames, ignore_index=True)
+
+
+#: The dvclive folders whose series ``dvc plots show`` overlays, one chart per series.
+OVERLAY_GROUPS = ("train", "val")
+
+
+def overlay_tables(curves: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per group of OVERLAY_GROUPS, the runs' series of :func:`read_live` as one table
+    (run, metric, step, value; metric is the leaf name, e.g. ``l1``): DVC draws one line per
+    file, so runs share a chart only when they share a file. An absent group is an empty
+    table, so the file DVC's plots name always exists."""
+    import pandas as pd
+
+    out = {}
+    for group in OVERLAY_GROUPS:
+        sub = curves[curves["group"] == group]
+        out[group] = pd.DataFrame(
+            {
+                "run": sub["run"],
+                "metric": sub["metric"].str.rsplit("/", n=1).str[-1],
+                "step": sub["step"],
+                "value": sub["value"],
+            }
+        ).reset_index(drop=True)
+    return out

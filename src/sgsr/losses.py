@@ -24,8 +24,21 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
-from sgsr.gradients import OPERATORS, apply_kernels, check_padding, operator_kernels
+from sgsr.adversarial import GAN_KINDS, generator_loss
+from sgsr.discriminators import build_discriminator
+from sgsr.gradients import (
+    OPERATORS,
+    apply_operator,
+    check_padding,
+    fold_padding,
+    operator_kernels,
+    padded_difference,
+    stencil_adjoint,
+    stencil_forward,
+    stencil_radius,
+)
 
 DISTANCES: tuple[str, ...] = ("l1", "l2", "charbonnier")
 #: The operator of an ``sgl`` term that names none.
@@ -174,8 +187,9 @@ class SecondOrderGradientLoss(_DistanceLoss):
     def forward(self, sr: Tensor, hr: Tensor) -> Tensor:
         _check_pair(sr, hr)
         return _second_order(
-            sr, hr, self.kernels, self.distance, self.reduction, self.eps, self.padding
-        )
+            sr, hr, self.operator, self.kernels, self.distance, self.reduction, self.eps,
+            self.padding,
+        )  # fmt: skip
 
     def _options(self) -> dict[str, Any]:
         opts = {"operator": self.operator, **super()._options()}
@@ -194,20 +208,122 @@ def second_order_gradient_loss(
     padding: str = "reflect",
 ) -> Tensor:
     """Functional :class:`SecondOrderGradientLoss`: the same checks and the same computation
-    (`_second_order`), with the small kernel stack built per call instead of held as a buffer."""
+    (`_second_order`); off the CPU the kernel stack comes from a per-device cache."""
     _check_choice("operator", operator, sorted(OPERATORS))
     eps = _check_distance_options(distance, reduction, eps)
     _check_pair(sr, hr)
-    kernels = operator_kernels(operator, device=sr.device)
-    return _second_order(sr, hr, kernels, distance, reduction, eps, check_padding(padding))
+    return _second_order(sr, hr, operator, None, distance, reduction, eps, check_padding(padding))
 
 
 def _second_order(
-    sr: Tensor, hr: Tensor, kernels: Tensor, distance: str, reduction: str, eps: float, padding: str
+    sr: Tensor,
+    hr: Tensor,
+    operator: str,
+    kernels: Tensor | None,
+    distance: str,
+    reduction: str,
+    eps: float,
+    padding: str,
 ) -> Tensor:
-    """SGL's one code path: D(op(sr - hr)) reduced (op is linear: equal to D(op(sr) - op(hr)))."""
-    m = apply_kernels(sr - hr, kernels, padding)
+    """SGL's one code path: D(op(sr - hr)) reduced (op is linear: equal to D(op(sr) - op(hr))).
+    `kernels` serve the conv path off the CPU (None: a cached stack)."""
+    if sr.device.type == "cpu" and hr.device.type == "cpu" and reduction != "none":
+        return _ReducedSGL.apply(sr, hr, operator, padding, distance, eps, reduction)
+    m = apply_operator(sr - hr, operator, padding, kernels)
     return _reduce(_distance(m, distance, eps), reduction)
+
+
+class _ReducedSGL(torch.autograd.Function):
+    """SGL to a scalar on the CPU in one autograd node: sr - hr written straight into the
+    padded buffer, the stencil, the distance and its reduction forward; backward the distance's
+    derivative, the stencil's adjoint and the padding's. Same values as the composed ops to
+    float rounding; about a third of their time, most of it saved in autograd's generic
+    backward of ``abs``/``mean`` on an expanded scalar."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        sr: Tensor,
+        hr: Tensor,
+        operator: str,
+        padding: str,
+        distance: str,
+        eps: float,
+        reduction: str,
+    ) -> Tensor:
+        r = stencil_radius(operator)
+        m = stencil_forward(padded_difference(sr, hr, r, padding), operator)
+        if distance == "l1":
+            total = m.abs().sum()
+            ctx.save_for_backward(m)
+        elif distance == "l2":
+            flat = m.view(-1)
+            total = (
+                torch.dot(flat, flat)
+                if m.dtype in (torch.float32, torch.float64)
+                else (flat.square().sum())
+            )
+            ctx.save_for_backward(m)
+        else:  # charbonnier: sqrt(m^2 + eps^2) - eps, offset before the sum (no cancellation)
+            shifted = m.square().add_(eps * eps).sqrt_().sub_(eps)
+            total = shifted.sum()
+            ctx.save_for_backward(m, shifted)
+        ctx.options = (operator, padding, distance, eps, sr.shape[1], sr.dtype, hr.dtype)
+        ctx.reduction_mean = reduction == "mean"
+        return total / m.numel() if reduction == "mean" else total
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        operator, padding, distance, eps, channels, sr_dtype, hr_dtype = ctx.options
+        m = ctx.saved_tensors[0]
+        scale = float(grad) / m.numel() if ctx.reduction_mean else float(grad)
+        if distance == "l1":
+            gm = torch.sign(m)
+        elif distance == "l2":
+            gm, scale = m, 2 * scale
+        else:
+            gm = torch.add(ctx.saved_tensors[1], eps)
+            torch.div(m, gm, out=gm)
+        padded = stencil_adjoint(gm, operator, channels, scale)
+        gd = fold_padding(padded, stencil_radius(operator), padding)
+        grad_sr = gd.to(sr_dtype) if ctx.needs_input_grad[0] else None
+        grad_hr = -gd.to(hr_dtype) if ctx.needs_input_grad[1] else None
+        return grad_sr, grad_hr, None, None, None, None, None
+
+
+class _ReducedDistance(torch.autograd.Function):
+    """`_reduce(_distance(m))` to a scalar as one autograd node: on the CPU autograd's generic
+    backward of ``abs``/``mean`` (through a gradient expanded from a scalar) costs several times
+    the forward; here it is one or two passes."""
+
+    @staticmethod
+    def forward(ctx: Any, m: Tensor, distance: str, eps: float, reduction: str) -> Tensor:
+        if distance == "l1":
+            total = m.abs().sum()
+            ctx.save_for_backward(m)
+        elif distance == "l2":
+            total = m.square().sum()
+            ctx.save_for_backward(m)
+        else:
+            shifted = m.square().add_(eps * eps).sqrt_().sub_(eps)
+            total = shifted.sum()
+            ctx.save_for_backward(m, shifted)
+        ctx.options = (distance, eps, reduction == "mean")
+        return total / m.numel() if reduction == "mean" else total
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
+        distance, eps, mean = ctx.options
+        m = ctx.saved_tensors[0]
+        scale = float(grad) / m.numel() if mean else float(grad)
+        if distance == "l1":
+            return torch.sign(m).mul_(scale), None, None, None
+        if distance == "l2":
+            return m * (2 * scale), None, None, None
+        out = torch.add(ctx.saved_tensors[1], eps)
+        return torch.div(m, out, out=out).mul_(scale), None, None, None
 
 
 class FirstOrderGradientLoss(_DistanceLoss):
@@ -236,12 +352,14 @@ class FirstOrderGradientLoss(_DistanceLoss):
 
     def magnitude(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> |grad x| of shape (B, C, H, W)."""
-        g = apply_kernels(x, self.kernels, self.padding).unflatten(1, (x.shape[1], 2))
+        g = apply_operator(x, "grad1", self.padding, self.kernels).unflatten(1, (x.shape[1], 2))
         return (g.square().sum(dim=2) + self.grad_eps).sqrt()
 
     def forward(self, sr: Tensor, hr: Tensor) -> Tensor:
         _check_pair(sr, hr)
         m = self.magnitude(sr) - self.magnitude(hr)
+        if m.device.type == "cpu" and self.reduction != "none":
+            return _ReducedDistance.apply(m, self.distance, self.eps, self.reduction)
         return _reduce(_distance(m, self.distance, self.eps), self.reduction)
 
     def _options(self) -> dict[str, Any]:
@@ -312,6 +430,194 @@ class LPIPSVGGLoss(nn.Module):
         return "random_backbone=True" if self.random_backbone else ""
 
 
+#: Perceptual-loss layer presets per trunk: ESRGAN's (the last conv of block 5) and
+#: Real-ESRGAN's (the last conv of blocks 1-5 at 0.1/0.1/1/1/1), in BasicSR's layer names.
+PERCEPTUAL_PRESETS: dict[str, dict[str, dict[str, float]]] = {
+    "esrgan": {"vgg16": {"conv5_3": 1.0}, "vgg19": {"conv5_4": 1.0}},
+    "realesrgan": {
+        "vgg16": {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_3": 1.0, "conv4_3": 1.0, "conv5_3": 1.0},
+        "vgg19": {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0},
+    },
+}
+#: ImageNet statistics the VGG trunks were trained with (inputs in [0, 1]).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class PerceptualLoss(nn.Module):
+    """ESRGAN's perceptual loss: sum over layers of weight x L1(VGG(sr), VGG(hr)), the feature
+    maps taken before the ReLU, inputs ImageNet-normalised (BasicSR's ``PerceptualLoss`` with
+    ``criterion: l1``, ``use_input_norm: true``).
+
+    ``layers``: ``esrgan`` (conv5 only), ``realesrgan`` (blocks 1-5 at 0.1/0.1/1/1/1) or a
+    mapping of layer names (``conv5_3``) to weights. ``network``: ``vgg16`` (torchvision's
+    ImageNet VGG16, the trunk of the verified ``lpips_vgg`` file) or ``vgg19`` (ESRGAN's
+    network: the user's copy of torchvision's ``vgg19-dcbb9e9d.pth``, at ``vgg19_file`` or in
+    torch hub's checkpoint folder; its sha256 is checked). Frozen, eval mode, fp32 with
+    autocast off; gradients reach `sr` only. ``pretrained_dir=None`` only validates the spec
+    (params checking) and refuses to run.
+    """
+
+    needs_pretrained = True
+
+    def __init__(
+        self,
+        layers: str | Mapping[str, float] = "esrgan",
+        network: str = "vgg16",
+        vgg19_file: str | None = None,
+        pretrained_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        super().__init__()
+        from sgsr.pretrained import vgg
+
+        _check_choice("network", network, sorted(vgg.VGG_CONFIGS))
+        if isinstance(layers, str):
+            _check_choice("layers", layers, sorted(PERCEPTUAL_PRESETS))
+            weights = dict(PERCEPTUAL_PRESETS[layers][network])
+        elif isinstance(layers, Mapping) and layers:
+            weights = {str(k): _check_weight(f"perceptual layer {k}", v) for k, v in layers.items()}
+        else:
+            raise ValueError(
+                f"layers must be one of {', '.join(PERCEPTUAL_PRESETS)} or a mapping of layer "
+                f"names to weights; got {layers!r}"
+            )
+        vgg.check_layers(network, list(weights))
+        self.layers, self.network, self.layer_weights = layers, network, weights
+        index = vgg.layer_names(network)
+        self.indices = {name: index[name] for name in weights}
+        self.net: nn.Module | None = None
+        if pretrained_dir is not None:
+            from sgsr import pretrained
+
+            try:
+                self.net = vgg.load_vgg_features(
+                    network, max(self.indices.values()), pretrained_dir, vgg19_file
+                )
+            except pretrained.WeightsUnavailable as exc:
+                raise pretrained.WeightsUnavailable(
+                    f"loss term perceptual ({network}): {exc}. For vgg16, run `sgsr download` "
+                    "(or `dvc repro download`) with data.metric_weights: true"
+                ) from exc
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> PerceptualLoss:
+        super().train(mode)
+        if self.net is not None:
+            self.net.eval()
+        return self
+
+    def features(self, x: Tensor) -> dict[str, Tensor]:
+        """The chosen layers' pre-ReLU maps of `x` ([0, 1] RGB)."""
+        assert self.net is not None
+        wanted = {i: name for name, i in self.indices.items()}
+        out: dict[str, Tensor] = {}
+        h = (x - self.mean) / self.std
+        for i, layer in enumerate(self.net):
+            h = layer(h)
+            if i in wanted:
+                out[wanted[i]] = h
+        return out
+
+    def forward(self, sr: Tensor, hr: Tensor) -> Tensor:
+        _check_pair(sr, hr)
+        if self.net is None:
+            raise RuntimeError(
+                "perceptual has no weights: build the loss with "
+                "build_loss(spec, pretrained_dir=...)"
+            )
+        if sr.shape[1] not in (1, 3):
+            raise ValueError(f"perceptual needs 1 or 3 channels, got {sr.shape[1]}")
+        if sr.shape[1] == 1:
+            sr, hr = sr.expand(-1, 3, -1, -1), hr.expand(-1, 3, -1, -1)
+        with torch.autocast(sr.device.type, enabled=False):
+            fs = self.features(sr.float())
+            with torch.no_grad():
+                fh = self.features(hr.float())
+            terms = [w * F.l1_loss(fs[k], fh[k]) for k, w in self.layer_weights.items()]
+        total = terms[0]
+        for t in terms[1:]:
+            total = total + t
+        return total
+
+    def extra_repr(self) -> str:
+        opts = {"layers": self.layers}
+        if self.network != "vgg16":
+            opts["network"] = self.network
+        return ", ".join(f"{k}={v!r}" for k, v in opts.items())
+
+
+class AdversarialLoss(nn.Module):
+    """The ``gan`` term: the generator's adversarial loss (`sgsr.adversarial`, ``kind``
+    relativistic as ESRGAN, vanilla or hinge) against a discriminator trained beside it.
+
+    The term owns how its discriminator is built and trained: ``discriminator`` (a name or a
+    spec of `sgsr.discriminators`, default ESRGAN's VGG-style 128 px one), its Adam ``lr``,
+    ``betas`` and ``weight_decay`` (its schedule has the shape of ``train.schedule``). The
+    network itself is built by the trainer after seeding (`sgsr.gan`), so its initial weights
+    follow the run's seed; until then the term refuses to run. Each call remembers the batch
+    (detached) for the discriminator's update that follows.
+    """
+
+    def __init__(
+        self,
+        kind: str = "relativistic",
+        discriminator: str | Mapping[str, Any] = "vgg128",
+        lr: float = 1e-4,
+        betas: tuple[float, float] | list[float] = (0.9, 0.99),
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__()
+        _check_choice("kind", kind, GAN_KINDS)
+        build_discriminator(discriminator, device="meta")  # checks the spec, draws nothing
+        self.lr = _check_eps("lr", lr)
+        if (
+            not isinstance(betas, list | tuple)
+            or len(betas) != 2
+            or not all(isinstance(b, numbers.Real) and 0 <= b < 1 for b in betas)
+        ):
+            raise ValueError(f"betas must be two numbers in [0, 1); got {betas!r}")
+        if (
+            isinstance(weight_decay, bool)
+            or not isinstance(weight_decay, numbers.Real)
+            or (weight_decay < 0)
+        ):
+            raise ValueError(f"weight_decay must be a number >= 0; got {weight_decay!r}")
+        self.kind = kind
+        self.spec = discriminator
+        self.betas = (float(betas[0]), float(betas[1]))
+        self.weight_decay = float(weight_decay)
+        self.discriminator: nn.Module | None = None
+        #: autocast dtype of the discriminator's forward (the trainer's, bf16 on CUDA)
+        self.autocast_dtype: torch.dtype | None = None
+        self.batch: tuple[Tensor, Tensor] | None = None
+
+    def logits(self, x: Tensor) -> Tensor:
+        """The discriminator on `x` under the trainer's autocast, as fp32."""
+        if self.discriminator is None:
+            raise RuntimeError(
+                "the gan term has no discriminator: train with sgsr.train.train, which builds "
+                "it (sgsr.gan.attach_discriminator)"
+            )
+        dtype = self.autocast_dtype
+        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+            return self.discriminator(x).float()
+
+    def forward(self, sr: Tensor, hr: Tensor) -> Tensor:
+        _check_pair(sr, hr)
+        fake = self.logits(sr)
+        if self.kind == "relativistic":
+            with torch.no_grad():
+                real = self.logits(hr)
+        else:
+            real = fake.new_zeros(())  # vanilla and hinge do not read D(hr)
+        self.batch = (sr.detach(), hr.detach())
+        return generator_loss(self.kind, real, fake)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}, discriminator={self.spec!r}"
+
+
 LOSSES: dict[str, type[nn.Module]] = {
     "l1": L1Loss,
     "l2": L2Loss,
@@ -319,6 +625,8 @@ LOSSES: dict[str, type[nn.Module]] = {
     "sgl": SecondOrderGradientLoss,
     "grad1": FirstOrderGradientLoss,
     "lpips_vgg": LPIPSVGGLoss,
+    "perceptual": PerceptualLoss,
+    "gan": AdversarialLoss,
 }
 
 #: Constructor arguments that are not spec options: set by the code, never by params.

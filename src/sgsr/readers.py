@@ -147,8 +147,53 @@ def read_seeds(results_dir: str | os.PathLike[str] = layout.RESULTS) -> pd.DataF
 
 def metric_columns(df: pd.DataFrame) -> list[str]:
     """The numeric metric columns of a summary or per-image table, in file order."""
-    skip = {"run", "model", "loss", "scale", "seed", "set", "image", "n_images", "n"}
+    skip = {"run", "model", "loss", "scale", "seed", "set", "image", "n_images", "n", "notes"}
     return [c for c in df.columns if c not in skip and pd.api.types.is_numeric_dtype(df[c])]
+
+
+def compact_table(
+    df: pd.DataFrame, context: Sequence[str] = ()
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """``df`` without its empty columns (all NaN or blank, e.g. the seed columns with one
+    seed) and without the `context` columns that hold one value in every row, which are
+    returned instead ({column: value}) for a sentence above the table: a report table must fit
+    the page."""
+    blank = [c for c in df.columns if df[c].replace("", np.nan).isna().all()]
+    constant = {
+        c: df[c].iloc[0]
+        for c in context
+        if c in df.columns and c not in blank and df[c].nunique(dropna=False) == 1
+    }
+    return df.drop(columns=[*blank, *constant]), constant
+
+
+def compact_spec(value: Any) -> str:
+    """A loss spec or model kwargs in full on one line, without JSON's quotes
+    (``{l1: 1.0, sgl: {weight: 0.1, operator: laplacian}}``): the thing that tells runs apart."""
+    if not isinstance(value, Mapping | list):
+        return str(value)
+    return json.dumps(value, separators=(", ", ": ")).replace('"', "")
+
+
+def describe_patch_store(meta: Mapping[str, Any]) -> str:
+    """What the training patch store holds, in a sentence, from its ``meta.json``; file names,
+    dtype and layout are for the loader, not for a reader."""
+    count, size, scale = meta.get("count"), meta.get("patch_size"), meta.get("scale")
+    lr_size = meta.get("lr_patch_size") or (size // scale if size and scale else None)
+    text = f"{count} HR patches of {size}x{size} px"
+    if lr_size:
+        text += f" (LR {lr_size}x{lr_size} px at x{scale})"
+    if meta.get("stride"):
+        text += f", cut every {meta['stride']} px"
+    sources = meta.get("sources")
+    if isinstance(sources, list) and sources:
+        names = [str(s.get("file", s)) if isinstance(s, Mapping) else str(s) for s in sources]
+        shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+        text += f", from {len(names)} training image(s) ({shown})"
+    left_out = len(meta.get("skipped_small") or []) + len(meta.get("skipped_bad") or [])
+    if left_out:
+        text += f"; {left_out} image(s) left out (too small or unreadable)"
+    return text + "."
 
 
 def read_per_image(

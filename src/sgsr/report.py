@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 
 #: The notebooks, executed in this order; ``<root>/notebooks/<name>.ipynb``.
 NOTEBOOKS: tuple[str, ...] = ("01_data", "02_gradient_maps", "03_training", "04_results")
+#: The order report.html shows them in: the results a reader came for first, then how
+#: training went and what the operator sees, then the data (others after these).
+SHOWN_ORDER: tuple[str, ...] = ("04_results", "03_training", "02_gradient_maps", "01_data")
 REPORT_HTML = "report.html"
 
 
@@ -376,6 +379,8 @@ def run(
                 f" The paired comparison is `{params['candidate_run']}` minus "
                 f"`{params['baseline_run']}` (the baseline loss, `experiment.baseline`)."
             )
+        rank = {name: i for i, name in enumerate(SHOWN_ORDER)}
+        executed.sort(key=lambda path: rank.get(path.stem, len(rank)))
         render_html(executed, tmp / REPORT_HTML, title, intro)
         replace_dir(tmp, final)
     finally:

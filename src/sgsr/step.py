@@ -24,18 +24,78 @@ from sgsr.optim import adam_kwargs, portable
 
 
 class TrainingDiverged(ArithmeticError):
-    """The loss became NaN or infinite; the message gives the iteration and every component."""
+    """The loss became NaN or infinite, or exploded (``train.diverge_factor``); the message
+    gives the iteration, every component and, once the loop adds it, what to change."""
 
-    def __init__(self, iteration: int, values: Mapping[str, float]) -> None:
+    def __init__(
+        self, iteration: int, values: Mapping[str, float], reason: str = "non-finite loss"
+    ) -> None:
         self.iteration = iteration
         self.values = dict(values)
-        parts = ", ".join(f"{k}={v!r}" for k, v in self.values.items())
-        super().__init__(
-            f"training diverged at iteration {iteration}: non-finite loss ({parts}). Nothing of "
-            "this iteration was saved; the checkpoint on disk is the last good one. Lower "
-            "train.lr, set train.grad_clip or use train.amp: off (a params change, so training "
-            "restarts from scratch)."
+        #: the non-finite terms (``total`` only when every term is finite but their sum is not)
+        self.terms = [k for k, v in self.values.items() if k != "total" and not math.isfinite(v)]
+        if not self.terms:
+            self.terms = [k for k, v in self.values.items() if not math.isfinite(v)]
+        if reason == "non-finite loss" and self.terms:
+            reason = f"non-finite {', '.join(self.terms)}"
+        self.reason = reason
+        self.advice = (
+            "Nothing of this iteration was saved. Lower train.lr, set train.grad_clip or use "
+            "train.amp: off (a params change, so training restarts from scratch)."
         )
+        super().__init__(self._text())
+
+    def _text(self) -> str:
+        parts = ", ".join(f"{k}={v!r}" for k, v in self.values.items())
+        return (
+            f"training diverged at iteration {self.iteration}: {self.reason} ({parts}). "
+            f"{self.advice}"
+        )
+
+    def explain(self, opts: TrainConfig, checkpoint_at: int | None) -> TrainingDiverged:
+        """Replace the generic advice by what these options make likely and what is on disk
+        (`checkpoint_at`: the iteration of the last checkpoint written, None if none)."""
+        self.advice = divergence_advice(opts, checkpoint_at, self.iteration)
+        self.args = (self._text(),)
+        return self
+
+
+#: Learning rate and weight decay above which Adam on an SR network is likely to blow up
+#: (published SR recipes use 1e-4 to 5e-4 and no decay).
+_HIGH_LR, _HIGH_DECAY = 1e-2, 1e-2
+
+
+def divergence_advice(opts: TrainConfig, checkpoint_at: int | None, iteration: int) -> str:
+    """The likely causes among `opts`, most likely first, and whether a checkpoint exists."""
+    causes = []
+    if opts.lr > _HIGH_LR:
+        causes.append(f"train.lr is {opts.lr:g}, high for Adam on an SR network (1e-4 to 5e-4 "
+                      "is usual): lower it")  # fmt: skip
+    if opts.weight_decay > _HIGH_DECAY:
+        causes.append(f"train.weight_decay is {opts.weight_decay:g}, far above what SR uses "
+                      "(0): lower it")  # fmt: skip
+    if opts.init_from and iteration <= 2:
+        causes.append(f"it failed at once, so the start weights train.init_from: "
+                      f"{opts.init_from} may not suit this model or loss")  # fmt: skip
+    if opts.amp == "fp16":
+        causes.append("train.amp is fp16, whose range is small: use bf16 or off")
+    if not causes:
+        causes.append("lower train.lr")
+    if opts.grad_clip <= 0:
+        causes.append("set train.grad_clip (e.g. 1.0) to bound each update")
+    saved = (
+        f"The checkpoint on disk is from iteration {checkpoint_at}, before the failure (a "
+        "params change restarts training from scratch anyway)."
+        if checkpoint_at
+        else "No checkpoint was written before the failure, so nothing of this run is kept."
+    )
+    return f"Likely: {'; '.join(causes)}. Nothing of this iteration was saved. {saved}"
+
+
+def explosion(total: float, lowest: float, factor: float) -> bool:
+    """The finite-explosion rule of ``train.diverge_factor``: the loss is more than `factor`
+    times the lowest loss of this run so far (never for factor 0 or a non-positive minimum)."""
+    return factor > 0 and lowest > 0 and total > factor * lowest
 
 
 def lr_factor(step: int, opts: TrainConfig) -> float:

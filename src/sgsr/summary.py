@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,8 +32,9 @@ from sgsr.config import Config
 from sgsr.evaluate import RUN_FILES, RunResults, load_run
 from sgsr.fid import percentile_ci
 from sgsr.fsutil import write_text
+from sgsr.live import overlay_tables, read_live
 from sgsr.metric_registry import REGISTRY
-from sgsr.runs import bicubic_run, configurations, pairs
+from sgsr.runs import bicubic_run, configurations, is_bicubic, pairs, parse_run
 from sgsr.scoring import csv_value
 from sgsr.stats import paired_bootstrap, seed_effect
 
@@ -80,6 +82,7 @@ PAIRED_COLUMNS = (
     "baseline_seed_range",
     "exceeds_seed_spread",
     "effect",
+    "notes",
 )
 
 
@@ -116,10 +119,60 @@ def summarize(cfg: Config) -> tuple[Path, Path, Path]:
         (layout.SUMMARY_CSV, _summary_csv(cfg, names, results)),
         (layout.SEEDS_CSV, _seeds_csv(cfg, results)),
         (layout.PAIRED_CSV, _paired_csv(cfg, results)),
+        (layout.PROFILE_METRICS, profile_metrics_json(cfg, names, results)),
+        *curve_tables(base, names),
     )
     for rel, text in outputs:  # all computed before anything is written
         write_text(base / rel, text)
     return base / layout.SUMMARY_CSV, base / layout.SEEDS_CSV, base / layout.PAIRED_CSV
+
+
+def metric_keys(names: Sequence[str]) -> dict[str, str]:
+    """Short, unique names for runs in DVC's metric columns: the loss alone when every trained
+    run has one model and scale (``l1``, ``sgl``, ``bicubic``), else with the parts that vary
+    (``edsr_slim-sgl``, ``sgl-x2``), and ``-s<seed>`` for replicates. Full names if short ones
+    would collide."""
+    info = {n: parse_run(n) for n in names}
+    models = {i["model"] for i in info.values() if not is_bicubic(i["run"])}
+    scales = {i["scale"] for i in info.values()}
+    keys = {}
+    for name, i in info.items():
+        parts = ["bicubic"] if is_bicubic(name) else [i["model"]] * (len(models) > 1) + [i["loss"]]
+        parts += [f"x{i['scale']}"] * (len(scales) > 1)
+        parts += [f"s{i['seed']}"] * (i["seed"] is not None)
+        keys[name] = "-".join(parts)
+    return keys if len(set(keys.values())) == len(keys) else {n: n for n in names}
+
+
+def profile_metrics_json(cfg: Config, names: list[str], results: dict[str, RunResults]) -> str:
+    """results/metrics.json: ``{run: {set: {metric: mean}}}`` for ``evaluate.dvc_metrics``
+    (default: every metric), which DVC shows as ``<run>.<set>.<metric>`` columns (the set
+    level left out with one test set). The per-run
+    metrics.json files are not DVC metrics: their keys repeat across runs, so DVC would name
+    each column by its whole file path. A value evaluate could not compute (unavailable,
+    undefined or infinite) is left out, as in summary.csv; the reason is in metrics_info.json."""
+    keys = metric_keys(names)
+    shown = cfg.evaluate.dvc_metrics or cfg.evaluate.metrics
+    one_set = len(cfg.data.test_sets) == 1
+    doc: dict[str, Any] = {}
+    for name in names:
+        per_set = {}
+        for set_name in cfg.data.test_sets:
+            values = {m: results[name].value(set_name, m) for m in shown}
+            per_set[set_name] = {
+                m: float(v) for m, v in values.items() if v is not None and math.isfinite(v)
+            }
+        doc[keys[name]] = per_set[cfg.data.test_sets[0]] if one_set else per_set
+    return json.dumps(doc, indent=1) + "\n"
+
+
+def curve_tables(base: Path, names: Sequence[str]) -> list[tuple[Path, str]]:
+    """(path, CSV text) of ``results/curves/<group>.csv`` for the runs with dvclive logs
+    (bicubic has none): the files dvc.yaml's top-level plots overlay."""
+    live = base / layout.live_root()
+    logged = [n for n in names if (live / n).is_dir()]
+    tables = overlay_tables(read_live(live, logged))
+    return [(layout.CURVES / f"{g}.csv", df.to_csv(index=False)) for g, df in tables.items()]
 
 
 def _cell(value: Any) -> str:
@@ -158,7 +211,11 @@ def _summary_csv(cfg: Config, names: list[str], results: dict[str, RunResults]) 
         for set_name in cfg.data.test_sets:
             values = [res.value(set_name, m) for m in metrics]
             notes = [
-                f"{m} {'undefined' if math.isnan(v) else 'infinite'}: {res.why(set_name, m)}"
+                f"{m} {'undefined' if math.isnan(v) else 'infinite'}: "
+                + (
+                    res.why(set_name, m)
+                    or f"no reason recorded in {res.folder}; rerun sgsr evaluate"
+                )
                 for m, v in zip(metrics, values, strict=True)
                 if v is not None and not math.isfinite(v)
             ]
@@ -238,7 +295,7 @@ def _paired_csv(cfg: Config, results: dict[str, RunResults]) -> str:
                 else:
                     row = _paired_fid(cfg, set_name, base_res, cand_res)
                 if row is None:
-                    continue
+                    continue  # FID without a value on either side: summary.csv says why
                 rows.append(
                     [
                         primary.model,
@@ -252,6 +309,7 @@ def _paired_csv(cfg: Config, results: dict[str, RunResults]) -> str:
                         _join(seeds),
                         *row.columns(),
                         *_seed_columns(row, m, cfg.evaluate.ci),
+                        row.notes,
                     ]
                 )
     return _csv(PAIRED_COLUMNS, rows)
@@ -274,15 +332,17 @@ class _PairStats:
 
     n: int
     excluded: int
-    baseline_mean: float
-    candidate_mean: float
-    mean_diff: float
+    baseline_mean: float | None
+    candidate_mean: float | None
+    mean_diff: float | None
     ci_low: float | None
     ci_high: float | None
     ci: float
     resamples: int
     seed_diffs: np.ndarray
     baseline_seed_values: np.ndarray
+    #: Why a statistic is left empty (undefined), e.g. no image with a finite value.
+    notes: str = ""
 
     def columns(self) -> list[Any]:
         """The paired.csv columns from ``n`` to ``seed_diffs``."""
@@ -315,12 +375,31 @@ def _paired_image_metric(
     b, c = matrix(base), matrix(cand)
     ok = np.all(np.isfinite(b), axis=0) & np.all(np.isfinite(c), axis=0)
     n = int(ok.sum())
-    if n == 0:
-        return None
+    if n == 0:  # the row stays, with its statistics empty and the reason
+        bad_b, bad_c = (
+            int((~np.all(np.isfinite(b), axis=0)).sum()),
+            int((~np.all(np.isfinite(c), axis=0)).sum()),
+        )
+        nan = np.full(len(base), math.nan)
+        return _PairStats(
+            n=0, excluded=len(keys), baseline_mean=None, candidate_mean=None,
+            mean_diff=None, ci_low=None, ci_high=None, ci=cfg.evaluate.ci, resamples=0,
+            seed_diffs=nan, baseline_seed_values=nan,
+            notes=f"no image of {len(keys)} has a finite {metric} in every matched run "
+            f"(non-finite: baseline {bad_b}, candidate {bad_c}; summary.csv says why), so "
+            "no difference is defined",
+        )  # fmt: skip
     b_img, c_img = b[:, ok].mean(axis=0), c[:, ok].mean(axis=0)
-    mean, low, high = paired_bootstrap(
-        c_img - b_img, cfg.evaluate.bootstrap, cfg.evaluate.ci, cfg.seed
-    )
+    notes = ""
+    if n == 1:  # one difference: every resample is that value, a zero-width interval that
+        # would claim certainty; the interval is undefined
+        mean, low, high, resamples = float((c_img - b_img)[0]), None, None, 0
+        notes = "one image: no confidence interval over images"
+    else:
+        mean, low, high = paired_bootstrap(
+            c_img - b_img, cfg.evaluate.bootstrap, cfg.evaluate.ci, cfg.seed
+        )
+        resamples = cfg.evaluate.bootstrap
     b_seed, c_seed = b[:, ok].mean(axis=1), c[:, ok].mean(axis=1)
     return _PairStats(
         n=n,
@@ -331,9 +410,10 @@ def _paired_image_metric(
         ci_low=low,
         ci_high=high,
         ci=cfg.evaluate.ci,
-        resamples=cfg.evaluate.bootstrap,
+        resamples=resamples,
         seed_diffs=c_seed - b_seed,
         baseline_seed_values=b_seed,
+        notes=notes,
     )
 
 

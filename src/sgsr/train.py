@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import logging
+import math
 import os
 import random
 import time
@@ -39,6 +41,7 @@ from torch import Tensor, nn
 from sgsr import layout
 from sgsr.checkpoint import (
     CHECKPOINT_NAME,
+    CheckpointError,
     ResumeWarning,
     cpu_state,
     options_fingerprint,
@@ -51,6 +54,17 @@ from sgsr.data.batches import BatchSource, fixed_batch, iterable_source, patch_b
 from sgsr.data.prefetch import prefetched
 from sgsr.distributed import DistContext, barrier, init_from_env, train_device
 from sgsr.fsutil import sha256sum
+from sgsr.gan import (
+    DISCRIMINATOR_NAME,
+    GanState,
+    adversarial_term,
+    attach_discriminator,
+    build_gan_state,
+    gan_state_dict,
+    gan_step,
+    restore_gan,
+    write_discriminator,
+)
 from sgsr.live import open_live
 from sgsr.step import (
     EMA,
@@ -58,11 +72,12 @@ from sgsr.step import (
     TrainState,
     build_optimizer,
     build_state,
+    explosion,
     lr_factor,
     train_step,
 )
 from sgsr.step_capture import make_step
-from sgsr.validation import load_val_pairs, psnr_validator
+from sgsr.validation import BelowBicubicWarning, bicubic_psnr, load_val_pairs, psnr_validator
 from sgsr.warmstart import warm_start
 from sgsr.weights import RAW_WEIGHTS_NAME, write_weights
 
@@ -99,6 +114,8 @@ class TrainResult:
     val_psnr: float | None = None
     wall_time: float = 0.0
     fingerprint: str = ""
+    #: adversarial runs: the discriminator's final weights
+    discriminator_state: dict[str, Tensor] | None = None
 
     @property
     def weights(self) -> dict[str, Tensor]:
@@ -164,7 +181,12 @@ def train(
     - fingerprint: identifies the params; default hashes `opts` (minus bookkeeping) and seed.
     - ctx: the distributed context (device, rank); default single process on ``opts.device``.
 
-    Returns the final weights (CPU) and statistics; raises TrainingDiverged on a NaN/inf loss.
+    A loss with a ``gan`` term of weight > 0 trains a discriminator beside the model
+    (`sgsr.gan`: alternating updates, its state in the checkpoint; train/d_loss, d_real,
+    d_fake and d_lr logged too); any other loss trains exactly as before.
+
+    Returns the final weights (CPU) and statistics; raises TrainingDiverged on a NaN/inf loss
+    or one over ``opts.diverge_factor`` times the lowest so far, saying what likely caused it.
     """
     ctx = ctx or DistContext(device=train_device(opts.device))
     fingerprint = fingerprint or options_fingerprint(opts, seed)
@@ -181,9 +203,13 @@ def train(
         torch.backends.cudnn.deterministic = opts.deterministic
     try:
         seed_everything(seed)
+        term = adversarial_term(loss)
+        if term is not None:
+            attach_discriminator(term)  # seeded: its initial weights follow the run's seed
         state = build_state(model, loss, opts, ctx)
+        gan = build_gan_state(state, term) if term is not None else None
         return _loop(
-            state, source, opts, checkpoint, live_dir, validate, fingerprint, progress, desc
+            state, source, opts, checkpoint, live_dir, validate, fingerprint, progress, desc, gan
         )
     finally:
         torch.use_deterministic_algorithms(det_before, warn_only=det_warn_before)
@@ -200,12 +226,24 @@ def _loop(
     fingerprint: str,
     progress: bool | None,
     desc: str,
+    gan: GanState | None = None,
 ) -> TrainResult:
     from tqdm.auto import tqdm
 
     ctx = state.ctx
     ck = resume_checkpoint(state, checkpoint, fingerprint)
-    step = make_step(state)  # train.capture; after resuming (a graph holds the tensors)
+    if gan is None:
+        step = make_step(state)  # train.capture; after resuming (a graph holds the tensors)
+    else:
+        if ck is not None:
+            _resume_gan(gan, ck, checkpoint)
+        if opts.capture != "off":
+            warnings.warn(
+                f"train.capture: {opts.capture} does not capture adversarial training; the "
+                "generator and discriminator updates run eagerly",
+                stacklevel=3,
+            )
+        step = functools.partial(gan_step, state, gan)
     start = state.iteration
     window = _LogWindow()
     wall_before = 0.0
@@ -217,6 +255,10 @@ def _loop(
         last = dict(ck["last_losses"])
         val_psnr = ck.get("val_psnr")
     batch_size: int | None = None
+    # the finite-explosion rule (train.diverge_factor) compares with the lowest loss seen since
+    # this process started (a resumed run starts afresh: it only decides when to stop)
+    lowest = math.inf
+    saved_at: int | None = start if ck is not None else None
     live = None
     if ctx.is_main and live_dir is not None and start < opts.iterations:
         live = open_live(Path(live_dir), start if ck is not None else None)
@@ -242,7 +284,18 @@ def _loop(
                     f"a batch for every one of the {opts.iterations} iterations"
                 ) from None
             batch_size = int(lr_batch.shape[0])
-            values = step(lr_batch, hr_batch)
+            try:
+                values = step(lr_batch, hr_batch)
+                if explosion(values["total"], lowest, opts.diverge_factor):
+                    raise TrainingDiverged(
+                        state.iteration,
+                        values,
+                        f"the loss is over train.diverge_factor ({opts.diverge_factor:g}) times "
+                        f"its lowest value so far ({lowest:.4g})",
+                    )
+            except TrainingDiverged as exc:
+                raise exc.explain(opts, saved_at) from None
+            lowest = min(lowest, values["total"])
             it = state.iteration
             window.add(values)
             last = values
@@ -271,8 +324,11 @@ def _loop(
                     "last_losses": dict(last),
                     "val_psnr": val_psnr,
                 }
+                if gan is not None:
+                    extra["gan"] = gan_state_dict(gan)
                 samples = it * (batch_size or 0)  # this rank's PatchSampler start
                 save_checkpoint(checkpoint, training_checkpoint(state, fingerprint, samples, extra))
+                saved_at = it
     finally:
         # No live.end(): it would only write metrics.json and talk to Studio/DVC experiments,
         # none of which we use; every TSV row is already on disk.
@@ -288,7 +344,21 @@ def _loop(
         val_psnr=val_psnr,
         wall_time=wall,
         fingerprint=fingerprint,
+        discriminator_state=cpu_state(gan.discriminator.state_dict()) if gan else None,
     )
+
+
+def _resume_gan(gan: GanState, ck: Mapping[str, Any], checkpoint: Path | None) -> None:
+    """Restore the discriminator's part of a checkpoint that matched these params."""
+    try:
+        restore_gan(gan, ck["gan"])
+    except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise CheckpointError(
+            f"checkpoint {checkpoint} matches these params but its discriminator state is "
+            f"missing or does not fit ({type(exc).__name__}: {detail}); delete it to start "
+            "fresh (training then restarts from iteration 0)"
+        ) from exc
 
 
 def _eval_model(state: TrainState, cached: nn.Module | None) -> nn.Module:
@@ -348,6 +418,24 @@ def _validator(cfg: Config, run_cfg: Run, base: Path) -> Callable[[nn.Module], f
         stacklevel=3,
     )
     return None
+
+
+def _compare_with_bicubic(cfg: Config, run_cfg: Run, base: Path, val_psnr: float | None) -> None:
+    """Warn when the trained network validates below bicubic on the same images: a loss
+    that exploded and came back, or a run far too short, would otherwise read as a result."""
+    if val_psnr is None:
+        return
+    val_dir = base / layout.prepared_set(run_cfg.scale, layout.VAL_SET)
+    reference = bicubic_psnr(load_val_pairs(val_dir, cfg.data.max_pixels), run_cfg.scale)
+    if val_psnr < reference:
+        warnings.warn(
+            f"{run_cfg.name}: validation PSNR-Y {val_psnr:.2f} dB is below bicubic's "
+            f"{reference:.2f} dB on the same images: the network does worse than no network "
+            "(too few train.iterations, or a training that blew up: see train/total in the "
+            "curves)",
+            BelowBicubicWarning,
+            stacklevel=3,
+        )
 
 
 def run_card(
@@ -420,6 +508,12 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
                 f"patch store {store} holds no patches: no training image is at least "
                 "prepare.patch_size on a side; lower prepare.patch_size or add images"
             )
+        if batch > len(dataset):
+            raise ValueError(
+                f"train.batch_size ({opts.batch_size}; {batch} per process) is larger than the "
+                f"patch store {store} ({len(dataset)} patches): every batch would repeat "
+                "patches. Lower train.batch_size, or add images / lower prepare.stride"
+            )
         seed_everything(seed)
         context = {}  # where a community model's pretrained weights are (not a params key)
         if canonical_arch(run_cfg.arch) == "community":
@@ -459,11 +553,31 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
             ctx=ctx,
             desc=run_name,
         )
+        if ctx.is_main and opts.iterations == 0:
+            # zero-shot: nothing trained, so no curves or checkpoint; the folders the stage
+            # declares still exist (empty), as DVC expects of every output
+            for folder in (layout.live_dir(run_name), layout.checkpoint_dir(run_name)):
+                (base / folder).mkdir(parents=True, exist_ok=True)
         if ctx.is_main:
             card = run_card(run_cfg, opts, result, model, ctx, batch * ctx.world_size)
             card.update(start)
             raw = result.model_state if result.ema_state is not None else None
+            if result.discriminator_state is not None:
+                term = adversarial_term(loss)
+                assert term is not None
+                card["discriminator"] = {"spec": term.spec, "file": DISCRIMINATOR_NAME}
+                write_discriminator(
+                    base / layout.run_dir(run_name), result.discriminator_state, term.spec
+                )
             write_weights(base / layout.run_dir(run_name), result.weights, card, raw=raw)
+            if opts.iterations:
+                _compare_with_bicubic(cfg, run_cfg, base, result.val_psnr)
+            else:
+                log.info(
+                    "%s: zero-shot (train.iterations 0), the initial weights in %s",
+                    run_name, base / layout.run_dir(run_name),
+                )  # fmt: skip
+        if ctx.is_main and opts.iterations:
             resumed = f", resumed at {result.resumed_from}" if result.resumed_from else ""
             val = f", validation PSNR-Y {result.val_psnr:.2f} dB" if result.val_psnr else ""
             log.info(

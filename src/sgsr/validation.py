@@ -1,5 +1,6 @@
-"""The validation split during training: its images, read once, and the PSNR-Y the trainer
-logs (``val/psnr_y``) and writes to the run card."""
+"""The validation split during training: its images, read once, the PSNR-Y the trainer logs
+(``val/psnr_y``) and writes to the run card, and bicubic's on the same images (a trained network
+below it is worse than none: the stage says so)."""
 
 from __future__ import annotations
 
@@ -58,3 +59,17 @@ def psnr_validator(
         return float(np.mean(scores))
 
     return validate
+
+
+class BelowBicubicWarning(UserWarning):
+    """A trained run validates below bicubic upsampling of the same images."""
+
+
+def bicubic_psnr(pairs: list[tuple[str, np.ndarray, np.ndarray]], scale: int) -> float:
+    """Mean PSNR-Y of MATLAB-bicubic upsampling over `pairs`, scored as `psnr_validator`."""
+    from sgsr.imaging import upscale_bicubic
+    from sgsr.metrics import psnr
+
+    return float(
+        np.mean([psnr(upscale_bicubic(lr, scale), hr, border=scale) for _, lr, hr in pairs])
+    )

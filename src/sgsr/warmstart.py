@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from sgsr import layout
+from sgsr.weight_check import check_weights
 
 PRETRAINED_PREFIX = "pretrained:"
 RUN_PREFIX = "run:"
@@ -84,6 +85,7 @@ def init_state(spec: str, base: str | os.PathLike[str], run_name: str) -> dict[s
 def load_init(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
     """Load `state` into `model` strictly; the error names `source` and the keys that differ.
     A model with ``adapt_state`` (community models) first renames the keys its own way."""
+    check_weights(state, f"train.init_from: {source}")
     adapt = getattr(model, "adapt_state", None)
     if adapt is not None:
         state = adapt(state, source)

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from sgsr.devices import resolve_device
 from sgsr.fsutil import atomic_write, write_text
 from sgsr.layout import CARD_NAME, WEIGHTS_NAME
+from sgsr.weight_check import check_weights
 
 #: File holding the non-averaged weights beside model.safetensors when EMA is on.
 RAW_WEIGHTS_NAME = "model-raw.safetensors"
@@ -139,6 +140,7 @@ def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (not a dict)
     except Exception as exc:  # safetensors raises its own error types
         raise ValueError(f"{path}: not a readable safetensors file ({exc})") from exc
+    check_weights(tensors, str(path))
     return tensors, meta
 
 
@@ -155,12 +157,12 @@ def _run_card(path: Path, meta: dict[str, str]) -> tuple[dict[str, Any], Path | 
     if card_path.is_file():
         try:
             return json.loads(card_path.read_text()), card_path
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: deep nesting
             raise ValueError(f"{card_path}: not valid JSON ({exc})") from exc
     if "sgsr_run" in meta:
         try:
             return json.loads(meta["sgsr_run"]), f"{path} (metadata sgsr_run)"
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
             raise ValueError(f"{path}: metadata sgsr_run is not valid JSON ({exc})") from exc
     raise FileNotFoundError(
         f"{card_path} not found and {path} carries no run card: run.json names the architecture "
@@ -199,7 +201,7 @@ def load_model(
     Loading is strict: a tensor missing or extra for the architecture is an error naming the
     file.
     """
-    from sgsr.models import build_model, canonical_arch, resolve_model
+    from sgsr.models import build_model, canonical_arch, check_model_args, resolve_model
 
     path = Path(weights_path)
     if not path.is_file():
@@ -237,13 +239,18 @@ def load_model(
     try:
         # An architecture read from weights (arch: community) is rebuilt from these trained
         # tensors (its `from_state` hook), so the pretrained file it started from is not needed.
-        from_state = getattr(resolve_model(arch, allow_import=allow), "from_state", None)
+        ctor = resolve_model(arch, allow_import=allow)
+        from_state = getattr(ctor, "from_state", None)
         if from_state is not None:
+            check_model_args(arch, ctor, {**kwargs, "scale": scale})
             model = from_state(state, scale=scale, **kwargs)
         else:
-            model = build_model(arch, allow_import=allow, scale=scale, **kwargs)
+            shapes = {k: tuple(v.shape) for k, v in state.items()}
+            model = build_model(
+                arch, allow_import=allow, expect_shapes=shapes, scale=scale, **kwargs
+            )
     except ValueError as exc:
-        raise ValueError(f"{card_src}: cannot build the model ({exc})") from exc
+        raise ValueError(f"{card_src}: cannot build the model of {path} ({exc})") from exc
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -19,6 +19,17 @@ class DuplicateKeyError(yaml.YAMLError):
     """A mapping names the same key twice; the message gives the key and both line numbers."""
 
 
+class AliasBombError(yaml.YAMLError):
+    """Aliases expand the document past :data:`MAX_NODES` values, or refer to themselves."""
+
+
+#: Most values (scalars, lists, mappings) a document may expand to once its aliases are
+#: followed. A 3 KB file of nested aliases can stand for a billion values (the "billion
+#: laughs"): building or printing it would exhaust memory. The repository's params files hold
+#: a few hundred; 10 000 is far beyond any real one.
+MAX_NODES = 10_000
+
+
 _MERGE = "tag:yaml.org,2002:merge"
 
 
@@ -56,14 +67,58 @@ def _duplicates(
             _duplicates(loader, item, f"{path}[{i}]", seen, out)
 
 
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], path: set[int]) -> int:
+    """How many values `node` stands for with every alias followed (memoised per node, so the
+    count itself is linear in the file); AliasBombError for a node that contains itself."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in path:
+        raise AliasBombError("an alias refers to a node that contains it (a recursive value)")
+    path.add(key)
+    total = 1
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            total += _expanded_size(k, sizes, path) + _expanded_size(v, sizes, path)
+            if total > MAX_NODES:
+                break
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            total += _expanded_size(item, sizes, path)
+            if total > MAX_NODES:
+                break
+    path.discard(key)
+    sizes[key] = total
+    return total
+
+
+def check_expansion(node: yaml.Node, source: str) -> None:
+    """Refuse a document whose aliases expand past MAX_NODES values, before any value is
+    built or formatted into a message."""
+    try:
+        size = _expanded_size(node, {}, set())
+    except AliasBombError as exc:
+        raise AliasBombError(f"{source}: {exc}; write the value out instead") from None
+    except RecursionError:
+        raise AliasBombError(f"{source}: nested too deeply to read") from None
+    if size > MAX_NODES:
+        raise AliasBombError(
+            f"{source}: its aliases (*name) expand to more than {MAX_NODES:,} values, which no "
+            "params file needs (a 'billion laughs' document?); write the values out or use "
+            "fewer nested aliases"
+        )
+
+
 def loads(text: str, source: str = "<string>") -> Any:
     """Parse YAML `text` (safe types only); raise DuplicateKeyError naming `source`, every
-    duplicated key and its two lines, or yaml.YAMLError for malformed YAML."""
+    duplicated key and its two lines, AliasBombError for aliases that expand too far (or into
+    themselves), or yaml.YAMLError for malformed YAML."""
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:
             return None
+        check_expansion(node, source)
         dupes: list[str] = []
         _duplicates(loader, node, "", set(), dupes)
         if dupes:

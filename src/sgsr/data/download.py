@@ -121,7 +121,7 @@ def download_sample(names: list[str], raw: Path) -> dict[str, dict[str, Any]]:
 
     records = {}
     for name in names:
-        final = raw / name
+        final = layout.raw_set(name, raw)
         staging = staging_dir(final)
         try:
             for stem, load in sources.SAMPLE_SETS[name].items():
@@ -169,7 +169,7 @@ def download_official(names: list[str], raw: Path, cache: Path) -> dict[str, dic
     records = {}
     for name in names:
         remote = sources.OFFICIAL[sources.canonical(name)]
-        records[name] = install_remote_set(remote, raw / name, cache)
+        records[name] = install_remote_set(remote, layout.raw_set(name, raw), cache)
     return records
 
 
@@ -234,6 +234,17 @@ class UnsafeSourceError(ValueError):
     """A ``dir`` source links to files outside itself; nothing was copied."""
 
 
+def _overlap(target: Path, source: Path) -> str | None:
+    """How `target` (a folder a stage replaces) overlaps `source` (a folder it reads), or
+    None: one inside the other, compared after resolving links."""
+    t, src = target.resolve(), source.resolve()
+    if t.is_relative_to(src):
+        return f"{target}, inside the source folder {source}"
+    if src.is_relative_to(t):
+        return f"{target}, which holds the source folder {source}"
+    return None
+
+
 def links_outside(folder: Path, files: list[Path]) -> list[str]:
     """``"link -> target"`` for every file of `files` that resolves outside `folder`."""
     root = folder.resolve()
@@ -261,6 +272,14 @@ def copy_from_dir(
         )
     listed = []
     for name in names:
+        overlap = _overlap(layout.raw_set(name, raw), folder)
+        if overlap:
+            raise UnsafeSourceError(
+                f"data.dir {folder}: set {name!r} would be written to {overlap}; a source is "
+                "never written into the folder it is read from (download replaces its set "
+                "folders). Point data.dir at the mirror and run the pipeline in a folder "
+                "outside it. Nothing was copied."
+            )
         src = find_set_folder(folder, name)
         files = list_images(src)
         if not files:
@@ -269,8 +288,9 @@ def copy_from_dir(
     escaping = [link for _, _, files in listed for link in links_outside(folder, files)]
     if escaping:
         raise UnsafeSourceError(
-            f"data.dir {folder}: {len(escaping)} image(s) are symbolic links to files outside "
-            f"it: {'; '.join(escaping[:10])}{' ...' if len(escaping) > 10 else ''}. Images are "
+            f"data.dir {folder}: {len(escaping)} image(s) resolve, through a symbolic link of "
+            f"the image or of a folder above it, to files outside it: "
+            f"{'; '.join(escaping[:10])}{' ...' if len(escaping) > 10 else ''}. Images are "
             "copied only from inside the mirror (archives with links are refused the same way): "
             "copy the files in, or point data.dir at the folder that holds them. Nothing was "
             "copied."
@@ -278,7 +298,7 @@ def copy_from_dir(
     records = {}
     for name, src, files in listed:
         skipped: list[SkippedImage] = []
-        final = raw / name
+        final = layout.raw_set(name, raw)
         staging = staging_dir(final)
         try:
             for path in files:

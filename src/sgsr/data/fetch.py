@@ -28,6 +28,7 @@ import requests
 from tqdm.auto import tqdm
 
 from sgsr.fsutil import sha256sum
+from sgsr.hashcache import sha256_cached
 
 #: (connect, read) seconds. Connect is short so an offline run fails fast; read is generous.
 DEFAULT_TIMEOUT: tuple[float, float] = (3.05, 60.0)
@@ -86,7 +87,7 @@ def fetch(
             f"sha256 in the table, or {alternatives}"
         )
     sha256 = sha256.lower()
-    if dest.is_file() and sha256sum(dest) == sha256:
+    if dest.is_file() and sha256_cached(dest) == sha256:
         return dest
     if os.environ.get("SGSR_OFFLINE", "").strip() not in ("", "0"):
         raise OfflineError(f"cannot download {url}: SGSR_OFFLINE is set. Instead, {alternatives}")

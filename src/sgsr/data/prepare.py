@@ -136,7 +136,7 @@ def check_geometry(scales: Sequence[int], patch_size: int, stride: int) -> None:
 
 
 def _set_images(raw: Path, name: str) -> list[Path]:
-    folder = raw / name
+    folder = layout.raw_set(name, raw)
     if not folder.is_dir():
         raise FileNotFoundError(
             f"{folder} not found: set {name!r} was not downloaded; run `sgsr download` (or `dvc "

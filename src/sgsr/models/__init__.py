@@ -56,6 +56,8 @@ __all__ = [
     "is_import_path",
     "registered",
     "resolve_model",
+    "setting_problem",
+    "size_problem",
     "spec_problems",
 ]
 
@@ -253,16 +255,96 @@ def check_model_args(name: str, ctor: Callable[..., Any], kwargs: dict[str, Any]
     hook(**bound.arguments)
 
 
-def build_model(name: str, *, allow_import: bool = False, **kwargs: Any) -> nn.Module:
+#: Most parameters a network may have when built from params or a run card: 1e9 (4 GB of fp32
+#: weights, 23 times EDSR's 43 M). A run card arrives as data (``dvc pull``), and
+#: ``n_feats: 100000`` would otherwise try to allocate hundreds of GB before anything is checked.
+MAX_PARAMETERS = 1_000_000_000
+#: Largest integer setting (blocks, groups, features) of a registered architecture, checked
+#: first: counting the parameters of ten million blocks would itself take hours.
+MAX_INT_SETTING = 4096
+
+
+def setting_problem(kwargs: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(argument, why) for the first integer setting over :data:`MAX_INT_SETTING`."""
+    for key, value in kwargs.items():
+        if isinstance(value, int) and not isinstance(value, bool) and value > MAX_INT_SETTING:
+            return key, (
+                f"{key}={value} is over the limit of {MAX_INT_SETTING} for an integer setting "
+                "(blocks, groups, features)"
+            )
+    return None
+
+
+def size_problem(
+    name: str,
+    ctor: Callable[..., Any],
+    kwargs: Mapping[str, Any],
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
+    max_parameters: int = MAX_PARAMETERS,
+) -> tuple[str, str] | None:
+    """(argument, why) when `ctor(**kwargs)` cannot be built within bounds, else None: the one
+    check params, run cards and ``build_model`` share. Integer settings are capped at
+    :data:`MAX_INT_SETTING`; then the network is built on the meta device (no memory) and its
+    parameters counted against `max_parameters`, and with `shapes` (the tensors of the weights
+    file that will be loaded) its state-dict shapes compared with them, so a card that does
+    not describe its weights is refused before anything real is allocated. Import paths are
+    the params' own code and are not measured; an architecture built from its weights
+    (``from_state``) is as large as those weights."""
+    if problem := setting_problem(kwargs):
+        return problem[0], f"model {name!r}: {problem[1]}"
+    if is_import_path(name) or getattr(ctor, "from_state", None) is not None:
+        return None
+    try:
+        import torch
+
+        with torch.device("meta"):
+            probe = ctor(**kwargs)
+    except Exception:  # the real build reports its own errors, with their arguments
+        return None
+    if not isinstance(probe, nn.Module):
+        return None
+    n = sum(p.numel() for p in probe.parameters())
+    if n > max_parameters:
+        return "", (
+            f"model {name!r} with {dict(kwargs)} would have {n:,} parameters "
+            f"({4 * n / 2**30:.1f} GiB in fp32), over the limit of {max_parameters:,}"
+        )
+    if shapes is not None:
+        own = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+        missing, extra = sorted(set(own) - set(shapes)), sorted(set(shapes) - set(own))
+        differ = [f"{k} {shapes[k]} vs {own[k]}" for k in sorted(set(own) & set(shapes))
+                  if tuple(shapes[k]) != own[k]]  # fmt: skip
+        if missing or extra or differ:
+            parts = [
+                f"{what} {items[:3]}{' ...' if len(items) > 3 else ''}"
+                for what, items in (("missing", missing), ("unexpected", extra), ("shapes", differ))
+                if items
+            ]
+            return "", f"model {name!r} {dict(kwargs)} does not fit the weights: " + "; ".join(
+                parts
+            )
+    return None
+
+
+def build_model(
+    name: str,
+    *,
+    allow_import: bool = False,
+    expect_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    **kwargs: Any,
+) -> nn.Module:
     """Build a registered model (`MODELS`, entry points) with `kwargs`; with `allow_import`,
     also a ``package.module:ClassName`` from an installed package.
 
     Example: `build_model("edsr_baseline", scale=4, n_resblocks=8, n_feats=32)` is a slim
     EDSR-baseline. Raises ValueError naming the bad name, import path or keyword
-    (UntrustedModelError when an import path is not allowed).
+    (UntrustedModelError when an import path is not allowed). The network must fit the
+    bounds of :func:`size_problem` (and `expect_shapes`, the tensors about to be loaded).
     """
     ctor = resolve_model(name, allow_import=allow_import)
     check_model_args(name, ctor, kwargs)
+    if problem := size_problem(name, ctor, kwargs, expect_shapes):
+        raise ModelArgumentError(*problem)
     model = ctor(**kwargs)
     if not isinstance(model, nn.Module):
         raise ValueError(f"model {name!r} returned {type(model).__name__}, not a torch.nn.Module")
@@ -310,6 +392,8 @@ def spec_problems(spec: Mapping[str, Any], scales: list[int]) -> list[str]:
             f".scale: the scale is not a model setting; list it under experiment.scales "
             f"(got {kwargs['scale']!r})"
         ]
+    if problem := setting_problem(kwargs):
+        return [f".{problem[0]}: {problem[1]}"]
     for s in scales:
         try:
             check_model_args(arch, ctor, {**kwargs, "scale": s})

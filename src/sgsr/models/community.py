@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sgsr.weight_check import check_weights
+
 #: Module prefix of the architectures shipped in the ``spandrel`` package itself.
 PERMISSIVE_PREFIX = "spandrel.architectures."
 _PTH_SUFFIXES = (".pth", ".pt", ".ckpt")
@@ -46,7 +48,23 @@ class CommunityModelError(ValueError):
 
 def _first_line(exc: BaseException, limit: int = 300) -> str:
     lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0][:limit] if lines else ''}"
+    line = lines[0] if lines else ""
+    if len(line) > limit:  # whole sentences only: a cut sentence can read as other advice
+        cut = line[:limit].rfind(". ")
+        line = line[: cut + 1] if cut > 0 else line[:limit] + " ..."
+    return f"{type(exc).__name__}: {line}"
+
+
+def _unpickling_reason(exc: BaseException) -> str:
+    """What torch's weights-only unpickler refused, without its advice to load the file with
+    ``weights_only=False`` (which would run the code it just refused)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    specific = [
+        ln for ln in lines if ln.startswith(("Trying to load", "Unsupported", "WeightsUnpickler"))
+    ]
+    if specific:
+        return f"{type(exc).__name__}: {specific[0]}"
+    return _first_line(exc)
 
 
 # --------------------------------------------------------------------------------------------
@@ -71,7 +89,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
         except Exception as exc:  # UnpicklingError, RuntimeError (TorchScript, zip), EOFError
             raise CommunityModelError(
                 f"{path}: cannot be read as a plain weights file with torch.load("
-                f"weights_only=True) ({_first_line(exc)}). "
+                f"weights_only=True) ({_unpickling_reason(exc)}). "
                 "Only tensors in plain dicts are accepted: pickled objects and TorchScript "
                 "could run code. Convert it to .safetensors where you trust it."
             ) from exc
@@ -101,6 +119,7 @@ def canonical_state_dict(obj: Mapping[str, Any], source: str = "state dict") -> 
             f"(non-tensor entries: {bad[:5] or 'the dict is empty'}); top-level keys were "
             f"{sorted(map(str, obj))[:8]}"
         )
+    check_weights(state, source)
     return state
 
 

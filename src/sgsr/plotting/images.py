@@ -130,7 +130,7 @@ def gradient_map_figure(
         handles[2] = _imshow(
             axes[2, j],
             e1,
-            f"|SR - HR| on Y, mean {e1.mean():.2f}",
+            f"|SR - HR| on Y (0-255), mean {e1.mean():.2f}",
             cmap="inferno",
             vmin=0,
             vmax=pix_max,
@@ -143,13 +143,16 @@ def gradient_map_figure(
             vmin=0,
             vmax=op_max,
         )
+    # each bar says its own units: the maps are on Y in [0, 1], the pixel error in 0-255 levels
+    units = {1: f"{operator} of Y in [0, 1]", 2: "|SR - HR|, 0-255 levels",
+             3: "map difference, Y in [0, 1]"}  # fmt: skip
     for r in (1, 2, 3):
         if r in handles:
-            fig.colorbar(handles[r], cax=bars[r])
+            fig.colorbar(handles[r], cax=bars[r]).set_label(units[r], fontsize=9)
         else:
             bars[r].axis("off")
     fig.subplots_adjust(top=0.93, bottom=0.02, hspace=0.25, wspace=0.12)
-    fig.suptitle(f"What the {operator} operator sees (Y channel, values in [0, 1] units)")
+    fig.suptitle(f"What the {operator} operator sees (Y channel; units on each colour bar)")
     return fig
 
 

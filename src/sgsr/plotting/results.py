@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from sgsr.metric_registry import LOWER_IS_BETTER
 from sgsr.readers import evidence, higher_is_better, seed_flag, verdicts
@@ -50,12 +50,40 @@ def curves_figure(
         marker="o" if df.groupby(["run", "metric"]).size().max() <= 10 else None,
     )
     g.set_titles("{col_name}")
-    if log_y and (df["value"] > 0).all():
-        for ax in g.axes.flat:
+    log_y = log_y and bool((df["value"] > 0).all())
+    for ax in g.axes.flat:
+        ax.tick_params(labelleft=True, labelbottom=True)  # own y range: label every panel
+        ax.set_xlabel("step")
+        ax.set_ylabel("value (log scale)" if log_y else "value")
+        if log_y:
             ax.set_yscale("log")
-            ax.yaxis.set_minor_formatter(NullFormatter())
+            readable_log_ticks(ax)
+        else:
+            ax.yaxis.set_major_locator(MaxNLocator(5))
     g.figure.suptitle(title, y=1.03)
     return g.figure
+
+
+def readable_log_ticks(ax: plt.Axes, at_least: int = 3, at_most: int = 6) -> None:
+    """Labelled ticks on a log y axis however narrow its range: matplotlib labels only powers
+    of ten, so a loss that falls from 0.05 to 0.02 (or a constant learning rate) showed no
+    label, or one. Tries 1-2-5 steps, then every integer mantissa, then evenly spaced values;
+    keeps at most `at_most`, each label with the digits its value needs."""
+    lo, hi = ax.get_ylim()
+    ticks: list[float] = []
+    for subs in ((1.0, 2.0, 5.0), tuple(range(1, 10))):
+        ticks = [t for t in LogLocator(base=10, subs=subs).tick_values(lo, hi) if lo <= t <= hi]
+        if len(ticks) >= at_least:
+            break
+    if len(ticks) < at_least and lo > 0:
+        ticks = list(np.geomspace(lo, hi, at_least))
+    if len(ticks) > at_most:
+        ticks = ticks[:: -(-len(ticks) // at_most)]
+    exact = [d for d in range(2, 7) if all(np.isclose(float(f"{t:.{d}g}"), t) for t in ticks)]
+    digits = exact[0] if exact else 7
+    ax.yaxis.set_major_locator(plt.FixedLocator(ticks))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.{digits}g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def metrics_figure(
@@ -237,25 +265,29 @@ def paired_heatmap(paired: pd.DataFrame, strong: float = 2.0) -> Figure:
     return fig
 
 
-def forest_figure(paired: pd.DataFrame) -> Figure:
+def forest_figure(paired: pd.DataFrame, max_cols: int = 4) -> Figure:
     """Paired candidate - baseline mean differences with their CIs as small multiples: one
-    column per metric (shared x axis), one row per set, one line per candidate (labelled once,
-    on the left). Blue: CI excludes 0 in the better direction; orange: worse; grey: neither."""
+    panel per (set, metric), at most ``max_cols`` metrics across (more wrap to the next row,
+    so labels stay readable at page width), one line per candidate, labelled on the left of
+    each row. Blue: CI excludes 0 in the better direction; orange: worse; grey: neither."""
     df = verdicts(paired).reset_index(drop=True)
     df["row"], against = _pair_labels(df)
     metrics = list(dict.fromkeys(df["metric"]))
     sets = list(dict.fromkeys(df["set"].astype(str)))
     rows = list(dict.fromkeys(df["row"]))
-    height = max(1.2, 0.26 * len(rows) + 0.55)
-    panel = min(2.5, 14.2 / len(metrics))  # seven metrics still fit a 16-inch page
-    fig, axes = plt.subplots(
-        len(sets), len(metrics), figsize=(1.8 + panel * len(metrics), 0.9 + height * len(sets)),
-        squeeze=False, sharex="col", sharey=True,
-    )  # fmt: skip
+    ncol = min(max_cols, len(metrics))
+    blocks = -(-len(metrics) // ncol)  # panel rows per set
+    label = max(len(str(r)) for r in rows) * 0.075  # inches of row labels on the left
+    height = max(1.3, 0.28 * len(rows) + 0.75)
+    size = (0.8 + label + 2.6 * ncol, 0.7 + height * len(sets) * blocks)
+    fig, axes = plt.subplots(len(sets) * blocks, ncol, figsize=size, squeeze=False, sharey=True)
     hib = higher_is_better(df)
-    for j, metric in enumerate(metrics):
+    for ax in axes.flat:
+        ax.axis("off")
+    for k, metric in enumerate(metrics):
         for i, set_name in enumerate(sets):
-            ax = axes[i, j]
+            ax = axes[i * blocks + k // ncol, k % ncol]
+            ax.axis("on")
             sub = df[(df["metric"] == metric) & (df["set"].astype(str) == set_name)]
             sub = sub.dropna(subset=["mean_diff"])
             for _, r in sub.iterrows():
@@ -263,21 +295,23 @@ def forest_figure(paired: pd.DataFrame) -> Figure:
                 ax.errorbar(
                     r["mean_diff"], y,
                     xerr=[[r["mean_diff"] - r["ci_low"]], [r["ci_high"] - r["mean_diff"]]],
-                    fmt="o", markersize=4, color=VERDICT_COLORS[r["verdict"]], capsize=2.5,
-                    linewidth=1.2,
+                    fmt="o", markersize=5, color=VERDICT_COLORS[r["verdict"]], capsize=3,
+                    linewidth=1.4,
                 )  # fmt: skip
             ax.axvline(0, color="0.3", linestyle="--", linewidth=0.8)
-            ax.set_yticks(range(len(rows)), rows, fontsize=8)
+            ax.set_yticks(range(len(rows)), rows, fontsize=9)
+            ax.tick_params(axis="y", labelleft=k % ncol == 0)
             ax.set_ylim(len(rows) - 0.5, -0.5)
             ax.xaxis.set_major_locator(MaxNLocator(3))
-            ax.tick_params(axis="x", labelsize=7.5)
+            ax.tick_params(axis="x", labelsize=9)
             ax.grid(axis="y", visible=False)
-            if i == 0:
-                arrow = "higher" if hib[df["metric"] == metric].all() else "lower"
-                ax.set_title(f"{metric}\n({arrow} is better)", fontsize=9)
-            if j == 0:
-                ax.set_ylabel(set_name, fontsize=9, fontweight="bold")
-    fig.suptitle(f"Paired per-image differences, candidate {against}: mean and CI", fontsize=10)
+            arrow = "higher" if hib[df["metric"] == metric].all() else "lower"
+            ax.set_title(f"{metric} ({arrow} is better)", fontsize=10)
+            ax.set_xlabel("difference", fontsize=9)
+            if k % ncol == 0:
+                ax.set_ylabel(set_name, fontsize=10, fontweight="bold")
+    on = f" on {sets[0]}" if len(sets) == 1 else ""
+    fig.suptitle(f"Paired per-image differences, candidate {against}{on}: mean and CI", fontsize=11)
     fig.tight_layout()
     return fig
 

