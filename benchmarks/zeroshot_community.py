@@ -4,7 +4,7 @@
                                             [--threads 2] [--tile 0] [--out FILE]
                                             [--device cpu|cuda] [--save-sr DIR]
 
-The project's protocol throughout (DESIGN.md section 4): HR read as stored (grey stays grey),
+The project's protocol throughout (docs/evaluation.md): HR read as stored (grey stays grey),
 mod-cropped to the scale, LR by MATLAB bicubic (``imaging.downscale``, what ``sgsr prepare``
 writes), SR by ``infer.upscale_image`` (a grey image runs through the RGB network replicated
 and is averaged back), PSNR/SSIM on Y with ``scale`` pixels cropped (``metrics.psnr/ssim``).

@@ -1,6 +1,6 @@
 """Image I/O and the resize and colour conventions behind comparable SR numbers.
 
-Conventions (DESIGN.md section 4):
+Conventions (the evaluation protocol, docs/evaluation.md):
 
 - Images are ``uint8`` arrays of shape (H, W, C) with C = 1 (grayscale) or 3 (RGB). Reading
   normalises what comes in the wild: palette and CMYK images become RGB, an alpha channel is

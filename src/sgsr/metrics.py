@@ -1,4 +1,4 @@
-"""Image-quality metrics under the SR benchmark protocol (DESIGN.md section 4).
+"""Image-quality metrics under the SR benchmark protocol (docs/evaluation.md).
 
 Every image metric takes uint8 (H, W, C) arrays (C = 1 or 3, as `imaging.read_image` returns
 them) and the `border` (= the scale) cropped from every side before scoring, so all metrics see

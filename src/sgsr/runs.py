@@ -31,6 +31,19 @@ _RUN_RE = re.compile(r"^(?P<model>.+)-(?P<loss>[^-]+)-x(?P<scale>\d+)(?:-s(?P<se
 _BICUBIC_RE = re.compile(r"^bicubic-x(?P<scale>\d+)$")
 
 
+def is_import_path(name: object) -> bool:
+    """True for ``package.module:Attr`` strings (the form that imports code)."""
+    return isinstance(name, str) and ":" in name
+
+
+def canonical_arch(name: str) -> str:
+    """How an architecture name is spelled once read: a registered name lower-cased with ``-``
+    as ``_`` (``EDSR-baseline`` is ``edsr_baseline``); an import path only stripped. The one
+    normalisation: the model registry, entry points, params runs and run cards all use it."""
+    name = name.strip()
+    return name if is_import_path(name) else name.lower().replace("-", "_")
+
+
 def run_name(model: str, loss: str, scale: int, seed: int | None = None) -> str:
     """``<model>-<loss>-x<scale>``, with ``-s<seed>`` for a replicate (non-primary) seed."""
     base = f"{model}-{loss}-x{scale}"

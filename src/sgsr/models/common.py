@@ -10,10 +10,10 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from sgsr.runs import SCALES
+
 # DIV2K training-set RGB mean in [0, 1], as hard-coded in the official EDSR and RCAN code.
 DIV2K_RGB_MEAN: tuple[float, float, float] = (0.4488, 0.4371, 0.4040)
-
-SCALES: tuple[int, ...] = (2, 3, 4)
 
 
 # --------------------------------------------------------------------------------------------
