@@ -92,19 +92,6 @@ def is_run_name(name: str) -> bool:
     return bool(_BICUBIC_RE.match(name) or _RUN_RE.match(name))
 
 
-def is_import_path(name: object) -> bool:
-    """True for ``package.module:Attr`` strings (the form that imports code)."""
-    return isinstance(name, str) and ":" in name
-
-
-def canonical_arch(name: str) -> str:
-    """How an architecture name is spelled once read: a registered name lower-cased with ``-``
-    as ``_`` (``EDSR-baseline`` is ``edsr_baseline``); an import path only stripped. The one
-    normalisation: the model registry, entry points, params runs and run cards all use it."""
-    name = name.strip()
-    return name if is_import_path(name) else name.lower().replace("-", "_")
-
-
 @dataclass(frozen=True)
 class Run:
     """One trained network: a model configuration x a loss configuration x a seed.

@@ -1,7 +1,7 @@
 """Paired statistics for "is loss B better than loss A?".
 
-A mean difference alone does not make a claim (docs/evaluation.md, section 5). Two sources of noise are
-measured apart:
+A mean difference alone does not make a claim (docs/evaluation.md, section 5). Two sources of
+noise are measured apart:
 
 - **test images**: the per-image differences of two runs on the same images are resampled with
   replacement (percentile bootstrap, :func:`paired_bootstrap`);
