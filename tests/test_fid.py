@@ -125,9 +125,18 @@ def test_feature_cache_round_trip_and_a_corrupt_entry_is_a_miss(tmp_path: Path) 
 
 
 def test_net_fingerprint_tells_weights_apart() -> None:
+    """What the feature cache needs: two networks built apart with the same weights share a
+    key (so a new process reuses the cache), any other weights do not."""
     a = torch.nn.Conv2d(3, 4, 3)
+    same = torch.nn.Conv2d(3, 4, 3)
+    same.load_state_dict(a.state_dict())
     b = torch.nn.Conv2d(3, 4, 3)
-    assert fid.net_fingerprint(a) == fid.net_fingerprint(a) != fid.net_fingerprint(b)
+    assert fid.net_fingerprint(a) == fid.net_fingerprint(same) != fid.net_fingerprint(b)
+    nudged = torch.nn.Conv2d(3, 4, 3)
+    nudged.load_state_dict(a.state_dict())
+    with torch.no_grad():
+        nudged.bias[0] += 1e-6
+    assert fid.net_fingerprint(nudged) != fid.net_fingerprint(a)
 
 
 @pytest.fixture(scope="module")

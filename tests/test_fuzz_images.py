@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import struct
 import tempfile
 import warnings
@@ -120,10 +121,19 @@ def hostile_file(draw: st.DrawFn) -> tuple[str, bytes]:
 
 def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, list[str]]:
     """cli.main as the console runs it: (exit code, stderr, warning messages)."""
+    rc, _out, err, notes = _run_out(args, capsys)
+    return rc, err, notes
+
+
+def _run_out(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str, str, list[str]]:
+    """:func:`_run` with stdout too: (exit code, stdout, stderr, warning messages)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         rc = main(args)
-    return rc, capsys.readouterr().err, [str(w.message) for w in caught]
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err, [str(w.message) for w in caught]
 
 
 def _check(rc: int, err: str, notes: list[str], bad: Path, produced: Callable[[], bool]) -> None:
@@ -252,8 +262,13 @@ def _evaluate(case: tuple[str, bytes], capsys: pytest.CaptureFixture[str]) -> No
         bad.parent.mkdir()
         bad.write_bytes(data)
         args = ["evaluate", "--sr", str(root / "sr"), "--hr", str(root / "hr"), "--scale", "2"]
-        rc, err, notes = _run([*args, "--max-pixels", str(LIMIT)], capsys)
-        _check(rc, err, notes, bad, lambda: True)  # scored: it decoded to the right size
+        rc, out, err, notes = _run_out([*args, "--max-pixels", str(LIMIT), "--json"], capsys)
+
+        def scored() -> bool:  # the hostile file decoded to the right size and was scored
+            images = json.loads(out)["images"] if out.strip() else []
+            return [i["image"] for i in images] == ["x"] and not math.isnan(images[0]["psnr"])
+
+        _check(rc, err, notes, bad, scored)
 
 
 @FAST
