@@ -98,3 +98,21 @@ def huge_real_png(path: Path, side: int = 10000) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("L", (side, side)).save(path)
     return path
+
+
+def noisy(image: np.ndarray, sigma: float, seed: int) -> np.ndarray:
+    """`image` plus seeded Gaussian noise, clipped back to uint8: a stand-in for a trained
+    run's output that differs from bicubic image by image."""
+    rng = np.random.default_rng(seed)
+    return np.clip(image + rng.normal(0, sigma, image.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """data/prepared/x2/{patches,val} built by the data engineer's prepare step."""
+    pytest.importorskip("sgsr.data.patches", reason="sgsr.data.patches not written yet")
+    root = tmp_path_factory.mktemp("prepared")
+    from train_helpers import build_store
+
+    build_store(root)
+    return root / "data"

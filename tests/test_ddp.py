@@ -14,11 +14,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from test_train import (  # noqa: F401  (prepared is a fixture)
+from train_helpers import (
     PYTHON,
     load_weights,
     opts,
-    prepared,
     read_tsv,
     smooth_images,
     stage_dir,
@@ -98,7 +97,7 @@ def test_ddp_two_gloo_ranks_match_one_process_on_the_same_global_batch(tmp_path)
 
 
 @pytest.mark.slow
-def test_sgsr_train_under_torchrun_two_cpu_processes(tmp_path, prepared):  # noqa: F811
+def test_sgsr_train_under_torchrun_two_cpu_processes(tmp_path, prepared):
     job = stage_dir(tmp_path, prepared, iterations=40, batch_size=4, checkpoint_every=20)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import noisy
 
 from sgsr import evaluate, imaging, metrics, scoring
 from sgsr.config import load_config
@@ -16,11 +17,6 @@ from sgsr.summary import PAIRED_COLUMNS, SEEDS_COLUMNS, SUMMARY_KEYS, summarize
 
 SCALE = 2
 METRIC_NAMES = ["psnr", "ssim", "ms_ssim", "gmsd", "haarpsi", "lpips", "fid"]
-
-
-def _noisy(image: np.ndarray, sigma: float, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return np.clip(image + rng.normal(0, sigma, image.shape), 0, 255).astype(np.uint8)
 
 
 @pytest.fixture
@@ -49,8 +45,8 @@ def pipeline(tmp_path: Path) -> Path:
         imaging.write_image(root / "lr" / f"img{i}.png", lr)
         bicubic = imaging.upscale_bicubic(lr, SCALE)
         imaging.write_image(tmp_path / f"results/sr/bicubic-x2/tiny/img{i}.png", bicubic)
-        imaging.write_image(tmp_path / f"results/sr/m-l1-x2/tiny/img{i}.png", _noisy(bicubic, 6, i))
-        imaging.write_image(tmp_path / f"results/sr/m-sgl-x2/tiny/img{i}.png", _noisy(hr, 3, i))
+        imaging.write_image(tmp_path / f"results/sr/m-l1-x2/tiny/img{i}.png", noisy(bicubic, 6, i))
+        imaging.write_image(tmp_path / f"results/sr/m-sgl-x2/tiny/img{i}.png", noisy(hr, 3, i))
     return tmp_path
 
 

@@ -162,18 +162,20 @@ def test_channels_last_features_equal_the_default_layout(fid_net: torch.nn.Modul
 
 @pytest.fixture
 def pipeline(tmp_path: Path) -> Path:
-    from test_evaluate import SCALE, _noisy
+    from conftest import noisy
 
     from sgsr import imaging
+
+    scale = 2
 
     params = {
         "seed": 0,
         "data": {"test_sets": ["tiny"]},
-        "prepare": {"scales": [SCALE], "patch_size": 48},
+        "prepare": {"scales": [scale], "patch_size": 48},
         "train": {"lr_patch": 12},
         "models": {"m": {"arch": "edsr_baseline", "n_resblocks": 2, "n_feats": 16}},
         "losses": {"l1": {"l1": 1.0}, "sgl": {"l1": 1.0, "sgl": 0.1}},
-        "experiment": {"models": ["m"], "losses": ["l1", "sgl"], "scales": [SCALE]},
+        "experiment": {"models": ["m"], "losses": ["l1", "sgl"], "scales": [scale]},
         "evaluate": {
             "metrics": ["psnr", "fid"],
             "fid_patch": 16,
@@ -188,7 +190,7 @@ def pipeline(tmp_path: Path) -> Path:
         hr = rng.integers(40, 220, (40, 44, 3), dtype=np.uint8)
         imaging.write_image(tmp_path / f"data/prepared/x2/tiny/hr/img{i}.png", hr)
         for run, sigma in (("bicubic-x2", 30), ("m-l1-x2", 12), ("m-sgl-x2", 6)):
-            sr = _noisy(hr, sigma, i)
+            sr = noisy(hr, sigma, i)
             imaging.write_image(tmp_path / f"results/sr/{run}/tiny/img{i}.png", sr)
     return tmp_path
 

@@ -24,8 +24,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from test_train import _dying_source, _Interrupt
 from torch import Tensor
+from train_helpers import Interrupted, crashing_source
 
 from sgsr.checkpoint import options_fingerprint
 from sgsr.config import ConfigError, TrainConfig, parse_config
@@ -302,7 +302,7 @@ def test_capture_with_fp16_is_a_config_error_naming_the_keys():
 
 def _dying(die_at: int):
     """`batches` with a crash when iteration `die_at` asks for its batch."""
-    return _dying_source(die_at, batches)
+    return crashing_source(die_at, batches)
 
 
 def test_resume_after_a_crash_is_bitwise_exact_with_fused_adam_and_prefetch(tmp_path):
@@ -311,7 +311,7 @@ def test_resume_after_a_crash_is_bitwise_exact_with_fused_adam_and_prefetch(tmp_
     source = prefetched(lambda s: batches(s), o.prefetch)
     ref = train(tiny_model(), build_loss(SGL), source, o, checkpoint=tmp_path / "ref.pt")
     ck = tmp_path / "run.pt"
-    with pytest.raises(_Interrupt):
+    with pytest.raises(Interrupted):
         train(tiny_model(), build_loss(SGL), prefetched(_dying(10), 2), o, checkpoint=ck)
     resumed = train(tiny_model(), build_loss(SGL), source, o, checkpoint=ck)
     assert resumed.resumed_from == 9
@@ -365,7 +365,7 @@ def test_closing_a_prefetch_stops_its_thread_even_with_a_full_queue():
 
 
 def _matrix(tmp: Path, **train_kw) -> Path:
-    from test_train import stage_params
+    from train_helpers import stage_params
 
     tmp.mkdir(parents=True, exist_ok=True)
     path = stage_params(tmp, **train_kw)
@@ -413,7 +413,7 @@ def test_runs_trained_together_equal_runs_trained_alone(tmp_path, monkeypatch):
     """`sgsr train --run A` with runs_per_process 2 trains A and the next run at once, in two
     threads of one process; each gets bitwise the weights and curves it gets alone, and the
     companion's own stage then only writes its weights from the complete checkpoint."""
-    from test_train import build_store
+    from train_helpers import build_store
 
     from sgsr.config import load_config
     from sgsr.gpu_share import run as run_together
@@ -463,7 +463,7 @@ def test_runs_trained_together_equal_runs_trained_alone(tmp_path, monkeypatch):
 def test_a_failing_companion_warns_and_the_main_run_still_succeeds(tmp_path, monkeypatch):
     """A companion that cannot train (here: its checkpoint is not a checkpoint) is reported
     as a warning naming it; the stage's own run is trained and written."""
-    from test_train import build_store
+    from train_helpers import build_store
 
     from sgsr.config import load_config
     from sgsr.gpu_share import CompanionRunWarning
@@ -557,14 +557,14 @@ def test_cuda_graph_checkpoint_resumes_eagerly_and_in_a_graph(tmp_path):
     saved = load_checkpoint(tmp_path / "ref.pt")
     assert isinstance(saved["optimizer"]["param_groups"][0]["lr"], float)
     ck = tmp_path / "run.pt"
-    with pytest.raises(_Interrupt):
+    with pytest.raises(Interrupted):
         train(tiny_model(), build_loss(SGL), _dying(7), o, checkpoint=ck)
     resumed = train(tiny_model(), build_loss(SGL), lambda s: batches(s), o, checkpoint=ck)
     assert resumed.resumed_from == 6
     assert_same_run(resumed.model_state, ref.model_state, 0.02)
     eager = dataclasses.replace(o, capture="off")
     ck2 = tmp_path / "run2.pt"
-    with pytest.raises(_Interrupt):
+    with pytest.raises(Interrupted):
         train(tiny_model(), build_loss(SGL), _dying(7), o, checkpoint=ck2)
     back = train(tiny_model(), build_loss(SGL), batches, eager, checkpoint=ck2)
     assert back.resumed_from == 6

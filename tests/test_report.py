@@ -12,7 +12,7 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
-from test_notebooks import build_fake_pipeline
+from fake_pipeline import build_fake_pipeline
 
 from sgsr import readers, report, runs
 from sgsr.analysis import max_diff_box

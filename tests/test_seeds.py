@@ -178,7 +178,7 @@ def test_a_replicate_trains_exactly_like_a_primary_run_with_its_seed(tmp_path: P
     """Replicate s5 under primary seed 3 gives bitwise the weights of the primary run of a
     params file whose seed is 5: its seed reaches init, data order and every RNG, and nothing
     else differs. And it differs from the seed-3 run."""
-    from test_train import build_store, load_weights, stage_dir
+    from train_helpers import build_store, load_weights, stage_dir
 
     from sgsr.config import load_config
     from sgsr.train import run

@@ -4,25 +4,33 @@ a tiny prepared patch store (slow). Everything runs on the CPU, where resume is 
 from __future__ import annotations
 
 import contextlib
-import csv
-import itertools
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from torch import Tensor, nn
+from torch import nn
+from train_helpers import (
+    Interrupted,
+    assert_same_state,
+    cli,
+    crashing_source,
+    load_weights,
+    opts,
+    read_tsv,
+    smooth_images,
+    stage_dir,
+    stage_params,
+    tiny_model,
+    toy_source,
+)
 
 from sgsr.checkpoint import load_checkpoint
-from sgsr.config import ConfigError, TrainConfig, parse_config
+from sgsr.config import ConfigError, TrainConfig
 from sgsr.losses import build_loss
 from sgsr.models import build_model
 from sgsr.train import (
@@ -33,54 +41,8 @@ from sgsr.train import (
     train,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-PYTHON = sys.executable
-
-
 # Two shared cores: one thread per test process (conftest.one_thread).
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def smooth_images(seed: int, n: int, size: int) -> Tensor:
-    """Smooth random RGB images (bicubic-upsampled 4x4 noise): learnable SR targets."""
-    g = torch.Generator().manual_seed(seed)
-    base = torch.rand(n, 3, 4, 4, generator=g)
-    return F.interpolate(base, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
-
-
-def toy_source(scale: int = 2, batch: int = 2, lr_size: int = 8):
-    """A batch source whose batch i is a pure function of i (what exact resume requires)."""
-
-    def source(start: int) -> Iterator[tuple[Tensor, Tensor]]:
-        for i in itertools.count(start):
-            hr = smooth_images(1000 + i, batch, lr_size * scale)
-            yield F.avg_pool2d(hr, scale), hr
-
-    return source
-
-
-def tiny_model(scale: int = 2) -> nn.Module:
-    torch.manual_seed(0)
-    return build_model("edsr_baseline", scale=scale, n_resblocks=1, n_feats=8)
-
-
-def opts(**kw) -> TrainConfig:
-    base = dict(iterations=12, batch_size=2, lr=1e-3, schedule="constant", device="cpu")
-    base.update(kw)
-    return TrainConfig(**base)
-
-
-def read_tsv(path: Path) -> list[tuple[int, float]]:
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh, delimiter="\t"))
-    name = next(k for k in rows[0] if k not in ("step", "timestamp"))
-    return [(int(r["step"]), float(r[name])) for r in rows]
-
-
-def assert_same_state(a: dict[str, Tensor], b: dict[str, Tensor]) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), f"{k} differs"
 
 
 # --- the loop on toy data ----------------------------------------------------------------------
@@ -116,24 +78,6 @@ def test_sgl_weight_zero_is_bitwise_pure_l1():
     assert differs, "a non-zero SGL weight should change the weights"
 
 
-class _Interrupt(Exception):
-    pass
-
-
-def _dying_source(die_at: int, inner=None):
-    """`inner` (default toy_source) that raises when iteration `die_at` asks for its batch (a
-    crash mid-run)."""
-    inner = inner or toy_source()
-
-    def source(start: int):
-        for i, batch in zip(itertools.count(start), inner(start), strict=False):
-            if i == die_at:
-                raise _Interrupt(f"killed at {i}")
-            yield batch
-
-    return source
-
-
 def test_resume_after_crash_is_bitwise_exact_with_every_feature_on(tmp_path):
     """EMA, warmup + cosine, weight decay, clipping: a crash after 10 updates, resume from the
     checkpoint at 9 (whose half-full logging window must be restored too)."""
@@ -159,9 +103,9 @@ def test_resume_after_crash_is_bitwise_exact_with_every_feature_on(tmp_path):
 
     ck = tmp_path / "run.pt"
     live = tmp_path / "live"
-    with pytest.raises(_Interrupt):
+    with pytest.raises(Interrupted):
         train(
-            tiny_model(), build_loss(loss_spec), _dying_source(10), o,
+            tiny_model(), build_loss(loss_spec), crashing_source(10), o,
             checkpoint=ck, live_dir=live, validate=val, progress=False,
         )  # fmt: skip
     assert load_checkpoint(ck)["iteration"] == 9
@@ -190,8 +134,8 @@ def test_resume_after_crash_is_bitwise_exact_with_every_feature_on(tmp_path):
 def test_resume_rolls_back_log_rows_written_after_the_checkpoint(tmp_path):
     o = opts(iterations=8, checkpoint_every=4, log_every=1)
     ck, live = tmp_path / "ck.pt", tmp_path / "live"
-    with pytest.raises(_Interrupt):
-        train(tiny_model(), build_loss({"l1": 1.0}), _dying_source(6), o,
+    with pytest.raises(Interrupted):
+        train(tiny_model(), build_loss({"l1": 1.0}), crashing_source(6), o,
               checkpoint=ck, live_dir=live)  # fmt: skip
     total = live / "plots" / "metrics" / "train" / "total.tsv"
     assert [s for s, _ in read_tsv(total)] == [1, 2, 3, 4, 5, 6]
@@ -306,85 +250,6 @@ def test_bad_params_stop_sgsr_train_before_any_work(tmp_path, monkeypatch, capsy
 # --- the pipeline stage on a real patch store --------------------------------------------------
 
 
-def stage_params(tmp: Path, **train_kw) -> Path:
-    """A params file for a tiny x2 run on a store prepared from two small sample images."""
-    train = dict(
-        iterations=40, batch_size=4, lr_patch=10, lr=1e-3, schedule="multistep",
-        milestones=[30], device="cpu", checkpoint_every=10, val_every=20, log_every=5,
-    )  # fmt: skip
-    train.update(train_kw)
-    params = {
-        "seed": 3,
-        "data": {"source": "sample"},
-        "prepare": {"scales": [2], "patch_size": 24, "stride": 24, "val_images": 1},
-        "models": {"tiny": {"arch": "edsr_baseline", "n_resblocks": 1, "n_feats": 8}},
-        "losses": {"l1": {"l1": 1.0}, "sgl": {"l1": 1.0, "sgl": 0.1}},
-        "experiment": {"models": ["tiny"], "losses": ["l1", "sgl"], "scales": [2]},
-        "train": train,
-    }
-    path = tmp / "params.yaml"
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-    return path
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    """data/prepared/x2/{patches,val} built by the data engineer's prepare step."""
-    pytest.importorskip("sgsr.data.patches", reason="sgsr.data.patches not written yet")
-    root = tmp_path_factory.mktemp("prepared")
-    build_store(root)
-    return root / "data"
-
-
-def build_store(root: Path) -> None:
-    """Write small sample photographs and run sgsr.data.prepare on them (no network): 2 images
-    cut into x2 patches, 1 held out as the validation split, 1 as a test set."""
-    from skimage import data as skdata
-
-    from sgsr.data import prepare
-    from sgsr.imaging import write_image
-
-    raw = root / "data" / "raw"
-    sets = {
-        "sample_train": {"astronaut": skdata.astronaut(), "chelsea": skdata.chelsea(),
-                         "coffee": skdata.coffee()},
-        "sample_test": {"rocket": skdata.rocket()},
-    }  # fmt: skip
-    for set_name, imgs in sets.items():
-        for name, img in imgs.items():
-            t = torch.from_numpy(img).permute(2, 0, 1)[None].float()
-            small = F.interpolate(t, size=(72, 72), mode="area")[0].permute(1, 2, 0)
-            write_image(raw / set_name / f"{name}.png", small.round().byte().numpy())
-    cfg = parse_config(yaml.safe_load(stage_params(root).read_text()))
-    prepare.run(cfg, root=root)
-
-
-def stage_dir(tmp: Path, prepared: Path, **train_kw) -> Path:
-    tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / "data").symlink_to(prepared, target_is_directory=True)
-    stage_params(tmp, **train_kw)
-    return tmp
-
-
-def cli(tmp: Path, *args: str, **popen) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
-    return subprocess.Popen(
-        [PYTHON, "-m", "sgsr.cli", "--params", str(tmp / "params.yaml"), *args],
-        cwd=tmp,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        **popen,
-    )
-
-
-def load_weights(path: Path) -> dict[str, Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(path))
-
-
 @pytest.mark.slow
 def test_stage_writes_weights_card_and_curves_and_rerun_is_quick(tmp_path, prepared, monkeypatch):
     from sgsr.config import load_config
@@ -478,8 +343,8 @@ def test_mixed_precision_on_cpu_trains_and_resumes_exactly(tmp_path, amp):
     spec = {"l1": 1.0, "sgl": 0.1}
     ref = train(tiny_model(), build_loss(spec), toy_source(), o)
     ck = tmp_path / "ck.pt"
-    with pytest.raises(_Interrupt):
-        train(tiny_model(), build_loss(spec), _dying_source(6), o, checkpoint=ck)
+    with pytest.raises(Interrupted):
+        train(tiny_model(), build_loss(spec), crashing_source(6), o, checkpoint=ck)
     saved = load_checkpoint(ck)
     assert bool(saved["scaler"]) == (amp == "fp16")
     resumed = train(tiny_model(), build_loss(spec), toy_source(), o, checkpoint=ck)
