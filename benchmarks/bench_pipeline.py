@@ -102,7 +102,7 @@ def run(quick: bool = False) -> dict:
                 "log_every": 1,
                 "milestones": [2],
             },
-            "evaluate": {"bootstrap": 200, "metrics": ["psnr", "ssim"]},
+            "evaluate": {"bootstrap": 200, "metrics": ["psnr", "ssim"], "dvc_metrics": []},
         }
     with tempfile.TemporaryDirectory(prefix="sgsr-bench-pipeline-") as tmp:
         work = make_pipeline_copy(Path(tmp) / "repo", overrides)

@@ -12,7 +12,7 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
-from fake_pipeline import build_fake_pipeline
+from fake_pipeline import build_fake_pipeline, mark_pipeline
 
 from sgsr import readers, report, runs
 from sgsr.analysis import max_diff_box
@@ -288,8 +288,7 @@ def test_report_stage_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 def test_failing_notebook_keeps_previous_reports(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pipeline = tmp_path / "pipe"
-    pipeline.mkdir()
+    pipeline = mark_pipeline(tmp_path / "pipe")  # the notebooks find it, then fail on purpose
     previous = pipeline / "reports"
     (previous / "figures").mkdir(parents=True)
     (previous / "report.html").write_text("previous report")
