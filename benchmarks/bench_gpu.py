@@ -1,4 +1,4 @@
-"""The trainer's step on a GPU (issue 14): eager foreach / eager fused / one CUDA graph /
+"""The trainer's step on a GPU: eager foreach / eager fused / one CUDA graph /
 torch.compile, batch 16 and 64, L1 and L1 + SGL per operator; runs sharing one GPU; loader
 throughput.
 
@@ -51,12 +51,12 @@ SHARED = Path(os.environ.get("SGSR_SHARED_DATASETS", HERE.parent.parent / "share
 
 SCALE = 4
 SGL_WEIGHT = 0.1
-#: Issue 14's eager foreach step (batch 16, H200, torch 2.11): the goal is 2x faster.
+#: The earlier eager foreach step (batch 16, H200, torch 2.11): the goal is 2x faster.
 ISSUE_EAGER_MS = 10.9
 
 VARIANTS: dict[str, dict[str, str]] = {
     "eager_for_loop": {"optimizer_impl": "for_loop", "capture": "off"},  # the CPU default
-    "eager_foreach": {"optimizer_impl": "foreach", "capture": "off"},  # the GPU before issue 14
+    "eager_foreach": {"optimizer_impl": "foreach", "capture": "off"},  # the earlier default
     "eager_fused": {"optimizer_impl": "fused", "capture": "off"},
     "cuda_graph": {"optimizer_impl": "fused", "capture": "cuda_graph"},  # the gpu profile's
     "compile": {"optimizer_impl": "fused", "capture": "compile"},
@@ -419,7 +419,7 @@ def run(quick: bool = False, budget: float = 420.0) -> dict:
 
 
 def goals(result: dict) -> dict:
-    """Issue 14's goals on the measured numbers (CUDA only): the default step at batch 16 at
+    """The goals on the measured numbers (CUDA only): the default step at batch 16 at
     least 2x faster than the eager foreach step (measured here, and against the issue's 10.9
     ms), and SGL's overhead <= 2 % of the default step."""
     if not result["measured"]:

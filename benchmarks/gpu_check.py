@@ -1,4 +1,4 @@
-"""The GPU check of issue 14, in one command, for a person with a GPU machine (under 8 minutes):
+"""The GPU check, in one command, for a person with a GPU machine (under 8 minutes):
 
     python3 benchmarks/gpu_check.py [--out FILE] [--site DIR] [--iterations N]
 
@@ -15,7 +15,7 @@ and prints a summary. Steps, each recorded with its outcome, none stopping the o
    same order; timed per phase, and projected to the full profile (15 runs x 8000 iterations);
 4. ``benchmarks/bench_gpu.py`` with the time that is left.
 
-A bare machine with only the repository copied works (issue 14: Python 3.12, torch,
+A bare machine with only the repository copied works (Python 3.12, torch,
 torchvision, numpy, scipy, scikit-image, pandas, safetensors, psutil preinstalled, no network):
 ``--site DIR`` (or ``$SGSR_SITE``) names a folder of extra pure-Python packages installed with
 ``pip install --no-index --no-deps --target DIR wheels/*.whl``; ``src/`` is put on the path,

@@ -135,7 +135,7 @@ def test_truncated_and_foreign_files_raise_checkpoint_error(tmp_path):
         load_checkpoint(tmp_path / "absent.pt")
 
 
-# --- issue 12: each broken checkpoint says what is wrong and that deleting it starts fresh ----
+# --- each broken checkpoint says what is wrong and that deleting it starts fresh ----
 
 
 def test_random_bytes_are_called_corrupt_not_unsafe(tmp_path):

@@ -116,7 +116,7 @@ def test_missing_and_invalid_files(tmp_path: Path) -> None:
         load_config(bad)
 
 
-# ------------------------------------------------------------------ issue 12: YAML and models
+# ------------------------------------------------------------------ YAML and models
 def test_duplicate_keys_are_refused_with_the_key_and_both_lines(tmp_path: Path) -> None:
     """PyYAML keeps the last of two equal keys without a word; params must not."""
     path = tmp_path / "params.yaml"

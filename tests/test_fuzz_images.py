@@ -1,4 +1,4 @@
-"""Hostile image files through every command that reads images (issue 12).
+"""Hostile image files through every command that reads images.
 
 Random bytes, truncations, flipped bytes, corrupted PNG chunks (with and without a fixed CRC)
 and headers declaring huge sizes go through `sgsr download` (dir source), `sgsr prepare`,

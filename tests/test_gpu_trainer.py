@@ -1,4 +1,4 @@
-"""The GPU trainer options (issue 14) and their numerical contracts.
+"""The GPU trainer options and their numerical contracts.
 
 On the CPU: fused and foreach Adam give the eager for-loop step's losses to tolerance; the
 step body that a CUDA graph records is bitwise the eager step; the defaults leave CPU training

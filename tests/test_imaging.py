@@ -280,7 +280,7 @@ def test_read_missing_file_is_file_not_found(tmp_path: Path) -> None:
         read_image(tmp_path / "nothere.png")
 
 
-# --- issue 12: decompression bombs, transparency -------------------------------------------
+# --- decompression bombs, transparency -------------------------------------------
 
 
 def test_header_bomb_is_refused_before_decoding_naming_file_and_size(tmp_path: Path) -> None:

@@ -311,7 +311,7 @@ def test_cli_upscale(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# issue 12: a model folder cannot run code; upscale never overwrites its inputs
+# a model folder cannot run code; upscale never overwrites its inputs
 # --------------------------------------------------------------------------------------------
 HUBCONF = """
 import pathlib

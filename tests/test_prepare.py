@@ -258,7 +258,7 @@ def test_on_bad_image_through_download_and_prepare(tmp_path: Path) -> None:
     assert (tmp_path / layout.prepared_set(4, "val") / "hr" / "other.png").is_file()
 
 
-# --- issue 12: images too small to score, too large to decode, transparent ---------------------
+# --- images too small to score, too large to decode, transparent ---------------------
 
 
 def _tiny_test_set(tmp_path: Path) -> Path:

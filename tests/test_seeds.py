@@ -1,4 +1,4 @@
-"""Seed replicates (issue 16): run names, params errors, the DVC stage families, training.
+"""Seed replicates: run names, params errors, the DVC stage families, training.
 
 A configuration (model, loss, scale) is trained once per seed: the primary seed (params
 ``seed``) keeps the name ``<model>-<loss>-x<scale>``; each ``experiment.replicates`` seed adds

@@ -3,7 +3,7 @@
 Why: one run of a small SR network leaves most of a GPU idle, even as one CUDA graph per step
 (its kernels are small), and DVC runs stages one after another (``dvc repro`` has no parallel
 jobs). Separate processes on one GPU are time-sliced, not concurrent (five processes gave 1.4x
-the throughput of one, issue 14); runs in one process, each in its own thread with its own CUDA
+the throughput of one); runs in one process, each in its own thread with its own CUDA
 stream, can have their kernels on the GPU at the same time.
 
 How it fits DVC: every run keeps its own ``train`` stage. When the stage of run A runs ``sgsr

@@ -2,7 +2,7 @@
 that do not depend on it. :func:`sgsr.step.build_optimizer` builds the optimizer with these.
 
 On a GPU the training step of a small SR network is bound by kernel launches, not arithmetic
-(issue 14: EDSR-baseline x4 at batch 16 took 10.9 ms with torch's default foreach Adam and
+(EDSR-baseline x4 at batch 16 took 10.9 ms with torch's default foreach Adam and
 7.4 ms with the fused one on an H200), so ``auto`` picks the fused kernel there. On the CPU
 ``auto`` builds Adam exactly as the trainer always did (torch's default, the for-loop
 implementation), so CPU runs and the study's weights stay bitwise what they were.

@@ -245,7 +245,7 @@ def _realesrgan(
 
 
 #: Real-ESRGAN (BSD-3-Clause) as community SR networks: ``models.<m>: {arch: community,
-#: weights: <name>}``. Pins of the two ncnn members from issue 17, checked here.
+#: weights: <name>}``. Pins of the two ncnn members, checked here.
 SR_WEIGHTS: dict[str, Weight] = {
     w.name: w
     for w in (
