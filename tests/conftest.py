@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +117,26 @@ def prepared(tmp_path_factory) -> Path:
 
     build_store(root)
     return root / "data"
+
+
+def tiny_profile(repo: Path, test_size: tuple[int, int]):
+    """A tiny dataset mirror in `repo`/datasets (3 training images, 1 test image of
+    `test_size`) and a runner for commands in `repo` that fails with their output's tail.
+    Shared by the profile tests that drive real `dvc repro` at tiny size."""
+
+    from sgsr.data.common import download_cache
+    from sgsr.imaging import write_image
+
+    for i in range(3):
+        write_image(repo / "datasets" / "tr" / f"t{i}.png", smooth_rgb(i, 40, 36))
+    write_image(repo / "datasets" / "te" / "a.png", smooth_rgb(9, *test_size))
+    env = {**os.environ, "SGSR_CACHE_DIR": str(download_cache()), "OMP_NUM_THREADS": "2",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+
+    def sh(*cmd: str) -> str:
+        proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+        return proc.stdout + proc.stderr
+
+    return sh

@@ -6,19 +6,16 @@ cache); skips with the reason when the package index cannot be reached."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import smooth_rgb
+from conftest import tiny_profile
 
 from sgsr.config import write_run_index
 from sgsr.data.common import download_cache
 from sgsr.data.fetch import OfflineError
-from sgsr.imaging import write_image
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "finetune"
@@ -61,17 +58,7 @@ def test_finetune_profile_runs_end_to_end_through_dvc(tmp_path: Path) -> None:
         params[key] = {**params[key], **value} if isinstance(value, dict) else value
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     write_run_index(repo / "params.yaml")  # the runs: block dvc.yaml expands over
-    for i in range(3):
-        write_image(repo / "datasets" / "tr" / f"t{i}.png", smooth_rgb(i, 40, 36))
-    write_image(repo / "datasets" / "te" / "a.png", smooth_rgb(9, 24, 20))
-    env = {**os.environ, "SGSR_CACHE_DIR": str(download_cache()), "OMP_NUM_THREADS": "2",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
-
-    def sh(*cmd: str) -> str:
-        proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
-        assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
-        return proc.stdout + proc.stderr
+    sh = tiny_profile(repo, (24, 20))
 
     sh("git", "init", "-q")
     sh("dvc", "init", "-q")

@@ -8,18 +8,15 @@ the package index cannot be reached."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import warnings
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import smooth_rgb
+from conftest import tiny_profile
 
 from sgsr.config import load_config
-from sgsr.imaging import write_image
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "gan"
@@ -123,17 +120,7 @@ def test_gan_profile_runs_end_to_end_through_dvc(tmp_path: Path) -> None:
                      for loss in ("esrgan", "esrgan_sgl", "esrgan_grad1")},
     }  # fmt: skip
     (repo / "stages.yaml").write_text(yaml.safe_dump(families, sort_keys=False))
-    for i in range(3):
-        write_image(repo / "datasets" / "tr" / f"t{i}.png", smooth_rgb(i, 40, 36))
-    write_image(repo / "datasets" / "te" / "a.png", smooth_rgb(9, 48, 44))
-    env = {**os.environ, "SGSR_CACHE_DIR": str(download_cache()), "OMP_NUM_THREADS": "2",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
-
-    def sh(*cmd: str) -> str:
-        proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
-        assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
-        return proc.stdout + proc.stderr
+    sh = tiny_profile(repo, (48, 44))
 
     for name in ("params.yaml", "pretrain.yaml"):  # the runs: block of the tiny experiment
         sh("sgsr", "runs", "--write", "--params", name)
