@@ -500,7 +500,7 @@ def import_results(
     one from this machine's patch store, the folders are placed, ``dvc commit`` records the
     train stages and ``sgsr publish`` copies them to the published remote."""
     from sgsr.config import load_config
-    from sgsr.fsutil import replace_dir, staging_dir
+    from sgsr.fsutil import staged_dir, staging_dir
     from sgsr.layout import patch_store
     from sgsr.train import params_hash
 
@@ -536,10 +536,8 @@ def import_results(
                     src = staging / profile / sub
                     if src.is_dir():
                         final = folder / sub
-                        tmp = staging_dir(final)
-                        shutil.rmtree(tmp)
-                        shutil.copytree(src, tmp)
-                        replace_dir(tmp, final)
+                        with staged_dir(final) as tmp:
+                            shutil.copytree(src, tmp, dirs_exist_ok=True)
                 placed.append(run)
             if placed:
                 targets = [f"models/{r}" for r in placed] + [f"models/live/{r}" for r in placed]

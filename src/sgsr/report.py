@@ -30,7 +30,7 @@ from typing import Any
 
 from sgsr import layout
 from sgsr.config import Config, Run
-from sgsr.fsutil import replace_dir, staging_dir, write_text
+from sgsr.fsutil import staged_dir, write_text
 from sgsr.losses import sgl_operator
 from sgsr.readers import read_paired
 from sgsr.runs import bicubic_run, pairs
@@ -356,8 +356,7 @@ def run(
             f"(root: {cfg.root!r} in {cfg.source_path} must point at the repository root)"
         )
     final = pipeline / layout.REPORTS
-    tmp = staging_dir(final)
-    try:
+    with staged_dir(final) as tmp:
         tmp_figures = (tmp / "figures").relative_to(pipeline).as_posix()
         params = notebook_parameters(cfg, tmp_figures, pipeline)
         (tmp / "figures").mkdir()
@@ -382,10 +381,6 @@ def run(
         rank = {name: i for i, name in enumerate(SHOWN_ORDER)}
         executed.sort(key=lambda path: rank.get(path.stem, len(rank)))
         render_html(executed, tmp / REPORT_HTML, title, intro)
-        replace_dir(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return final / REPORT_HTML
 
 

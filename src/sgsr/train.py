@@ -52,7 +52,14 @@ from sgsr.checkpoint import (
 from sgsr.config import Config, Run, TrainConfig, allows_import
 from sgsr.data.batches import BatchSource, fixed_batch, iterable_source, patch_batches
 from sgsr.data.prefetch import prefetched
-from sgsr.distributed import DistContext, barrier, init_from_env, train_device
+from sgsr.distributed import (
+    DistContext,
+    barrier,
+    global_batch,
+    init_from_env,
+    per_rank_batch,
+    train_device,
+)
 from sgsr.fsutil import sha256sum
 from sgsr.gan import (
     DISCRIMINATOR_NAME,
@@ -389,23 +396,6 @@ def params_hash(cfg: Config, run: Run, store: Path | None = None) -> str:
     )
 
 
-def per_rank_batch(batch_size: int, world_size: int) -> int:
-    """train.batch_size is the global batch; each of N processes gets batch_size // N."""
-    if batch_size < world_size:
-        raise ValueError(
-            f"train.batch_size ({batch_size}) is smaller than the number of processes "
-            f"({world_size}); each process needs at least one sample"
-        )
-    if batch_size % world_size:
-        warnings.warn(
-            f"train.batch_size {batch_size} is not divisible by {world_size} processes: each "
-            f"uses {batch_size // world_size}, a global batch of "
-            f"{batch_size // world_size * world_size}",
-            stacklevel=2,
-        )
-    return batch_size // world_size
-
-
 def _validator(cfg: Config, run_cfg: Run, base: Path) -> Callable[[nn.Module], float] | None:
     """PSNR-Y on the prepared validation split, or None (with a warning) when it is empty."""
     val_dir = base / layout.prepared_set(run_cfg.scale, layout.VAL_SET)
@@ -559,7 +549,9 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
             for folder in (layout.live_dir(run_name), layout.checkpoint_dir(run_name)):
                 (base / folder).mkdir(parents=True, exist_ok=True)
         if ctx.is_main:
-            card = run_card(run_cfg, opts, result, model, ctx, batch * ctx.world_size)
+            card = run_card(
+                run_cfg, opts, result, model, ctx, global_batch(opts.batch_size, ctx.world_size)
+            )
             card.update(start)
             raw = result.model_state if result.ema_state is not None else None
             if result.discriminator_state is not None:
