@@ -20,6 +20,7 @@ The names a training loop of one's own needs are importable from here too (``__a
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import functools
@@ -29,7 +30,7 @@ import os
 import random
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sgsr import layout
+from sgsr import __version__, layout
 from sgsr.checkpoint import (
     CHECKPOINT_NAME,
     CheckpointError,
@@ -51,6 +52,7 @@ from sgsr.checkpoint import (
 )
 from sgsr.config import Config, Run, TrainConfig, allows_import
 from sgsr.data.batches import BatchSource, fixed_batch, iterable_source, patch_batches
+from sgsr.data.patches import PatchDataset
 from sgsr.data.prefetch import prefetched
 from sgsr.distributed import (
     DistContext,
@@ -58,6 +60,7 @@ from sgsr.distributed import (
     global_batch,
     init_from_env,
     per_rank_batch,
+    shutdown,
     train_device,
 )
 from sgsr.fsutil import sha256sum
@@ -73,6 +76,8 @@ from sgsr.gan import (
     write_discriminator,
 )
 from sgsr.live import open_live
+from sgsr.losses import build_loss
+from sgsr.models import build_model, canonical_arch
 from sgsr.step import (
     EMA,
     TrainingDiverged,
@@ -140,6 +145,25 @@ def seed_everything(seed: int) -> None:
 # --- the loop ----------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def kept_determinism_flags() -> Iterator[None]:
+    """Put torch's process-wide determinism flags (deterministic algorithms and their warn-only
+    mode, cuDNN benchmark and deterministic) back as they were when the block ends, so training
+    one run, or several side by side, leaves the caller's process as it found it."""
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+    )
+    try:
+        yield
+    finally:
+        det, warn_only, bench, cudnn_det = before
+        torch.use_deterministic_algorithms(det, warn_only=warn_only)
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = bench, cudnn_det
+
+
 @dataclass
 class _LogWindow:
     """Running sums of logged values since the last log step (checkpointed for exact logs)."""
@@ -199,16 +223,13 @@ def train(
     fingerprint = fingerprint or options_fingerprint(opts, seed)
     source: BatchSource = batches if callable(batches) else iterable_source(batches)
     checkpoint = Path(checkpoint) if checkpoint is not None else None
-    det_before = torch.are_deterministic_algorithms_enabled()
-    det_warn_before = torch.is_deterministic_algorithms_warn_only_enabled()
-    cudnn_before = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
-    if ctx.device.type == "cpu":
-        if opts.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
-    else:
-        torch.backends.cudnn.benchmark = not opts.deterministic
-        torch.backends.cudnn.deterministic = opts.deterministic
-    try:
+    with kept_determinism_flags():
+        if ctx.device.type == "cpu":
+            if opts.deterministic:
+                torch.use_deterministic_algorithms(True, warn_only=True)
+        else:
+            torch.backends.cudnn.benchmark = not opts.deterministic
+            torch.backends.cudnn.deterministic = opts.deterministic
         seed_everything(seed)
         term = adversarial_term(loss)
         if term is not None:
@@ -218,9 +239,6 @@ def train(
         return _loop(
             state, source, opts, checkpoint, live_dir, validate, fingerprint, progress, desc, gan
         )
-    finally:
-        torch.use_deterministic_algorithms(det_before, warn_only=det_warn_before)
-        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn_before
 
 
 def _loop(
@@ -235,7 +253,7 @@ def _loop(
     desc: str,
     gan: GanState | None = None,
 ) -> TrainResult:
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # tqdm.auto probes for IPython: only a loop that reports pays
 
     ctx = state.ctx
     ck = resume_checkpoint(state, checkpoint, fingerprint)
@@ -437,8 +455,6 @@ def run_card(
     global_batch: int,
 ) -> dict[str, Any]:
     """``models/<run>/run.json``: what was trained and how (docs/training.md lists the keys)."""
-    from sgsr import __version__
-
     return {
         "run": run_cfg.name,
         "model": run_cfg.model,
@@ -472,9 +488,6 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
     stage). Under torchrun every process calls this; rank 0 alone logs, validates and writes.
     Returns the path of ``<root>/models/<run>/model.safetensors``.
     """
-    from sgsr.losses import build_loss
-    from sgsr.models import build_model, canonical_arch
-
     run_cfg = cfg.run(run_name)
     seed = run_cfg.seed  # the primary seed (params `seed`) or a replicate's: init and data order
     opts = cfg.train
@@ -490,8 +503,6 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
     ctx = init_from_env(opts.device)
     try:
         batch = per_rank_batch(opts.batch_size, ctx.world_size)
-        from sgsr.data.patches import PatchDataset
-
         dataset = PatchDataset(store, opts.lr_patch, augment=True, seed=seed)
         if len(dataset) == 0:
             raise ValueError(
@@ -579,7 +590,5 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
             )  # fmt: skip
         barrier(ctx)
     finally:
-        from sgsr.distributed import shutdown
-
         shutdown(ctx)
     return base / layout.weights(run_name)
