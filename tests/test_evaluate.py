@@ -12,6 +12,7 @@ from conftest import noisy
 
 from sgsr import evaluate, imaging, metrics, scoring
 from sgsr.config import load_config
+from sgsr.metric_registry import QUICK_NAMES
 from sgsr.stats import paired_bootstrap
 from sgsr.summary import PAIRED_COLUMNS, SEEDS_COLUMNS, SUMMARY_KEYS, summarize
 
@@ -289,6 +290,14 @@ def test_cli_evaluate_json_and_table(
     assert main(args) == 0
     table = capsys.readouterr().out
     assert "img1" in table and "mean (3)" in table and f"{doc['mean']['ssim']:.4f}" in table
+
+    # one default subset (metric_registry.QUICK_NAMES): the command, score_folders and Scorer
+    assert main([*args, "--json"]) == 0
+    default = json.loads(capsys.readouterr().out)
+    assert default["metrics"] == list(QUICK_NAMES) == ["psnr", "ssim"]
+    assert set(default["mean"]) == set(QUICK_NAMES)
+    assert scoring.score_folders(sr_dir, hr_dir, 2)["metrics"] == list(QUICK_NAMES)
+    assert scoring.Scorer().metrics == QUICK_NAMES
 
     assert (
         main(["evaluate", "--sr", str(sr_dir), "--hr", str(pipeline / "nope"), "--scale", "2"]) == 2

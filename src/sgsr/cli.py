@@ -19,6 +19,7 @@ from pathlib import Path
 from sgsr import __version__
 from sgsr.config import DEFAULT_MAX_PIXELS, Config, ConfigError, load_config, write_run_index
 from sgsr.metric_registry import NAMES as METRIC_NAMES
+from sgsr.metric_registry import QUICK_NAMES, REGISTRY
 
 #: Each pipeline stage ends with one INFO line on this logger (``sgsr <stage>: ...``).
 log = logging.getLogger("sgsr.cli")
@@ -80,17 +81,17 @@ def _infer(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     from sgsr import evaluate, scoring
-    from sgsr.metric_registry import REGISTRY
 
     if args.sr or args.hr:
         if not (args.sr and args.hr and args.scale is not None):
             raise ValueError("scoring folders needs all of --sr DIR --hr DIR --scale S")
-        metrics = ("psnr", "ssim")
+        metrics = QUICK_NAMES
         if args.metrics is not None:
             metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
             if not metrics:
                 raise ValueError(
-                    f"--metrics {args.metrics!r} names no metric; leave it out for psnr,ssim"
+                    f"--metrics {args.metrics!r} names no metric; leave it out for "
+                    + ",".join(QUICK_NAMES)
                 )
         result = scoring.score_folders(
             Path(args.sr),
@@ -113,7 +114,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     for set_name, entry in out.items():  # metrics.json: {set: {metric: value, n_images}}
         shown = [
             f"{info.label} {entry[m]:{info.fmt}}" + (f" {info.unit}" if info.unit else "")
-            for m, info in ((m, REGISTRY[m]) for m in ("psnr", "ssim"))
+            for m, info in ((m, REGISTRY[m]) for m in QUICK_NAMES)
             if isinstance(entry.get(m), float)
         ]
         log.info(
@@ -286,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--metrics",
-        help=f"comma-separated metrics, of: {', '.join(METRIC_NAMES)} (default: psnr,ssim)",
+        help=f"comma-separated metrics, of: {', '.join(METRIC_NAMES)} "
+        f"(default: {','.join(QUICK_NAMES)})",
     )
     p.add_argument(
         "--pretrained",

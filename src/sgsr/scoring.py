@@ -39,7 +39,7 @@ from sgsr.fid import (
     kid,
 )
 from sgsr.imaging import list_images, read_image
-from sgsr.metric_registry import REGISTRY, SET_NAMES, check_metric_names
+from sgsr.metric_registry import QUICK_NAMES, REGISTRY, SET_NAMES, check_metric_names
 from sgsr.metrics import METRICS, load_backbones
 from sgsr.pretrained import WEIGHTS
 
@@ -267,7 +267,7 @@ class Scorer:
 
     def __init__(
         self,
-        metrics: Sequence[str] = ("psnr", "ssim"),
+        metrics: Sequence[str] = QUICK_NAMES,
         pretrained: str | os.PathLike[str] | list[Path] | None = None,
         fid_patch: int = 64,
         device: str = "auto",
@@ -493,7 +493,7 @@ def score_folders(
     sr_dir: str | os.PathLike[str],
     hr_dir: str | os.PathLike[str],
     scale: int,
-    metrics: Sequence[str] = ("psnr", "ssim"),
+    metrics: Sequence[str] = QUICK_NAMES,
     pretrained: str | os.PathLike[str] | None = None,
     fid_patch: int = 64,
     device: str = "auto",
