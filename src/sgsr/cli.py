@@ -16,10 +16,13 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from sgsr import __version__
+import yaml
+
+from sgsr import __version__, console, dvc_plots, layout, run_index
 from sgsr.config import DEFAULT_MAX_PIXELS, Config, ConfigError, load_config, write_run_index
 from sgsr.metric_registry import NAMES as METRIC_NAMES
 from sgsr.metric_registry import QUICK_NAMES, REGISTRY
+from sgsr.publish import publish, published_bytes, pull
 
 #: Each pipeline stage ends with one INFO line on this logger (``sgsr <stage>: ...``).
 log = logging.getLogger("sgsr.cli")
@@ -27,14 +30,14 @@ log = logging.getLogger("sgsr.cli")
 
 def _cfg(args: argparse.Namespace) -> Config:
     """The params a pipeline stage runs on, checked to be buildable (sgsr.preflight)."""
-    from sgsr import preflight
+    from sgsr import preflight  # builds models and losses: torch, only for pipeline stages
 
     return preflight.load(args.params)
 
 
 def _download(args: argparse.Namespace) -> None:
     cfg = _cfg(args)
-    from sgsr.data.download import run
+    from sgsr.data.download import run  # torch (via imaging), only for this stage
 
     out = run(cfg)
     sets = ", ".join(f"{k} {len(v.get('files', {}))}" for k, v in out["sets"].items())
@@ -48,7 +51,7 @@ def _download(args: argparse.Namespace) -> None:
 
 def _prepare(args: argparse.Namespace) -> None:
     cfg = _cfg(args)
-    from sgsr.data.prepare import run
+    from sgsr.data.prepare import run  # torch (via imaging), only for this stage
 
     for scale, counts in run(cfg).items():
         counts = dict(counts)
@@ -62,15 +65,14 @@ def _prepare(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     cfg = _cfg(args)
-    from sgsr.gpu_share import run  # sgsr.train.run, plus train.runs_per_process
+    from sgsr.gpu_share import run  # torch; sgsr.train.run, plus train.runs_per_process
 
     run(cfg, args.run)
 
 
 def _infer(args: argparse.Namespace) -> None:
     cfg = _cfg(args)
-    from sgsr import layout
-    from sgsr.imaging import list_images
+    from sgsr.imaging import list_images  # these two import torch: only for this stage
     from sgsr.infer import run
 
     run(cfg, args.run)
@@ -80,7 +82,7 @@ def _infer(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from sgsr import evaluate, scoring
+    from sgsr import evaluate, scoring  # torch and the metric packages, only for this stage
 
     if args.sr or args.hr:
         if not (args.sr and args.hr and args.scale is not None):
@@ -125,7 +127,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def _summarize(args: argparse.Namespace) -> None:
     cfg = _cfg(args)
-    from sgsr.summary import summarize
+    from sgsr.summary import summarize  # torch (via scoring), only for this stage
 
     paths = summarize(cfg)
     log.info("%s", ", ".join(str(p) for p in paths))
@@ -133,7 +135,7 @@ def _summarize(args: argparse.Namespace) -> None:
 
 def _report(args: argparse.Namespace) -> None:
     cfg = _cfg(args)
-    from sgsr.report import run
+    from sgsr.report import run  # torch, papermill and nbconvert, only for this stage
 
     html = run(cfg)
     figures = len(list((html.parent / "figures").glob("*.png")))
@@ -142,20 +144,18 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _plots(args: argparse.Namespace) -> None:
-    from sgsr.dvc_plots import show
-
-    index = show(Path(args.params).parent, args.out, args.targets)
+    index = dvc_plots.show(Path(args.params).parent, args.out, args.targets)
     log.info("%s (offline: vega is inline)", index)
 
 
 def _results(args: argparse.Namespace) -> None:
-    from sgsr.results import show
+    from sgsr.results import show  # pandas: `sgsr --help` and `sgsr runs` do without it
 
     print(show(Path(args.params).parent))
 
 
 def _upscale(args: argparse.Namespace) -> None:
-    from sgsr.infer import upscale_path
+    from sgsr.infer import upscale_path  # torch, only for this command
 
     written = upscale_path(
         args.input,  # as typed: Path("") would be the current folder
@@ -179,15 +179,11 @@ def _runs(args: argparse.Namespace) -> None:
 
 
 def _pull(args: argparse.Namespace) -> None:
-    from sgsr.publish import pull
-
     outs = pull(Path(args.params).parent)
     log.info("%d trained run(s) pulled from the published remote; data prepared", len(outs))
 
 
 def _publish(args: argparse.Namespace) -> None:
-    from sgsr.publish import publish, published_bytes
-
     outs = publish(Path(args.params).parent)
     size = published_bytes(Path(args.params).parent) / 1e6
     log.info("%d trained run(s) in the published remote (%.1f MB)", len(outs), size)
@@ -195,10 +191,6 @@ def _publish(args: argparse.Namespace) -> None:
 
 def _write_runs(params: Path) -> None:
     """``sgsr runs --write``: the params' runs: block, then the stage names of the lock beside."""
-    import yaml
-
-    from sgsr import run_index
-
     if write_run_index(params):
         print(f"{params}: runs: block regenerated from experiment:", file=sys.stderr)
     lock = params.parent / "dvc.lock"
@@ -365,7 +357,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from sgsr import console
 
     console.setup(f"sgsr {args.command}")
     try:

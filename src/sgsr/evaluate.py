@@ -30,6 +30,8 @@ import numpy as np
 
 from sgsr import layout
 from sgsr.config import Config
+from sgsr.data.common import download_cache
+from sgsr.fid import FeatureCache, bootstrap_fid, plan_fingerprint, resample_plan
 from sgsr.fsutil import write_text
 from sgsr.runs import BICUBIC_MODEL, parse_run
 from sgsr.scoring import Scorer, csv_value, finite_or_none, metric_notes, nonfinite_label
@@ -64,8 +66,6 @@ def run_identity(cfg: Config, run_name: str) -> dict[str, Any]:
 def feature_cache_dir() -> Path:
     """Where HR FID features are cached: ``<download cache>/fid-features`` (outside the DVC
     outputs, like downloaded archives; entries are keyed by content, so sharing is safe)."""
-    from sgsr.data.common import download_cache
-
     return download_cache() / "fid-features"
 
 
@@ -83,8 +83,6 @@ def run(
     (:func:`feature_cache_dir`). `nets`: injected metric networks (tests and benchmarks with
     random backbones; the stage itself loads verified weights from models/pretrained).
     """
-    from sgsr.fid import FeatureCache, bootstrap_fid, plan_fingerprint, resample_plan
-
     base = layout.pipeline_root(cfg)
     ident = run_identity(cfg, run_name)
     scale = ident["scale"]

