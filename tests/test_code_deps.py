@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from code_deps import PREFIX, REPO, dvc_files, expected, listed, rewrite
+from conftest import copy_pipeline_sources
 
 
 @pytest.mark.parametrize("dvc_yaml", dvc_files(), ids=lambda p: str(p.relative_to(REPO)))
@@ -121,10 +122,7 @@ def test_dvc_status_after_an_edit_marks_exactly_the_stages_whose_code_it_is(
     from dvc.repo import Repo
 
     project = tmp_path / "sgsr"
-    shutil.copytree(
-        REPO / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
-    )
-    shutil.copytree(REPO / "notebooks", project / "notebooks")
+    copy_pipeline_sources(project)
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(REPO / name, project / name)
     _dvc(project, "init", "--no-scm", "-q")
