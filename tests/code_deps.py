@@ -31,7 +31,6 @@ import yaml
 from import_graph import closure, import_graph, imported, module_files, notebook_imports
 
 REPO = Path(__file__).resolve().parents[1]
-SRC = REPO / "src"
 CLI = "sgsr.cli"
 #: A gate is followed only along these edges (see the module docstring).
 GATES = {"sgsr.preflight": {"sgsr.config"}}

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from code_deps import PREFIX, REPO, dvc_files, expected, listed, rewrite
+from code_deps import PREFIX, REPO, dvc_files, expected, listed, relock, rewrite
 from conftest import copy_pipeline_sources
 
 
@@ -133,7 +133,15 @@ def test_dvc_status_after_an_edit_marks_exactly_the_stages_whose_code_it_is(
             for entry in [*stage.deps, *stage.outs]:
                 if not hasattr(entry, "params"):
                     _placeholder(Path(entry.fs_path))
+    # a lock of the stages without their code, completed by relock: what `dvc commit` writes
+    full = (project / "dvc.yaml").read_text(encoding="utf-8")
+    (project / "dvc.yaml").write_text(rewrite(full, {n: [] for n in listed(REPO / "dvc.yaml")}))
+    _dvc(project, "commit", "--force", "-q")
+    (project / "dvc.yaml").write_text(full)
+    assert set(relock(project)) == names
+    relocked = (project / "dvc.lock").read_text(encoding="utf-8")
     _dvc(project, "commit", "--force", "-q")  # the help-text case below finds it up to date
+    assert (project / "dvc.lock").read_text(encoding="utf-8") == relocked
     trains = {n for n in names if n.startswith("train@")}
     assert trains, names
     assert "report" in names and "prepare" in names
