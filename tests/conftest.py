@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -117,6 +118,19 @@ def prepared(tmp_path_factory) -> Path:
 
     build_store(root)
     return root / "data"
+
+
+def copy_pipeline_sources(dest: Path) -> None:
+    """The notebooks and the library's source files into `dest`, a pipeline copy whose params say
+    ``root: .``: what its stages depend on through ``${root}`` (they run the installed sgsr; the
+    copy is what DVC hashes)."""
+    shutil.copytree(REPO / "notebooks", dest / "notebooks", dirs_exist_ok=True)
+    shutil.copytree(
+        REPO / "src" / "sgsr",
+        dest / "src" / "sgsr",
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
 
 
 def tiny_profile(repo: Path, test_size: tuple[int, int]):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import tiny_profile
+from conftest import copy_pipeline_sources, tiny_profile
 
 from sgsr.config import write_run_index
 from sgsr.data.common import download_cache
@@ -53,6 +53,7 @@ def test_finetune_profile_runs_end_to_end_through_dvc(tmp_path: Path) -> None:
     repo = tmp_path / "ft"
     repo.mkdir()
     shutil.copy2(PROFILE / "dvc.yaml", repo / "dvc.yaml")
+    copy_pipeline_sources(repo)  # the code the stages depend on (root: .)
     params = yaml.safe_load((PROFILE / "params.yaml").read_text())
     for key, value in TINY.items():
         params[key] = {**params[key], **value} if isinstance(value, dict) else value
