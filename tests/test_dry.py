@@ -45,7 +45,9 @@ def test_sgsr_dry_lists_every_stage_of_a_fresh_clone_and_writes_nothing(
         # DVC's own dry run: when this starts to pass, DVC has released the fix and `sgsr dry`
         # can give way to plain `dvc repro --dry` (README, Makefile)
         plain = _run(["dvc", "repro", "--dry"], where, env)
-        assert plain.returncode != 0 and "No such file or directory" in plain.stderr
+        assert plain.returncode != 0 and "No such file or directory" in plain.stderr, (
+            "DVC's own `dvc repro --dry` now lists a fresh clone's stages: drop sgsr dry"
+        )
 
 
 def test_make_dry_runs_sgsr_dry_in_the_profile_folder() -> None:
