@@ -154,3 +154,18 @@ def tiny_profile(repo: Path, test_size: tuple[int, int]):
         return proc.stdout + proc.stderr
 
     return sh
+
+
+def git_clone(dest: Path) -> tuple[Path, dict[str, str]]:
+    """A fresh `git clone` of this repository's committed state at `dest` (no data, no DVC
+    cache, no team remote beside it), and an environment whose `sgsr` and `dvc` run the clone's
+    code. Skips without git or outside a git checkout."""
+    import shutil
+    import sys
+
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("needs git and a git checkout")
+    subprocess.run(["git", "clone", "-q", str(REPO), str(dest)], check=True)
+    env = dict(os.environ, PYTHONPATH=str(dest / "src"), OMP_NUM_THREADS="1")
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return dest, env
