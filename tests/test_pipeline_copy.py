@@ -29,6 +29,9 @@ def test_a_profile_copy_holds_the_merged_params_and_their_runs(tmp_path: Path) -
     assert folder == tmp_path / "copy" / "profiles" / "gpu"
     assert (folder / "dvc.yaml").resolve() == (tmp_path / "copy" / "dvc.yaml").resolve()
     assert (tmp_path / "copy" / "notebooks").is_dir() and not (folder / ".dvc").exists()
+    copied = tmp_path / "copy" / "src" / "sgsr"  # what the stages' code dependencies hash
+    assert (copied / "losses.py").read_bytes() == (REPO / "src/sgsr/losses.py").read_bytes()
+    assert not list(copied.rglob("__pycache__"))
     cfg = load_config(folder / "params.yaml")  # the runs: block matches the merged matrix
     assert cfg.train.iterations == 4 and cfg.data.test_sets == ("Set5",)
     assert yaml.safe_load((folder / "params.yaml").read_text())["data"]["dir"] == str(

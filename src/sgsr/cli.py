@@ -20,9 +20,10 @@ import yaml
 
 from sgsr import __version__, console, dvc_plots, layout, run_index
 from sgsr.config import DEFAULT_MAX_PIXELS, Config, ConfigError, load_config, write_run_index
+from sgsr.dryrun import dry_run
 from sgsr.metric_registry import NAMES as METRIC_NAMES
 from sgsr.metric_registry import QUICK_NAMES, REGISTRY
-from sgsr.publish import publish, published_bytes, pull
+from sgsr.publish import publish, published_bytes, pull, pull_absent
 
 #: Each pipeline stage ends with one INFO line on this logger (``sgsr <stage>: ...``).
 log = logging.getLogger("sgsr.cli")
@@ -179,8 +180,27 @@ def _runs(args: argparse.Namespace) -> None:
 
 
 def _pull(args: argparse.Namespace) -> None:
+    if args.absent:
+        pulled, unpublished = pull_absent(Path(args.params).parent)
+        if pulled:
+            log.info(
+                "%d trained run(s) fetched from the published remote, so dvc repro does not "
+                "retrain them: %s", len(pulled), ", ".join(Path(o.path).name for o in pulled),
+            )  # fmt: skip
+        if unpublished:
+            log.info(
+                "%d run(s) in dvc.lock are not in the published remote; dvc repro trains them",
+                len(unpublished),
+            )
+        return
     outs = pull(Path(args.params).parent)
     log.info("%d trained run(s) pulled from the published remote; data prepared", len(outs))
+
+
+def _dry(args: argparse.Namespace) -> None:
+    status = dry_run(Path(args.params).parent, args.targets)
+    if status:
+        raise SystemExit(status)
 
 
 def _publish(args: argparse.Namespace) -> None:
@@ -346,12 +366,25 @@ def build_parser() -> argparse.ArgumentParser:
         "experiment:, and rename matrix-named stages in the dvc.lock beside it to run names",
     )
     add("results", _results, "print run x set metrics, the gain over bicubic and the report's path")
-    add(
+    p = add(
         "pull",
         _pull,
         "fetch the published weights of every train stage (offline), then `dvc repro prepare`",
     )
+    p.add_argument(
+        "--absent",
+        action="store_true",
+        help="only the runs whose folder is not in the workspace and that are published, no "
+        "error for the others and no prepare (what `make repro` runs before `dvc repro`)",
+    )
     add("publish", _publish, "push every train stage's weights to the published remote")
+    p = add(
+        "dry",
+        _dry,
+        "list what `dvc repro` would run, also on a fresh clone with no data yet (`dvc repro "
+        "--dry` with DVC's run-cache lookup skipped for inputs that do not exist yet)",
+    )
+    p.add_argument("targets", nargs="*", help="stages to list (default: every stage)")
     return parser
 
 

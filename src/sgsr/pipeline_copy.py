@@ -2,7 +2,8 @@
 ``dvc repro`` can run without touching the checkout's outputs: what the end-to-end tests, the
 pipeline benchmark and the GPU checks drive.
 
-A copy holds the root ``dvc.yaml`` and the notebooks, plus either the default ``params.yaml``
+A copy holds the root ``dvc.yaml``, the notebooks and the library's source files (the stages
+depend on them through ``${root}``), plus either the default ``params.yaml``
 (:func:`make_pipeline_copy`) or ``profiles/<name>/`` laid out as in the repository
 (:func:`make_profile_copy`); params are merged with overrides (:func:`deep_update`) and the
 ``runs:`` block regenerated, as ``sgsr runs --write`` does.
@@ -67,6 +68,18 @@ def sgsr_shim(folder: Path) -> Path:
     return folder
 
 
+def copy_sources(repo: Path, dest: Path) -> None:
+    """`repo`'s notebooks and library source files into `dest`: what dvc.yaml's stages depend
+    on through ``${root}`` (the stages run the installed sgsr; the copy is what DVC hashes)."""
+    shutil.copytree(repo / "notebooks", dest / "notebooks", dirs_exist_ok=True)
+    shutil.copytree(
+        repo / "src" / "sgsr",
+        dest / "src" / "sgsr",
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+
+
 def _write_params(source: Path, dest: Path, params: Mapping[str, Any], **set_: Any) -> None:
     raw = load_yaml(source)  # duplicate keys refused, as load_config does
     for section, values in set_.items():
@@ -85,13 +98,13 @@ def make_pipeline_copy(
     repo: Path, dest: Path, params: Mapping[str, Any] | None = None, env: dict | None = None
 ) -> Path:
     """`dest`: a git + DVC project holding `repo`'s default profile (dvc.yaml, params.yaml with
-    `params` merged in, .dvcignore, the notebooks)."""
+    `params` merged in, .dvcignore, the notebooks and the library's source files)."""
     env = env or tool_env(repo / "src")
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
         if (repo / name).exists():
             shutil.copy2(repo / name, dest / name)
-    shutil.copytree(repo / "notebooks", dest / "notebooks", dirs_exist_ok=True)
+    copy_sources(repo, dest)
     if params:
         _write_params(repo / "params.yaml", dest / "params.yaml", params)
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True, env=env)
@@ -118,7 +131,7 @@ def make_profile_copy(
     env = env or tool_env(repo / "src")
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy2(repo / "dvc.yaml", dest / "dvc.yaml")
-    shutil.copytree(repo / "notebooks", dest / "notebooks", dirs_exist_ok=True)
+    copy_sources(repo, dest)
     folder = dest / "profiles" / profile
     folder.mkdir(parents=True)
     (folder / "dvc.yaml").symlink_to(Path("..", "..", "dvc.yaml"))

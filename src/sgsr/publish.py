@@ -158,6 +158,30 @@ def pull(pipeline: str | os.PathLike[str] = ".") -> list[TrainOut]:
     return outs
 
 
+def pull_absent(pipeline: str | os.PathLike[str] = ".") -> tuple[list[TrainOut], list[TrainOut]]:
+    """What ``make repro`` does before ``dvc repro``: fetch, from the published remote, the
+    weights of every train stage in dvc.lock whose run folder is not in the workspace, so a
+    fresh clone retrains none of the published runs (retraining on another machine gives
+    different floats, so new hashes in dvc.lock). Returns (pulled, absent and not published);
+    no lock, or every run folder present, pulls nothing. Unlike :func:`pull`, a run that is
+    not published is no error (``dvc repro`` trains it) and ``prepare`` is left to ``dvc repro``.
+    """
+    pipeline = Path(pipeline)
+    if not (pipeline / LOCK).is_file():
+        return [], []
+    absent = [o for o in train_outs(pipeline) if not (pipeline / o.path).exists()]
+    if not absent:
+        return [], []
+    try:
+        remote = repo_root(pipeline) / REMOTE_DIR
+    except FileNotFoundError:  # not in a git checkout: no published remote to pull from
+        return [], absent
+    ready = [o for o in absent if not missing_objects(remote, o)]
+    if ready:
+        _dvc(["pull", "--remote", REMOTE, *sorted({o.path for o in ready})], pipeline)
+    return ready, [o for o in absent if o not in ready]
+
+
 def publish(pipeline: str | os.PathLike[str] = ".") -> list[TrainOut]:
     """Copy the train outputs recorded in dvc.lock from the DVC cache into the published remote
     (``dvc push -r published``, which lays them out as DVC does), then check all arrived."""

@@ -481,6 +481,46 @@ def run_card(
     }
 
 
+def _starting_model(
+    cfg: Config, run_cfg: Run, base: Path, freeze: tuple[str, ...]
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The run's network as training starts it (built, ``train.init_from`` loaded, `freeze`
+    applied) and what was done, for the run card."""
+    context = {}  # where a community model's pretrained weights are (not a params key)
+    if canonical_arch(run_cfg.arch) == "community":
+        context["pretrained_dir"] = base / layout.PRETRAINED
+    model = build_model(
+        run_cfg.arch,
+        allow_import=allows_import(cfg, run_cfg.model),
+        scale=run_cfg.scale,
+        **run_cfg.model_kwargs,
+        **context,
+    )
+    return model, warm_start(model, cfg.train.init_from, freeze, base, run_cfg.name)
+
+
+def _zero_shot(cfg: Config, run_cfg: Run, base: Path) -> Path:
+    """A zero-shot run (``experiment.zero_shot``): the starting weights written as they are,
+    with a run card like every run's; no loss, optimizer or patch is touched, so the row is
+    exactly the unmodified network."""
+    seed_everything(run_cfg.seed)
+    model, start = _starting_model(cfg, run_cfg, base, ())
+    opts = dataclasses.replace(cfg.train, iterations=0, ema=0.0)
+    result = TrainResult(
+        iterations=0,
+        resumed_from=0,
+        model_state=cpu_state(model.state_dict()),
+        ema_state=None,
+        fingerprint=params_hash(cfg, run_cfg),
+    )
+    card = run_card(run_cfg, opts, result, model, DistContext(), global_batch=0)
+    card.update(start)
+    folder = base / layout.run_dir(run_cfg.name)
+    write_weights(folder, result.weights, card)
+    log.info("%s: zero-shot, the starting weights as they are in %s", run_cfg.name, folder)
+    return base / layout.weights(run_cfg.name)
+
+
 def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) -> Path:
     """Pipeline stage: train one run of the matrix and write its weights and run card.
 
@@ -492,6 +532,8 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
     seed = run_cfg.seed  # the primary seed (params `seed`) or a replicate's: init and data order
     opts = cfg.train
     base = layout.pipeline_root(cfg, root)
+    if run_cfg.zero_shot:
+        return _zero_shot(cfg, run_cfg, base)
     store = base / layout.patch_store(run_cfg.scale)
     if not store.is_dir():
         raise FileNotFoundError(
@@ -516,17 +558,7 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
                 "patches. Lower train.batch_size, or add images / lower prepare.stride"
             )
         seed_everything(seed)
-        context = {}  # where a community model's pretrained weights are (not a params key)
-        if canonical_arch(run_cfg.arch) == "community":
-            context["pretrained_dir"] = base / layout.PRETRAINED
-        model = build_model(
-            run_cfg.arch,
-            allow_import=allows_import(cfg, run_cfg.model),
-            scale=run_cfg.scale,
-            **run_cfg.model_kwargs,
-            **context,
-        )
-        start = warm_start(model, opts.init_from, opts.freeze, base, run_name)
+        model, start = _starting_model(cfg, run_cfg, base, opts.freeze)
         validate = _validator(cfg, run_cfg, base) if ctx.is_main else None
         fingerprint = params_hash(cfg, run_cfg, store)
         result = train(
