@@ -84,8 +84,11 @@ def test_check_names_every_unpublished_run_and_missing_file(pipeline: Path) -> N
     assert "model.safetensors" not in text
     _put(remote, "f" * 32, b"c")
     _put(remote, "b" * 32 + ".dir", b"[]")
-    assert len(publish.check(pipeline, remote)) == 2
-    assert publish.published_bytes(pipeline, remote) == len(json.dumps(weights + card)) + 4
+    with pytest.raises(publish.UnpublishedError, match="1 of 2 train stage"):
+        publish.check(pipeline, remote)  # the l1 run's curves are missing
+    _put(remote, "c" * 32 + ".dir", b"[]")
+    assert len(publish.check(pipeline, remote)) == 3
+    assert publish.published_bytes(pipeline, remote) == len(json.dumps(weights + card)) + 6
 
 
 def test_a_lock_without_train_stages_is_an_error(pipeline: Path) -> None:

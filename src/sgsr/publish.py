@@ -140,7 +140,8 @@ def check(pipeline: str | os.PathLike[str], remote: Path | None = None) -> list[
         )
         lines = "\n".join(f"  {stage}: {', '.join(m[:2])}" for stage, m in sorted(gaps.items()))
         raise UnpublishedError(
-            f"{len(gaps)} of {len(outs)} train stage(s) of {shown} are not in the published "
+            f"{len(gaps)} of {len({o.stage for o in outs})} train stage(s) of {shown} are not "
+            "in the published "
             f"remote {remote}, so `dvc pull` cannot bring them (first missing objects):\n{lines}\n"
             "Their weights exist only where they were trained: retrain them (`dvc repro`) and "
             "publish them (`make publish PROFILE=...`), or pull from the team's remote "
