@@ -80,7 +80,8 @@ def test_finetune_profile_runs_end_to_end_through_dvc(tmp_path: Path) -> None:
         card = json.loads((run / "run.json").read_text())
         assert card["iterations"] == 2 and card["n_parameters"] == 16_697_987
         assert card["frozen_parameters"] == 2  # model.0 = basicsr's conv_first: weight, bias
-        tuned = load_file(run / "model-raw.safetensors")  # spandrel's ESRGAN key names
+        # the raw weights (a working file beside the checkpoint): spandrel's ESRGAN key names
+        tuned = load_file(repo / "models/checkpoints" / run.name / "model-raw.safetensors")
         assert len(tuned) == len(start)
         assert (tuned["model.0.weight"] == start["conv_first.weight"]).all()  # frozen
         assert not (tuned["model.10.weight"] == start["conv_last.weight"]).all()  # trained

@@ -65,8 +65,9 @@ def test_train_outs_are_the_run_folders_of_defined_runs_only(pipeline: Path) -> 
     outs = publish.train_outs(pipeline)
     assert [(o.stage, o.path) for o in outs] == [
         ("train@edsr_tiny-l1-4", "models/edsr_tiny-l1-x4"),
+        ("train@edsr_tiny-l1-4", "models/live/edsr_tiny-l1-x4"),
         ("train@edsr_tiny-sgl-4", "models/edsr_tiny-sgl-x4"),
-    ]  # not the curves (git), not prepare (recomputed), not a run params.yaml dropped
+    ]  # weights and curves; not prepare (recomputed), not a run params.yaml dropped
 
 
 def test_check_names_every_unpublished_run_and_missing_file(pipeline: Path) -> None:
@@ -83,8 +84,11 @@ def test_check_names_every_unpublished_run_and_missing_file(pipeline: Path) -> N
     assert "model.safetensors" not in text
     _put(remote, "f" * 32, b"c")
     _put(remote, "b" * 32 + ".dir", b"[]")
-    assert len(publish.check(pipeline, remote)) == 2
-    assert publish.published_bytes(pipeline, remote) == len(json.dumps(weights + card)) + 4
+    with pytest.raises(publish.UnpublishedError, match="1 of 2 train stage"):
+        publish.check(pipeline, remote)  # the l1 run's curves are missing
+    _put(remote, "c" * 32 + ".dir", b"[]")
+    assert len(publish.check(pipeline, remote)) == 3
+    assert publish.published_bytes(pipeline, remote) == len(json.dumps(weights + card)) + 6
 
 
 def test_a_lock_without_train_stages_is_an_error(pipeline: Path) -> None:
@@ -110,8 +114,13 @@ def test_every_project_reaches_the_published_remote_and_keeps_the_shared_default
 
 @pytest.mark.parametrize("folder", [REPO, *PROFILES], ids=lambda p: "root" if p == REPO else p.name)
 def test_the_lock_is_published_or_pull_names_what_is_not(folder: Path) -> None:
-    """For every committed lock: either all train outputs are in published/ (then their curves
-    are committed to git too) or `sgsr pull` refuses, naming exactly the unpublished stages."""
+    """For every committed lock: either all train outputs (weights and curves) are in
+    published/ or `sgsr pull` refuses, naming exactly the unpublished stages. The curves are
+    DVC outputs, so git never tracks them (DVC would refuse to commit them)."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "models/live"], cwd=folder, capture_output=True, text=True
+    )
+    assert tracked.returncode == 0 and tracked.stdout == ""
     if not (folder / "dvc.lock").is_file():
         pytest.skip("no dvc.lock committed")
     remote = REPO / "published"
@@ -121,11 +130,7 @@ def test_the_lock_is_published_or_pull_names_what_is_not(folder: Path) -> None:
     gaps = {o.stage for o in outs if publish.missing_objects(remote, o)}
     if not gaps:
         assert len(publish.check(folder, remote)) == len(outs)
-        tracked = subprocess.run(
-            ["git", "ls-files", "models/live"], cwd=folder, capture_output=True, text=True
-        ).stdout
-        for out in outs:
-            assert f"models/live/{Path(out.path).name}/" in tracked
+        assert {o.path.startswith("models/live/") for o in outs} == {True, False}
         return
     with pytest.raises(publish.UnpublishedError) as err:
         publish.check(folder, remote)
@@ -233,3 +238,7 @@ def test_a_fresh_clone_pulls_the_published_weights_offline(tmp_path: Path) -> No
     assert would_run and not any(publish.is_train_stage(s) for s in would_run)
     assert "prepare" not in would_run and any(s.startswith("infer") for s in would_run)
     assert "summarize" in would_run  # past the first stage whose input is missing (results/sr)
+    for out in publish.train_outs(clone):
+        curves = out.path.startswith("models/live/")
+        wanted = "plots/metrics/train/total.tsv" if curves else "model.safetensors"
+        assert (clone / out.path / wanted).is_file(), out.path

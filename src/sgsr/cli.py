@@ -194,7 +194,8 @@ def _pull(args: argparse.Namespace) -> None:
             )
         return
     outs = pull(Path(args.params).parent)
-    log.info("%d trained run(s) pulled from the published remote; data prepared", len(outs))
+    runs = len({o.stage for o in outs})  # a run's weights and curves are two outputs
+    log.info("%d trained run(s) pulled from the published remote; data prepared", runs)
 
 
 def _dry(args: argparse.Namespace) -> None:
@@ -206,7 +207,8 @@ def _dry(args: argparse.Namespace) -> None:
 def _publish(args: argparse.Namespace) -> None:
     outs = publish(Path(args.params).parent)
     size = published_bytes(Path(args.params).parent) / 1e6
-    log.info("%d trained run(s) in the published remote (%.1f MB)", len(outs), size)
+    runs = len({o.stage for o in outs})  # a run's weights and curves are two outputs
+    log.info("%d trained run(s) in the published remote (%.1f MB)", runs, size)
 
 
 def _write_runs(params: Path) -> None:

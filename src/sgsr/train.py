@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -43,7 +44,6 @@ from sgsr import __version__, layout
 from sgsr.checkpoint import (
     CHECKPOINT_NAME,
     CheckpointError,
-    ResumeWarning,
     cpu_state,
     options_fingerprint,
     resume_checkpoint,
@@ -63,7 +63,7 @@ from sgsr.distributed import (
     shutdown,
     train_device,
 )
-from sgsr.fsutil import sha256sum
+from sgsr.fsutil import sha256sum, staged_dir
 from sgsr.gan import (
     DISCRIMINATOR_NAME,
     GanState,
@@ -91,12 +91,11 @@ from sgsr.step import (
 from sgsr.step_capture import make_step
 from sgsr.validation import BelowBicubicWarning, bicubic_psnr, load_val_pairs, psnr_validator
 from sgsr.warmstart import warm_start
-from sgsr.weights import RAW_WEIGHTS_NAME, write_weights
+from sgsr.weights import write_weights
 
 __all__ = [
     "EMA",
     "BatchSource",
-    "ResumeWarning",
     "TrainResult",
     "TrainState",
     "TrainingDiverged",
@@ -203,8 +202,8 @@ def train(
       each batch is this rank's share.
     - checkpoint: path of ``checkpoint.pt``; written every ``opts.checkpoint_every`` updates and
       at the end, loaded with the weights-only unpickler. A checkpoint whose fingerprint differs
-      (other params) is not resumed: a :class:`ResumeWarning` is issued and training starts
-      fresh. A checkpoint that is unsafe or corrupt raises (sgsr.checkpoint errors).
+      (other params) is not resumed: training starts fresh (an info line says so) and replaces
+      it. A checkpoint that is unsafe or corrupt raises (sgsr.checkpoint errors).
     - live_dir: dvclive folder; train/<component>, train/total and train/lr (means over the last
       ``log_every`` updates) every ``log_every`` updates, val/psnr_y every ``val_every``.
     - validate: called on the bare network in eval mode under no_grad, with EMA weights when EMA
@@ -469,7 +468,10 @@ def run_card(
         "seed": run_cfg.seed,
         "params_hash": result.fingerprint,
         "weights": "ema" if result.ema_state is not None else "raw",
-        "raw_weights": RAW_WEIGHTS_NAME if result.ema_state is not None else None,
+        # a working file beside the checkpoint (relative to the pipeline folder), not an output
+        "raw_weights": (
+            layout.raw_weights(run_cfg.name).as_posix() if result.ema_state is not None else None
+        ),
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "val_psnr_y": result.val_psnr,
         "last_losses": result.last_losses,
@@ -519,6 +521,19 @@ def _zero_shot(cfg: Config, run_cfg: Run, base: Path) -> Path:
     write_weights(folder, result.weights, card)
     log.info("%s: zero-shot, the starting weights as they are in %s", run_cfg.name, folder)
     return base / layout.weights(run_cfg.name)
+
+
+def publish_curves(work: Path | None, out: Path) -> Path:
+    """Copy the trainer's curves (`work`, its dvclive folder; None or absent: no curves) to the
+    stage's output folder `out`, replacing it in one rename.
+
+    Why two folders: DVC deletes a stage's outputs before running it (what lets its run cache
+    restore them), so the curves a resumed run continues live in the working folder beside the
+    checkpoint, and the output is written once, complete, when training ends."""
+    with staged_dir(out) as staging:
+        if work is not None and work.is_dir():
+            shutil.copytree(work, staging, dirs_exist_ok=True)
+    return out
 
 
 def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) -> Path:
@@ -580,18 +595,17 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
             opts,
             seed=seed,
             checkpoint=base / layout.checkpoint_dir(run_name) / CHECKPOINT_NAME,
-            live_dir=base / layout.live_dir(run_name),
+            live_dir=base / layout.live_work_dir(run_name),
             validate=validate,
             fingerprint=fingerprint,
             ctx=ctx,
             desc=run_name,
         )
-        if ctx.is_main and opts.iterations == 0:
-            # zero-shot: nothing trained, so no curves or checkpoint; the folders the stage
-            # declares still exist (empty), as DVC expects of every output
-            for folder in (layout.live_dir(run_name), layout.checkpoint_dir(run_name)):
-                (base / folder).mkdir(parents=True, exist_ok=True)
         if ctx.is_main:
+            # zero-shot (train.iterations 0) trains nothing, so its curves folder is empty (an
+            # output DVC expects to exist), whatever an earlier run left in the working folder
+            curves = base / layout.live_work_dir(run_name) if opts.iterations else None
+            publish_curves(curves, base / layout.live_dir(run_name))
             card = run_card(
                 run_cfg, opts, result, model, ctx, global_batch(opts.batch_size, ctx.world_size)
             )
@@ -604,7 +618,10 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
                 write_discriminator(
                     base / layout.run_dir(run_name), result.discriminator_state, term.spec
                 )
-            write_weights(base / layout.run_dir(run_name), result.weights, card, raw=raw)
+            write_weights(
+                base / layout.run_dir(run_name), result.weights, card,
+                raw=raw, raw_dir=base / layout.checkpoint_dir(run_name),
+            )  # fmt: skip
             if opts.iterations:
                 _compare_with_bicubic(cfg, run_cfg, base, result.val_psnr)
             else:
