@@ -45,10 +45,11 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _path in (REPO, REPO / "src"):  # run as a script, on a machine where sgsr is not installed
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
-from benchmarks.gpu_profile import deep_update, make_profile_copy, sgsr_shim, tool_env  # noqa: E402
+from sgsr.pipeline_copy import deep_update, make_profile_copy, sgsr_shim, tool_env  # noqa: E402
 
 PACK = REPO / ".device"
 SHARED = Path(os.environ.get("SGSR_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
@@ -167,7 +168,7 @@ def carried_distributions() -> list[md.Distribution]:
         "import dvclive, dvclive.live\n"
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
     )
-    env = tool_env()
+    env = tool_env(REPO / "src")
     out = subprocess.run(
         [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
     )
@@ -344,7 +345,7 @@ def device_train(
     deadline = t_start + seconds
     work.mkdir(parents=True, exist_ok=True)
     datasets = unpack(pack_dir, work)
-    env = tool_env(sgsr_shim(work / "bin"))
+    env = tool_env(REPO / "src", sgsr_shim(work / "bin"))
     env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(work / "site")])
     status: dict = {"unpack_s": round(time.monotonic() - t_start, 1), "profiles": {}}
     folders = {}
@@ -352,7 +353,9 @@ def device_train(
         folder = profile_dir(work, profile)
         if not folder.is_dir():
             params = device_params(datasets, (overrides or {}).get(profile))
-            make_profile_copy(work / profile, params, profile=profile, env=env, dvc=False)
+            make_profile_copy(
+                REPO, work / profile, params, profile, env, dvc=False, datasets=SHARED
+            )
             vgg = pack_dir / "lpips_vgg.safetensors"  # for lpips_vgg runs, if carried
             if vgg.is_file():
                 (folder / "models" / "pretrained").mkdir(parents=True, exist_ok=True)
@@ -500,11 +503,11 @@ def import_results(
     one from this machine's patch store, the folders are placed, ``dvc commit`` records the
     train stages and ``sgsr publish`` copies them to the published remote."""
     from sgsr.config import load_config
-    from sgsr.fsutil import replace_dir, staging_dir
+    from sgsr.fsutil import staged_dir, staging_dir
     from sgsr.layout import patch_store
     from sgsr.train import params_hash
 
-    env = env or tool_env()
+    env = env or tool_env(REPO / "src")
     manifest, chunks = gather(parts)
     staging = Path(staging_dir(next(iter(profiles.values())).resolve() / ".device-import"))
     try:
@@ -536,10 +539,8 @@ def import_results(
                     src = staging / profile / sub
                     if src.is_dir():
                         final = folder / sub
-                        tmp = staging_dir(final)
-                        shutil.rmtree(tmp)
-                        shutil.copytree(src, tmp)
-                        replace_dir(tmp, final)
+                        with staged_dir(final) as tmp:
+                            shutil.copytree(src, tmp, dirs_exist_ok=True)
                 placed.append(run)
             if placed:
                 targets = [f"models/{r}" for r in placed] + [f"models/live/{r}" for r in placed]

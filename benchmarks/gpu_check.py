@@ -199,14 +199,16 @@ def short_overrides(iterations: int) -> dict:
 def short_profile(env: dict, overrides: dict, budget: float, use_dvc: bool, report: bool) -> dict:
     """A copy of the gpu profile with `overrides`, run phase by phase (data, train, the rest)
     with ``dvc repro`` or, without DVC, dvc.yaml's commands; timings, run cards, Set5 PSNR."""
-    from benchmarks.gpu_profile import deep_update, make_profile_copy
+    from sgsr.pipeline_copy import deep_update, make_profile_copy
 
     deadline = time.monotonic() + budget
     iterations = deep_update({"train": {"iterations": FULL_ITERATIONS}}, overrides)["train"][
         "iterations"
     ]
     with tempfile.TemporaryDirectory(prefix="sgsr-gpu-check-") as tmp:
-        folder = make_profile_copy(Path(tmp) / "repo", overrides, env=env, dvc=use_dvc)
+        folder = make_profile_copy(
+            REPO, Path(tmp) / "repo", overrides, env=env, dvc=use_dvc, datasets=SHARED
+        )
         last = "report" if report else "summarize"
         if use_dvc:
             dvc = [sys.executable, "-m", "dvc", "repro"]
@@ -322,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     left = lambda: TOTAL_BUDGET_S - (time.monotonic() - start)  # noqa: E731
     shim_dir = Path(tempfile.mkdtemp(prefix="sgsr-shim-"))
-    from benchmarks.gpu_profile import sgsr_shim
+    from sgsr.pipeline_copy import sgsr_shim
 
     env = _env(site, sgsr_shim(shim_dir))
     report: dict = {

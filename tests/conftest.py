@@ -12,6 +12,20 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = Path(os.environ.get("SGSR_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
 
+#: Overrides that make the gpu profile a CPU smoke test: tiny network, 4 iterations, T91 only,
+#: Set5 only, two losses x two seeds, and two runs per process (the sharing path through DVC).
+GPU_TINY = {
+    "data": {"train_sets": ["T91"], "test_sets": ["Set5"]},
+    "prepare": {"patch_size": 64, "stride": 64, "val_images": 1},
+    "models": {"edsr_baseline": {"arch": "edsr_baseline", "n_resblocks": 1, "n_feats": 8}},
+    "experiment": {"losses": ["l1", "sgl_hess"], "replicates": [1]},
+    "train": {
+        "iterations": 4, "batch_size": 4, "lr_patch": 12, "warmup": 1, "checkpoint_every": 2,
+        "val_every": 2, "log_every": 1, "num_workers": 0, "runs_per_process": 2,
+    },
+    "evaluate": {"metrics": ["psnr", "ssim"], "bootstrap": 200, "fid_bootstrap": 0},
+}  # fmt: skip
+
 
 @pytest.fixture(autouse=True)
 def _deterministic_torch():

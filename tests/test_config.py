@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sgsr import preflight
-from sgsr.config import ConfigError, load_config, parse_config
+from sgsr.config import ConfigError, device_problem, load_config, parse_config
+from sgsr.devices import resolve_device
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = sorted(p.parent for p in (REPO / "profiles").glob("*/params.yaml"))
@@ -367,3 +368,25 @@ def test_arch_spelling_is_normalised_in_one_place() -> None:
     assert canonical_arch(" EDSR-Baseline ") == "edsr_baseline"
     assert canonical_arch("my_pkg.nets:My-Net") == "my_pkg.nets:My-Net"
     assert isinstance(build_model("EDSR-baseline", scale=4), EDSR)
+
+
+@pytest.mark.parametrize("value", ["tpu", "cuda:x", "cuda0", "cuda:", "CPU", ""])
+def test_params_and_the_torch_side_refuse_the_same_device_strings(value: Any) -> None:
+    """config.device_problem is the one device-string rule: params validation and
+    devices.resolve_device (what training, inference and evaluation call) give the same answer."""
+    rule = device_problem(value)
+    assert rule == "must be one of auto, cpu, cuda or cuda:N"
+    raw = _default()
+    raw["infer"]["device"] = value
+    with pytest.raises(ConfigError, match=f"infer.device: {rule}, got {value!r}"):
+        parse_config(raw)
+    with pytest.raises(ValueError, match=f"infer.device {rule}, got {value!r}"):
+        resolve_device(value, key="infer.device")
+
+
+@pytest.mark.parametrize("value", ["auto", "cpu", "cuda", "cuda:0", "cuda:12"])
+def test_every_device_string_the_rule_accepts_parses(value: str) -> None:
+    assert device_problem(value) is None
+    raw = _default()
+    raw["train"]["device"] = value
+    assert parse_config(raw).train.device == value

@@ -24,6 +24,8 @@ from train_helpers import (
     tiny_model,
 )
 
+from sgsr.distributed import global_batch, per_rank_batch
+
 pytestmark = pytest.mark.skipif(
     not torch.distributed.is_available(), reason="torch.distributed is not available"
 )
@@ -129,3 +131,19 @@ def test_sgsr_train_under_torchrun_two_cpu_processes(tmp_path, prepared):
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_one_rule_splits_the_global_batch_over_processes() -> None:
+    """per_rank_batch (what each process loads) and global_batch (what checkpoints record and
+    the run card reports) are one rule: a remainder is dropped, with a warning."""
+    assert per_rank_batch(16, 1) == 16 and global_batch(16, 1) == 16
+    assert per_rank_batch(16, 4) == 4 and global_batch(16, 4) == 16
+    with pytest.warns(
+        UserWarning, match="not divisible by 3 processes: each uses 5, a global batch of 15"
+    ):
+        assert per_rank_batch(16, 3) == 5
+    assert global_batch(16, 3) == 15
+    with pytest.raises(
+        ValueError, match=r"train.batch_size \(2\) is smaller than the number of processes \(3\)"
+    ):
+        per_rank_batch(2, 3)

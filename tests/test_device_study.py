@@ -12,13 +12,14 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from conftest import GPU_TINY, REPO
 
 from benchmarks import device_study as ds
-from benchmarks.gpu_profile import TINY, deep_update, make_profile_copy, tool_env
 from sgsr import publish
+from sgsr.pipeline_copy import deep_update, make_profile_copy, tool_env
 
 IMAGES = 4  # per set
-TINY_GPU = deep_update(copy.deepcopy(TINY), {"experiment": {"replicates": []}})
+TINY_GPU = deep_update(copy.deepcopy(GPU_TINY), {"experiment": {"replicates": []}})
 TINY_STUDY = {
     "data": {"train_sets": ["T91"], "test_sets": ["Set5"]},
     "prepare": {"patch_size": 64, "stride": 64, "val_images": 1},
@@ -48,7 +49,7 @@ def _mini_mirror(shared: Path, dest: Path, sets: list[str]) -> Path:
 def test_pack_train_collect_import_publish_at_tiny_size(
     tmp_path: Path, shared_datasets: Path
 ) -> None:
-    env = tool_env()
+    env = tool_env(REPO / "src")
     env["OMP_NUM_THREADS"] = "1"
     info = ds.pack(tmp_path / "pack", ds.PROFILES, shared_datasets, max_images=IMAGES)
     assert info["sets"] == ["T91", "BSD200", "Set5"]
@@ -80,7 +81,9 @@ def test_pack_train_collect_import_publish_at_tiny_size(
     folders = {}
     for profile, over in OVERRIDES.items():
         params = deep_update(copy.deepcopy(over), {"data": {"dir": str(mirror)}})
-        folder = make_profile_copy(tmp_path / f"home-{profile}", params, profile, env=env)
+        folder = make_profile_copy(
+            REPO, tmp_path / f"home-{profile}", params, profile, env=env, datasets=shared_datasets
+        )
         remote = tmp_path / f"home-{profile}" / "published"
         subprocess.run(
             ["dvc", "remote", "add", publish.REMOTE, str(remote)], cwd=folder, env=env, check=True

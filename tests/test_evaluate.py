@@ -11,7 +11,9 @@ import yaml
 from conftest import noisy
 
 from sgsr import evaluate, imaging, metrics, scoring
-from sgsr.config import load_config
+from sgsr.config import ConfigError, load_config, parse_config
+from sgsr.metric_registry import QUICK_NAMES
+from sgsr.runs import parse_run
 from sgsr.stats import paired_bootstrap
 from sgsr.summary import PAIRED_COLUMNS, SEEDS_COLUMNS, SUMMARY_KEYS, summarize
 
@@ -290,6 +292,14 @@ def test_cli_evaluate_json_and_table(
     table = capsys.readouterr().out
     assert "img1" in table and "mean (3)" in table and f"{doc['mean']['ssim']:.4f}" in table
 
+    # one default subset (metric_registry.QUICK_NAMES): the command, score_folders and Scorer
+    assert main([*args, "--json"]) == 0
+    default = json.loads(capsys.readouterr().out)
+    assert default["metrics"] == list(QUICK_NAMES) == ["psnr", "ssim"]
+    assert set(default["mean"]) == set(QUICK_NAMES)
+    assert scoring.score_folders(sr_dir, hr_dir, 2)["metrics"] == list(QUICK_NAMES)
+    assert scoring.Scorer().metrics == QUICK_NAMES
+
     assert (
         main(["evaluate", "--sr", str(sr_dir), "--hr", str(pipeline / "nope"), "--scale", "2"]) == 2
     )
@@ -384,3 +394,21 @@ def test_one_image_has_no_interval_and_every_note_has_a_reason(pipeline: Path) -
     summary_path, _, _ = summarize(cfg)
     row = next(r for r in _read_csv(summary_path) if r["run"] == "m-l1-x2")
     assert "psnr undefined: no reason recorded" in row["notes"]
+
+
+def test_run_identity_is_parse_run_plus_the_seed_the_run_trained_with() -> None:
+    """runs.parse_run owns the name rule; the stage adds only what the params know."""
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    raw.pop("runs")
+    raw["seed"], raw["experiment"]["replicates"] = 7, [3]
+    cfg = parse_config(raw)
+    for name, seed, replicate in [
+        ("edsr_tiny-l1-x4", 7, False),
+        ("edsr_tiny-sgl-x4-s3", 3, True),
+        ("bicubic-x4", None, False),
+    ]:
+        ident = evaluate.run_identity(cfg, name)
+        assert ident == {**parse_run(name), "seed": seed, "replicate": replicate}
+        assert list(ident) == ["run", "model", "loss", "scale", "seed", "replicate"]
+    with pytest.raises(ConfigError, match="edsr_tiny-l1-x4"):
+        evaluate.run_identity(cfg, "edsr_tiny-l1-x4-s9")  # a well-formed name the params lack

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import GPU_TINY
 
 from benchmarks import gpu_check
-from benchmarks.gpu_profile import TINY, deep_update
+from sgsr.pipeline_copy import deep_update
 
 
 def test_missing_modules_are_named_with_the_pinned_wheels_to_fetch(monkeypatch) -> None:
@@ -60,7 +61,7 @@ def test_projection_scales_training_by_iterations_and_the_rest_by_runs() -> None
 @pytest.mark.slow
 @pytest.mark.dataset
 def test_short_profile_without_dvc_runs_the_stage_commands(shared_datasets: Path) -> None:
-    overrides = deep_update(copy.deepcopy(TINY), {
+    overrides = deep_update(copy.deepcopy(GPU_TINY), {
         "experiment": {"replicates": []},
         "train": {"iterations": 4, "checkpoint_every": 4, "val_every": 4},
     })  # fmt: skip

@@ -1,5 +1,5 @@
 """The ``gpu`` profile end to end through real ``dvc repro`` on the CPU, with tiny params
-(benchmarks/gpu_profile.TINY): download from the local mirror, prepare, four runs trained two
+(conftest.GPU_TINY): download from the local mirror, prepare, four runs trained two
 per process, infer, evaluate, summarize and the report. On the CPU its ``capture: cuda_graph``
 falls back to the eager step and says so. Slow (minutes) and needs ../shared/datasets."""
 
@@ -9,9 +9,10 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import GPU_TINY, REPO
 
-from benchmarks.gpu_profile import REPO, TINY, dvc_repro, make_profile_copy, stages_run, tool_env
 from sgsr.config import load_config
+from sgsr.pipeline_copy import dvc_repro, make_profile_copy, stages_run, tool_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.dataset]
 
@@ -34,9 +35,9 @@ def test_the_shipped_gpu_profile_is_the_issue_matrix_with_the_gpu_options() -> N
 def test_gpu_profile_runs_end_to_end_on_cpu_with_tiny_params(
     tmp_path: Path, shared_datasets: Path
 ) -> None:
-    env = tool_env()
+    env = tool_env(REPO / "src")
     env["OMP_NUM_THREADS"] = "1"
-    folder = make_profile_copy(tmp_path / "repo", TINY, env=env)
+    folder = make_profile_copy(REPO, tmp_path / "repo", GPU_TINY, env=env, datasets=shared_datasets)
     _, out = dvc_repro(folder, env=env)
     ran = stages_run(out)
     assert {"download", "prepare", "bicubic@bicubic-x4", "summarize", "report"} <= set(ran)

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from sgsr import (
     CompositeLoss,
@@ -16,7 +17,15 @@ from sgsr import (
     second_order_gradient_loss,
 )
 from sgsr.gradients import OPERATORS, get_operator, operator_kernels
-from sgsr.losses import LOSSES, CharbonnierLoss, L1Loss, L2Loss, LPIPSVGGLoss, loss_options
+from sgsr.losses import (
+    LOSSES,
+    CharbonnierLoss,
+    L1Loss,
+    L2Loss,
+    LPIPSVGGLoss,
+    _rgb_inputs,
+    loss_options,
+)
 from sgsr.pretrained import WeightsUnavailable
 
 OPS = sorted(OPERATORS)
@@ -435,6 +444,24 @@ def test_lpips_vgg_spec_is_validated_without_weights_and_refuses_to_run_without_
         build_loss({"l1": 1.0, "lpips_vgg": 0.1}, pretrained_dir=tmp_path / "models/pretrained")
     text = str(info.value)
     assert "lpips_vgg.safetensors" in text and "sgsr download" in text
+
+
+@pytest.mark.parametrize("term", ["lpips_vgg", "perceptual"])
+def test_terms_on_a_frozen_rgb_network_share_their_input_rule(term: str) -> None:
+    """lpips_vgg and perceptual take their inputs by one rule (losses._rgb_inputs): no weights
+    is an error naming the term, a 2-channel pair is refused, a gray pair is repeated to RGB."""
+    loss = build_loss({term: 1.0}).terms[term]
+    with pytest.raises(RuntimeError, match=f"^{term} has no weights: build the loss with"):
+        loss(*pair(1, 3, 16, 16))
+    loss.net = nn.Identity()  # any module: the rule runs before the network
+    with pytest.raises(ValueError, match=f"^{term} needs 1 or 3 channels, got 2"):
+        loss(*pair(1, 2, 16, 16))
+    gray = pair(1, 1, 8, 8)
+    rgb = _rgb_inputs(term, loss.net, *gray)
+    assert [t.shape for t in rgb] == [torch.Size([1, 3, 8, 8])] * 2
+    assert all(
+        torch.equal(t[:, c], g[:, 0]) for t, g in zip(rgb, gray, strict=True) for c in range(3)
+    )
 
 
 def test_lpips_vgg_gradients_reach_sr_only_and_the_net_stays_frozen(

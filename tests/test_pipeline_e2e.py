@@ -16,8 +16,9 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
-from benchmarks.bench_pipeline import dvc, make_pipeline_copy, tool_env
+from sgsr.pipeline_copy import dvc, make_pipeline_copy, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +31,7 @@ def _ran(output: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    repo = make_pipeline_copy(tmp_path_factory.mktemp("e2e") / "repo")
+    repo = make_pipeline_copy(REPO, tmp_path_factory.mktemp("e2e") / "repo")
     remote = repo.parent / "remote"
     dvc(["remote", "add", "-d", "local", str(remote)], repo)
     _, out = dvc(["repro"], repo)
@@ -81,7 +82,7 @@ def test_teammate_clones_pulls_and_recomputes_nothing(pipeline: tuple[Path, str]
     """The README's team workflow: dvc push + git commit; a fresh clone, dvc pull, dvc repro."""
     repo, _ = pipeline
     dvc(["push"], repo)
-    env = tool_env()
+    env = tool_env(REPO / "src")
     subprocess.run(["git", "add", "-A"], cwd=repo, check=True, env=env)
     subprocess.run(["git", "commit", "-qm", "results"], cwd=repo, check=True, env=env)
     mate = repo.parent / "teammate"
@@ -121,7 +122,7 @@ def test_teammate_pulls_over_http_and_recomputes_nothing(pipeline: tuple[Path, s
     a fresh clone pulls from it with DVC's read-only http remote and recomputes nothing."""
     repo, _ = pipeline
     dvc(["push"], repo)
-    env = tool_env()
+    env = tool_env(REPO / "src")
     subprocess.run(["git", "add", "-A"], cwd=repo, check=True, env=env)
     subprocess.run(
         ["git", "commit", "-qm", "results", "--allow-empty"], cwd=repo, check=True, env=env
@@ -172,7 +173,7 @@ def test_replicate_seeds_run_through_dvc_and_summarize(tmp_path: Path) -> None:
 
     train = {"iterations": 20, "milestones": [10], "checkpoint_every": 10, "val_every": 10}
     repo = make_pipeline_copy(
-        tmp_path / "repo", {"experiment": {"replicates": [1]}, "train": train}
+        REPO, tmp_path / "repo", {"experiment": {"replicates": [1]}, "train": train}
     )
     _, out = dvc(["repro", "summarize"], repo)
     assert {"train@edsr_tiny-l1-x4-s1", "evaluate@edsr_tiny-sgl-x4-s1"} <= _ran(out)

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from sgsr.config import ConfigError, parse_config
+from sgsr.pipeline_copy import make_pipeline_copy, tool_env
 from sgsr.runs import parse_run, run_name
 
 REPO = Path(__file__).resolve().parents[1]
@@ -146,11 +147,13 @@ def test_per_run_stages_expand_over_the_runs_block_by_name() -> None:
 
 
 def _stage_list(replicates: list[int], tmp_path: Path) -> dict[str, str]:
-    from benchmarks.bench_pipeline import make_pipeline_copy, tool_env
-
-    repo = make_pipeline_copy(tmp_path / "repo", {"experiment": {"replicates": replicates}})
+    repo = make_pipeline_copy(REPO, tmp_path / "repo", {"experiment": {"replicates": replicates}})
     out = subprocess.run(
-        ["dvc", "stage", "list"], cwd=repo, env=tool_env(), capture_output=True, text=True
+        ["dvc", "stage", "list"],
+        cwd=repo,
+        env=tool_env(REPO / "src"),
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0, out.stderr
     return dict(re.split(r"\s+", line.strip(), maxsplit=1) for line in out.stdout.splitlines())

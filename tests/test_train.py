@@ -39,6 +39,7 @@ from sgsr.models import build_model
 from sgsr.train import (
     TrainingDiverged,
     fixed_batch,
+    kept_determinism_flags,
     lr_factor,
     train,
 )
@@ -372,6 +373,33 @@ def test_mixed_precision_on_cpu_trains_and_resumes_exactly(tmp_path, amp):
     assert resumed.resumed_from == 4
     assert_same_state(ref.model_state, resumed.model_state)
     assert ref.last_losses["total"] < 1.0
+
+
+def _determinism_flags() -> tuple[bool, bool, bool, bool]:
+    return (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+    )
+
+
+def test_training_puts_the_process_wide_determinism_flags_back() -> None:
+    """One rule (train.kept_determinism_flags, also used by gpu_share for runs side by side):
+    what training sets is undone when it ends, also when the block raises."""
+    before = _determinism_flags()
+    assert before[0] is False, "the test process starts without deterministic algorithms"
+    hr = smooth_images(0, 1, 16)
+    batches = [(F.avg_pool2d(hr, 2), hr)] * 2
+    train(tiny_model(), build_loss({"l1": 1.0}), batches, opts(iterations=2, deterministic=True))
+    assert _determinism_flags() == before
+    with pytest.raises(RuntimeError, match="inside"), kept_determinism_flags():
+        torch.use_deterministic_algorithms(True, warn_only=False)
+        torch.backends.cudnn.benchmark = not before[2]
+        torch.backends.cudnn.deterministic = not before[3]
+        assert _determinism_flags() != before
+        raise RuntimeError("inside")
+    assert _determinism_flags() == before
 
 
 def test_short_batch_source_is_a_clear_error():

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from sgsr.config import TrainConfig
+from sgsr.distributed import global_batch
 from sgsr.fsutil import atomic_path
 from sgsr.optim import IMPLEMENTATION_KEYS
 
@@ -150,11 +151,6 @@ def cpu_state(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in sd.items()}
 
 
-def global_batch(opts: TrainConfig, world_size: int) -> int:
-    """Samples per update over all processes: (batch_size // world_size) * world_size."""
-    return opts.batch_size // world_size * world_size
-
-
 def training_checkpoint(
     state: TrainState, fingerprint: str, samples: int, extra: dict[str, Any]
 ) -> dict[str, Any]:
@@ -165,7 +161,7 @@ def training_checkpoint(
         "iteration": state.iteration,
         "samples": samples,
         "world_size": state.ctx.world_size,
-        "global_batch": global_batch(state.opts, state.ctx.world_size),
+        "global_batch": global_batch(state.opts.batch_size, state.ctx.world_size),
         "model": cpu_state(state.module.state_dict()),
         "optimizer": state.optimizer.state_dict(),
         "scheduler": state.scheduler.state_dict(),
@@ -233,7 +229,7 @@ def resume_checkpoint(
     if checkpoint is None or not checkpoint.exists():
         return None
     ck = load_checkpoint(checkpoint)  # unsafe/corrupt files raise: never silently discarded
-    batch = global_batch(state.opts, state.ctx.world_size)
+    batch = global_batch(state.opts.batch_size, state.ctx.world_size)
     if ck.get("fingerprint") != fingerprint or ck.get("global_batch") != batch:
         log.info(
             "starting at iteration 0: %s holds a run of other params (fingerprint %s, global "

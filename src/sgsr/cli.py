@@ -16,9 +16,14 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from sgsr import __version__
+import yaml
+
+from sgsr import __version__, console, dvc_plots, layout, run_index
 from sgsr.config import DEFAULT_MAX_PIXELS, Config, ConfigError, load_config, write_run_index
+from sgsr.dryrun import dry_run
 from sgsr.metric_registry import NAMES as METRIC_NAMES
+from sgsr.metric_registry import QUICK_NAMES, REGISTRY
+from sgsr.publish import publish, published_bytes, pull, pull_absent
 
 #: Each pipeline stage ends with one INFO line on this logger (``sgsr <stage>: ...``).
 log = logging.getLogger("sgsr.cli")
@@ -26,14 +31,14 @@ log = logging.getLogger("sgsr.cli")
 
 def _cfg(args: argparse.Namespace) -> Config:
     """The params a pipeline stage runs on, checked to be buildable (sgsr.preflight)."""
-    from sgsr import preflight
+    from sgsr import preflight  # builds models and losses: torch, only for pipeline stages
 
     return preflight.load(args.params)
 
 
 def _download(args: argparse.Namespace) -> None:
     cfg = _cfg(args)
-    from sgsr.data.download import run
+    from sgsr.data.download import run  # torch (via imaging), only for this stage
 
     out = run(cfg)
     sets = ", ".join(f"{k} {len(v.get('files', {}))}" for k, v in out["sets"].items())
@@ -47,7 +52,7 @@ def _download(args: argparse.Namespace) -> None:
 
 def _prepare(args: argparse.Namespace) -> None:
     cfg = _cfg(args)
-    from sgsr.data.prepare import run
+    from sgsr.data.prepare import run  # torch (via imaging), only for this stage
 
     for scale, counts in run(cfg).items():
         counts = dict(counts)
@@ -61,15 +66,14 @@ def _prepare(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     cfg = _cfg(args)
-    from sgsr.gpu_share import run  # sgsr.train.run, plus train.runs_per_process
+    from sgsr.gpu_share import run  # torch; sgsr.train.run, plus train.runs_per_process
 
     run(cfg, args.run)
 
 
 def _infer(args: argparse.Namespace) -> None:
     cfg = _cfg(args)
-    from sgsr import layout
-    from sgsr.imaging import list_images
+    from sgsr.imaging import list_images  # these two import torch: only for this stage
     from sgsr.infer import run
 
     run(cfg, args.run)
@@ -79,18 +83,18 @@ def _infer(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from sgsr import evaluate, scoring
-    from sgsr.metric_registry import REGISTRY
+    from sgsr import evaluate, scoring  # torch and the metric packages, only for this stage
 
     if args.sr or args.hr:
         if not (args.sr and args.hr and args.scale is not None):
             raise ValueError("scoring folders needs all of --sr DIR --hr DIR --scale S")
-        metrics = ("psnr", "ssim")
+        metrics = QUICK_NAMES
         if args.metrics is not None:
             metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
             if not metrics:
                 raise ValueError(
-                    f"--metrics {args.metrics!r} names no metric; leave it out for psnr,ssim"
+                    f"--metrics {args.metrics!r} names no metric; leave it out for "
+                    + ",".join(QUICK_NAMES)
                 )
         result = scoring.score_folders(
             Path(args.sr),
@@ -113,7 +117,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     for set_name, entry in out.items():  # metrics.json: {set: {metric: value, n_images}}
         shown = [
             f"{info.label} {entry[m]:{info.fmt}}" + (f" {info.unit}" if info.unit else "")
-            for m, info in ((m, REGISTRY[m]) for m in ("psnr", "ssim"))
+            for m, info in ((m, REGISTRY[m]) for m in QUICK_NAMES)
             if isinstance(entry.get(m), float)
         ]
         log.info(
@@ -124,7 +128,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def _summarize(args: argparse.Namespace) -> None:
     cfg = _cfg(args)
-    from sgsr.summary import summarize
+    from sgsr.summary import summarize  # torch (via scoring), only for this stage
 
     paths = summarize(cfg)
     log.info("%s", ", ".join(str(p) for p in paths))
@@ -132,7 +136,7 @@ def _summarize(args: argparse.Namespace) -> None:
 
 def _report(args: argparse.Namespace) -> None:
     cfg = _cfg(args)
-    from sgsr.report import run
+    from sgsr.report import run  # torch, papermill and nbconvert, only for this stage
 
     html = run(cfg)
     figures = len(list((html.parent / "figures").glob("*.png")))
@@ -141,20 +145,18 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _plots(args: argparse.Namespace) -> None:
-    from sgsr.dvc_plots import show
-
-    index = show(Path(args.params).parent, args.out, args.targets)
+    index = dvc_plots.show(Path(args.params).parent, args.out, args.targets)
     log.info("%s (offline: vega is inline)", index)
 
 
 def _results(args: argparse.Namespace) -> None:
-    from sgsr.results import show
+    from sgsr.results import show  # pandas: `sgsr --help` and `sgsr runs` do without it
 
     print(show(Path(args.params).parent))
 
 
 def _upscale(args: argparse.Namespace) -> None:
-    from sgsr.infer import upscale_path
+    from sgsr.infer import upscale_path  # torch, only for this command
 
     written = upscale_path(
         args.input,  # as typed: Path("") would be the current folder
@@ -178,8 +180,6 @@ def _runs(args: argparse.Namespace) -> None:
 
 
 def _pull(args: argparse.Namespace) -> None:
-    from sgsr.publish import pull, pull_absent
-
     if args.absent:
         pulled, unpublished = pull_absent(Path(args.params).parent)
         if pulled:
@@ -199,16 +199,12 @@ def _pull(args: argparse.Namespace) -> None:
 
 
 def _dry(args: argparse.Namespace) -> None:
-    from sgsr.dryrun import dry_run
-
     status = dry_run(Path(args.params).parent, args.targets)
     if status:
         raise SystemExit(status)
 
 
 def _publish(args: argparse.Namespace) -> None:
-    from sgsr.publish import publish, published_bytes
-
     outs = publish(Path(args.params).parent)
     size = published_bytes(Path(args.params).parent) / 1e6
     runs = len({o.stage for o in outs})  # a run's weights and curves are two outputs
@@ -217,10 +213,6 @@ def _publish(args: argparse.Namespace) -> None:
 
 def _write_runs(params: Path) -> None:
     """``sgsr runs --write``: the params' runs: block, then the stage names of the lock beside."""
-    import yaml
-
-    from sgsr import run_index
-
     if write_run_index(params):
         print(f"{params}: runs: block regenerated from experiment:", file=sys.stderr)
     lock = params.parent / "dvc.lock"
@@ -309,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--metrics",
-        help=f"comma-separated metrics, of: {', '.join(METRIC_NAMES)} (default: psnr,ssim)",
+        help=f"comma-separated metrics, of: {', '.join(METRIC_NAMES)} "
+        f"(default: {','.join(QUICK_NAMES)})",
     )
     p.add_argument(
         "--pretrained",
@@ -399,7 +392,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from sgsr import console
 
     console.setup(f"sgsr {args.command}")
     try:

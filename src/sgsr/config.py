@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,16 @@ from sgsr.runs import (
 SOURCES = ("sample", "official", "dir")
 SCHEDULES = ("multistep", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
+
+
+def device_problem(value: object) -> str | None:
+    """What is wrong with a device setting (train.device, infer.device, ``--device``), or None:
+    auto, cpu, cuda or cuda:N. The one rule; sgsr.devices maps an accepted string to torch."""
+    if isinstance(value, str) and (value in DEVICES or re.fullmatch(r"cuda:\d+", value)):
+        return None
+    return f"must be one of {', '.join(DEVICES)} or cuda:N"
+
+
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 #: train.optimizer_impl: Adam's implementation (sgsr.optim). auto = fused on CUDA, torch's
 #: default on the CPU (its for-loop, so CPU runs stay bitwise what they were).
@@ -489,8 +500,8 @@ def _check_values(cfg: Config, errors: list[str]) -> None:
     if t.amp not in AMP_MODES:
         bad("train.amp", t.amp, f"must be one of {', '.join(AMP_MODES)}")
     for key, dev in (("train.device", t.device), ("infer.device", i.device)):
-        if dev not in DEVICES and not str(dev).startswith("cuda:"):
-            bad(key, dev, f"must be one of {', '.join(DEVICES)} or cuda:N")
+        if (problem := device_problem(dev)) is not None:
+            bad(key, dev, problem)
     if t.num_workers < 0:
         bad("train.num_workers", t.num_workers, "must be >= 0")
     if not (t.weight_decay >= 0 and math.isfinite(t.weight_decay)):

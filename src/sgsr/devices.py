@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from sgsr.config import device_problem
+
 
 def resolve_device(
     pref: str | torch.device = "auto", *, local_rank: int | None = None, key: str = "device"
@@ -16,6 +18,8 @@ def resolve_device(
     """
     if isinstance(pref, torch.device):
         return pref
+    if (problem := device_problem(pref)) is not None:
+        raise ValueError(f"{key} {problem}, got {pref!r}")
     if pref == "auto":
         pref = "cuda" if torch.cuda.is_available() else "cpu"
     if pref.startswith("cuda"):
@@ -26,6 +30,4 @@ def resolve_device(
         if pref == "cuda" and local_rank is not None:
             return torch.device(f"cuda:{local_rank}")
         return torch.device(pref)
-    if pref != "cpu":
-        raise ValueError(f"{key} must be auto, cpu, cuda or cuda:N, got {pref!r}")
     return torch.device("cpu")

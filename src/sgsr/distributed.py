@@ -9,6 +9,7 @@ or the CPU with gloo) and starts the default process group. Without those variab
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -34,6 +35,30 @@ class DistContext:
     def enabled(self) -> bool:
         """True when a process group is running (world_size > 1)."""
         return self.world_size > 1 and dist.is_available() and dist.is_initialized()
+
+
+def global_batch(batch_size: int, world_size: int) -> int:
+    """Samples per update over all processes: each of N processes takes batch_size // N, so a
+    remainder is dropped (what checkpoints record and resume checks)."""
+    return batch_size // world_size * world_size
+
+
+def per_rank_batch(batch_size: int, world_size: int) -> int:
+    """train.batch_size is the global batch; each of N processes gets batch_size // N (a
+    remainder is dropped with a warning; fewer samples than processes is an error)."""
+    if batch_size < world_size:
+        raise ValueError(
+            f"train.batch_size ({batch_size}) is smaller than the number of processes "
+            f"({world_size}); each process needs at least one sample"
+        )
+    total = global_batch(batch_size, world_size)
+    if total != batch_size:
+        warnings.warn(
+            f"train.batch_size {batch_size} is not divisible by {world_size} processes: each "
+            f"uses {total // world_size}, a global batch of {total}",
+            stacklevel=2,
+        )
+    return total // world_size
 
 
 def train_device(pref: str, local_rank: int = 0) -> torch.device:

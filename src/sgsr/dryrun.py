@@ -35,6 +35,7 @@ def _inputs_exist(stage: Any) -> bool:
 def run_cache_lookup_skips_missing_inputs() -> Iterator[None]:
     """While inside: DVC's run-cache lookup treats a stage with a missing input as not cached
     (instead of hashing the missing path). Restored on exit."""
+    # dvc (seconds to import): only `sgsr dry` loads it, not every sgsr command
     from dvc.stage import cache
 
     original = getattr(cache, "_can_hash", None)
@@ -55,6 +56,7 @@ def run_cache_lookup_skips_missing_inputs() -> Iterator[None]:
 
 def dry_run(pipeline: str | os.PathLike[str] = ".", args: Sequence[str] = ()) -> int:
     """``dvc repro --dry [args]`` in `pipeline` (a DVC project folder); DVC's exit status."""
+    # dvc (seconds to import): only `sgsr dry` loads it, not every sgsr command
     from dvc.cli import main as dvc_main
 
     dvc_log = logging.getLogger("dvc")

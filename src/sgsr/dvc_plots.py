@@ -42,6 +42,7 @@ _PAGE = """<!DOCTYPE html>
 def offline_page() -> str:
     """An HTML template for ``dvc plots show --html-template`` with vega, vega-lite and
     vega-embed inline (about 0.9 MB)."""
+    # vl-convert (a bundled JS engine): only when a page is rendered
     import vl_convert
 
     bundle = vl_convert.javascript_bundle(vl_version=VEGA_LITE)

@@ -30,8 +30,10 @@ import numpy as np
 
 from sgsr import layout
 from sgsr.config import Config
+from sgsr.data.common import download_cache
+from sgsr.fid import FeatureCache, bootstrap_fid, plan_fingerprint, resample_plan
 from sgsr.fsutil import write_text
-from sgsr.runs import BICUBIC_MODEL, bicubic_scale
+from sgsr.runs import BICUBIC_MODEL, parse_run
 from sgsr.scoring import Scorer, csv_value, finite_or_none, metric_notes, nonfinite_label
 
 log = logging.getLogger(__name__)
@@ -51,34 +53,19 @@ RUN_FILES = (
 # the pipeline stage
 # --------------------------------------------------------------------------------------------
 def run_identity(cfg: Config, run_name: str) -> dict[str, Any]:
-    """{run, model, loss, scale, seed, replicate} of a run, or of the ``bicubic-x<s>`` baseline
-    (model "bicubic", loss and seed None)."""
-    scale = bicubic_scale(run_name)
-    if scale is not None:
-        return {
-            "run": run_name,
-            "model": BICUBIC_MODEL,
-            "loss": None,
-            "scale": scale,
-            "seed": None,
-            "replicate": False,
-        }
-    r = cfg.run(run_name)
-    return {
-        "run": r.name,
-        "model": r.model,
-        "loss": r.loss,
-        "scale": r.scale,
-        "seed": r.seed,
-        "replicate": r.replicate,
-    }
+    """What metrics.json records of a run: :func:`sgsr.runs.parse_run`'s fields, with the seed
+    it trained with (the params seed when its name carries none) and whether it is a
+    replicate. The ``bicubic-x<s>`` baseline has no seed and is no replicate."""
+    ident = parse_run(run_name)
+    if ident["model"] == BICUBIC_MODEL:
+        return {**ident, "replicate": False}
+    r = cfg.run(run_name)  # a run the params define, else an error listing them
+    return {**ident, "seed": r.seed, "replicate": r.replicate}
 
 
 def feature_cache_dir() -> Path:
     """Where HR FID features are cached: ``<download cache>/fid-features`` (outside the DVC
     outputs, like downloaded archives; entries are keyed by content, so sharing is safe)."""
-    from sgsr.data.common import download_cache
-
     return download_cache() / "fid-features"
 
 
@@ -96,8 +83,6 @@ def run(
     (:func:`feature_cache_dir`). `nets`: injected metric networks (tests and benchmarks with
     random backbones; the stage itself loads verified weights from models/pretrained).
     """
-    from sgsr.fid import FeatureCache, bootstrap_fid, plan_fingerprint, resample_plan
-
     base = layout.pipeline_root(cfg)
     ident = run_identity(cfg, run_name)
     scale = ident["scale"]

@@ -1,5 +1,5 @@
-"""Filesystem helpers: every file the project writes goes through `atomic_write`, so a crash or a
-bad input never leaves a half-written output behind."""
+"""Filesystem helpers: every file the project writes goes through `atomic_write` (one file) or
+`staged_dir` (a folder), so a crash or a bad input never leaves a half-written output behind."""
 
 from __future__ import annotations
 
@@ -136,3 +136,18 @@ def replace_dir(staging: Path, final: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a fresh staging folder beside `final` to build it in; when the block succeeds the
+    folder replaces `final` (:func:`replace_dir`), when it raises (or the process is
+    interrupted) the staging folder is deleted and `final` is left exactly as it was."""
+    final = Path(final)
+    staging = staging_dir(final)
+    try:
+        yield staging
+        replace_dir(staging, final)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)

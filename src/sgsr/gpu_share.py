@@ -19,12 +19,13 @@ last checkpoint and fails (or not) on its own account.
 Thread safety: set-ups run one at a time (the next run starts once the previous one has done
 its first step), because model initialisation draws from the global RNG and graph capture and
 ``torch.compile`` are not for concurrent use; after set-up the trainer draws no global random
-numbers. The global determinism flags that ``sgsr.train.train`` sets are saved before the
-group and restored after it.
+numbers. The global determinism flags that ``sgsr.train.train`` sets are put back after the group
+(``sgsr.train.kept_determinism_flags``, the same rule a single run follows).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -33,8 +34,11 @@ from pathlib import Path
 
 import torch
 
-from sgsr import layout, step_capture
+from sgsr import layout, step_capture, train
+from sgsr.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from sgsr.config import Config
+from sgsr.distributed import train_device
+from sgsr.train import params_hash
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +50,6 @@ class CompanionRunWarning(UserWarning):
 def is_trained(cfg: Config, run_name: str, base: Path) -> bool:
     """Whether `run_name` needs no training: finished weights for these params, or a
     checkpoint for these params at the last iteration."""
-    import json
-
-    from sgsr.checkpoint import CHECKPOINT_NAME, load_checkpoint
-    from sgsr.train import params_hash
-
     spec = cfg.run(run_name)
     fingerprint = params_hash(cfg, spec, base / layout.patch_store(spec.scale))
     card = base / layout.run_card(run_name)
@@ -97,8 +96,6 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
     """``sgsr train --run NAME``: :func:`sgsr.train.run` for `run_name`, and at the same time
     for its :func:`companions` when ``train.runs_per_process`` > 1 (see the module docstring).
     Raises what training `run_name` raises; returns its weights path."""
-    from sgsr import train
-
     if cfg.train.runs_per_process <= 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         if cfg.train.runs_per_process > 1:
             warnings.warn(
@@ -117,9 +114,8 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
     log.info("%s: training %d runs at once in this process (%s)", run_name, len(names),
              ", ".join(others))  # fmt: skip
     results: dict[str, Path | BaseException] = {}
-    flags = _global_flags()
     threads = []
-    try:
+    with train.kept_determinism_flags():
         for name in names:
             ready = threading.Event()
             t = threading.Thread(
@@ -130,8 +126,6 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
             ready.wait()  # set-up done (first step taken) or the run ended
         for t in threads:
             t.join()
-    finally:
-        _set_global_flags(flags)
     for name in others:
         outcome = results.get(name)
         if isinstance(outcome, BaseException):
@@ -154,9 +148,6 @@ def _train_one(
     ready: threading.Event,
     results: dict[str, Path | BaseException],
 ) -> None:
-    from sgsr import train
-    from sgsr.distributed import train_device
-
     step_capture.set_first_step_hook(ready.set)
     try:
         device = train_device(cfg.train.device)
@@ -169,18 +160,3 @@ def _train_one(
     finally:
         step_capture.set_first_step_hook(None)
         ready.set()
-
-
-def _global_flags() -> tuple[bool, bool, bool, bool]:
-    return (
-        torch.are_deterministic_algorithms_enabled(),
-        torch.is_deterministic_algorithms_warn_only_enabled(),
-        torch.backends.cudnn.benchmark,
-        torch.backends.cudnn.deterministic,
-    )
-
-
-def _set_global_flags(flags: tuple[bool, bool, bool, bool]) -> None:
-    det, warn_only, bench, cudnn_det = flags
-    torch.use_deterministic_algorithms(det, warn_only=warn_only)
-    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = bench, cudnn_det

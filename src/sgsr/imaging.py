@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 
 from sgsr.config import DEFAULT_MAX_PIXELS
 from sgsr.fsutil import atomic_path
@@ -235,8 +235,6 @@ MULTI_FRAME_FORMATS = ("GIF", "PNG", "TIFF", "WEBP")
 def _upright(im: Image.Image) -> Image.Image:
     """The image as it is meant to be seen: its EXIF orientation applied (a phone's JPEG is
     often stored sideways with a tag saying how to turn it)."""
-    from PIL import ImageOps
-
     if im.getexif().get(_ORIENTATION, 1) in (None, 1):
         return im  # the common case: no copy
     return ImageOps.exif_transpose(im)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from sgsr import layout
 from sgsr.config import DEFAULT_MAX_PIXELS, Config, allows_import
@@ -208,8 +209,6 @@ def upscale_image(
 # the pipeline stage and the user command
 # --------------------------------------------------------------------------------------------
 def _progress(items: list, desc: str) -> Iterator:
-    from tqdm import tqdm
-
     return iter(tqdm(items, desc=desc, unit="img", leave=False, dynamic_ncols=True))
 
 

@@ -32,6 +32,7 @@ def open_live(live_dir: Path, resume_at: int | None) -> Any:
     died before its next checkpoint, so steps are never duplicated; None starts a fresh log
     (dvclive deletes the old curves).
     """
+    # dvclive pulls in much of DVC: only a writer pays
     from dvclive import Live
 
     class _LocalLive(Live):
@@ -87,6 +88,7 @@ def read_live(live_root: str | os.PathLike[str], runs: Sequence[str] | None = No
     group (its first folder, ``other`` at top level, ``schedule`` for a learning-rate series
     named in SCHEDULE_NAMES wherever it is), step, value. No other name is assumed.
     """
+    # pandas: only readers of the curves pay, not the training loop
     import pandas as pd
 
     live_root = Path(live_root)
@@ -131,6 +133,7 @@ def overlay_tables(curves: pd.DataFrame) -> dict[str, pd.DataFrame]:
     (run, metric, step, value; metric is the leaf name, e.g. ``l1``): DVC draws one line per
     file, so runs share a chart only when they share a file. An absent group is an empty
     table, so the file DVC's plots name always exists."""
+    # pandas: only readers of the curves pay, not the training loop
     import pandas as pd
 
     out = {}

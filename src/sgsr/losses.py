@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from sgsr import pretrained
 from sgsr.adversarial import GAN_KINDS, generator_loss
 from sgsr.discriminators import build_discriminator
 from sgsr.gradients import (
@@ -39,6 +40,7 @@ from sgsr.gradients import (
     stencil_forward,
     stencil_radius,
 )
+from sgsr.pretrained import vgg
 
 DISTANCES: tuple[str, ...] = ("l1", "l2", "charbonnier")
 #: The operator of an ``sgl`` term that names none.
@@ -369,6 +371,21 @@ class FirstOrderGradientLoss(_DistanceLoss):
         return opts
 
 
+def _rgb_inputs(term: str, net: nn.Module | None, sr: Tensor, hr: Tensor) -> tuple[Tensor, Tensor]:
+    """What a term on a frozen RGB network (lpips_vgg, perceptual) takes: a checked pair with
+    weights loaded, a gray pair repeated to three channels."""
+    _check_pair(sr, hr)
+    if net is None:
+        raise RuntimeError(
+            f"{term} has no weights: build the loss with build_loss(spec, pretrained_dir=...)"
+        )
+    if sr.shape[1] not in (1, 3):
+        raise ValueError(f"{term} needs 1 or 3 channels, got {sr.shape[1]}")
+    if sr.shape[1] == 1:
+        sr, hr = sr.expand(-1, 3, -1, -1), hr.expand(-1, 3, -1, -1)
+    return sr, hr
+
+
 class LPIPSVGGLoss(nn.Module):
     """LPIPS with the VGG16 trunk (Zhang et al. 2018, v0.1 heads) as a training loss: the mean
     over the batch of LPIPS(sr, hr), a perceptual baseline for SGL.
@@ -390,7 +407,6 @@ class LPIPSVGGLoss(nn.Module):
         self, pretrained_dir: str | os.PathLike[str] | None = None, random_backbone: bool = False
     ) -> None:
         super().__init__()
-        from sgsr import pretrained
 
         self.net: nn.Module | None = None
         if random_backbone or pretrained_dir is not None:
@@ -414,15 +430,7 @@ class LPIPSVGGLoss(nn.Module):
         return self
 
     def forward(self, sr: Tensor, hr: Tensor) -> Tensor:
-        _check_pair(sr, hr)
-        if self.net is None:
-            raise RuntimeError(
-                "lpips_vgg has no weights: build the loss with build_loss(spec, pretrained_dir=...)"
-            )
-        if sr.shape[1] not in (1, 3):
-            raise ValueError(f"lpips_vgg needs 1 or 3 channels, got {sr.shape[1]}")
-        if sr.shape[1] == 1:
-            sr, hr = sr.expand(-1, 3, -1, -1), hr.expand(-1, 3, -1, -1)
+        sr, hr = _rgb_inputs("lpips_vgg", self.net, sr, hr)
         with torch.autocast(sr.device.type, enabled=False):
             return self.net(sr.float(), hr.float(), normalize=True).mean()
 
@@ -468,7 +476,6 @@ class PerceptualLoss(nn.Module):
         pretrained_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
-        from sgsr.pretrained import vgg
 
         _check_choice("network", network, sorted(vgg.VGG_CONFIGS))
         if isinstance(layers, str):
@@ -487,8 +494,6 @@ class PerceptualLoss(nn.Module):
         self.indices = {name: index[name] for name in weights}
         self.net: nn.Module | None = None
         if pretrained_dir is not None:
-            from sgsr import pretrained
-
             try:
                 self.net = vgg.load_vgg_features(
                     network, max(self.indices.values()), pretrained_dir, vgg19_file
@@ -520,16 +525,7 @@ class PerceptualLoss(nn.Module):
         return out
 
     def forward(self, sr: Tensor, hr: Tensor) -> Tensor:
-        _check_pair(sr, hr)
-        if self.net is None:
-            raise RuntimeError(
-                "perceptual has no weights: build the loss with "
-                "build_loss(spec, pretrained_dir=...)"
-            )
-        if sr.shape[1] not in (1, 3):
-            raise ValueError(f"perceptual needs 1 or 3 channels, got {sr.shape[1]}")
-        if sr.shape[1] == 1:
-            sr, hr = sr.expand(-1, 3, -1, -1), hr.expand(-1, 3, -1, -1)
+        sr, hr = _rgb_inputs("perceptual", self.net, sr, hr)
         with torch.autocast(sr.device.type, enabled=False):
             fs = self.features(sr.float())
             with torch.no_grad():

@@ -82,10 +82,13 @@ REGISTRY: dict[str, MetricInfo] = {
 #: What evaluate.metrics defaults to: the metrics every profile has always computed (DISTS and
 #: LPIPS-VGG run VGG16 at full resolution, several times LPIPS-Alex's cost: asked for by name).
 DEFAULT_NAMES: tuple[str, ...] = ("psnr", "ssim", "ms_ssim", "gmsd", "haarpsi", "lpips", "fid")
+#: The metrics folder scoring (``sgsr evaluate --sr --hr``, scoring.Scorer, score_folders)
+#: computes when none is named, and the ones the evaluate stage's log line shows: no network.
+QUICK_NAMES: tuple[str, ...] = ("psnr", "ssim")
 #: The metrics computed from a set's pooled Inception features.
 SET_NAMES: tuple[str, ...] = ("fid", "kid")
 
-#: Every metric name, in registry order (the default of evaluate.metrics).
+#: Every metric name, in registry order.
 NAMES: tuple[str, ...] = tuple(REGISTRY)
 LOWER_IS_BETTER: frozenset[str] = frozenset(
     n for n, m in REGISTRY.items() if not m.higher_is_better

@@ -96,6 +96,7 @@ def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> np.nd
 
 def _filter_valid(image: np.ndarray, g: np.ndarray) -> np.ndarray:
     """Separable 2-D correlation with `g` x `g`, 'valid' output (no padded pixel is used)."""
+    # scipy: only the numpy SSIM path uses it
     from scipy.ndimage import correlate1d
 
     r = len(g) // 2
@@ -148,6 +149,7 @@ def ms_ssim(sr: np.ndarray, hr: np.ndarray, border: int) -> float:
     Images under 161 px a side after the crop use the first scales that fit, their weights
     renormalised (piq's rule for custom weights); under 11 px it is an error.
     """
+    # piq (~1 s to import): only the metrics that use it pay
     import piq
 
     _check_pair(sr, hr)
@@ -169,6 +171,7 @@ def ms_ssim(sr: np.ndarray, hr: np.ndarray, border: int) -> float:
 
 def gmsd(sr: np.ndarray, hr: np.ndarray, border: int) -> float:
     """Gradient Magnitude Similarity Deviation (piq, RGB in [0, 1]); lower is better."""
+    # piq (~1 s to import): only the metrics that use it pay
     import piq
 
     _check_pair(sr, hr)
@@ -177,6 +180,7 @@ def gmsd(sr: np.ndarray, hr: np.ndarray, border: int) -> float:
 
 def haarpsi(sr: np.ndarray, hr: np.ndarray, border: int) -> float:
     """HaarPSI (piq, RGB in [0, 1], 3 scales, subsampled); higher is better."""
+    # piq (~1 s to import): only the metrics that use it pay
     import piq
 
     _check_pair(sr, hr)

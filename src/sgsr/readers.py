@@ -271,6 +271,7 @@ def list_pairs(
     data_dir: str | os.PathLike[str], scale: int, sets: Sequence[str] | None = None
 ) -> list[tuple[str, str]]:
     """(set, stem) of every prepared HR image of ``sets`` (default: all test sets), sorted."""
+    # imaging imports torch: the table readers of the notebooks do without it
     from sgsr.imaging import list_images
 
     out = []
@@ -319,6 +320,7 @@ def select_images(
         return chosen, how
     if results_dir is None:
         return [], f"no per-image {metric} for both runs, so no image could be ranked"
+    # imaging imports torch: the table readers of the notebooks do without it
     from sgsr.imaging import read_image
 
     scores = []

@@ -17,6 +17,7 @@ Why the pieces look the way they do:
 
 from __future__ import annotations
 
+import ast
 import datetime as _dt
 import logging
 import os
@@ -30,7 +31,7 @@ from typing import Any
 
 from sgsr import layout
 from sgsr.config import Config, Run
-from sgsr.fsutil import replace_dir, staging_dir, write_text
+from sgsr.fsutil import staged_dir, write_text
 from sgsr.losses import sgl_operator
 from sgsr.readers import read_paired
 from sgsr.runs import bicubic_run, pairs
@@ -139,8 +140,7 @@ def _venv_kernel_manager() -> type:
       kernel's messages, so what is left there is teardown noise, e.g. libzmq's
       ``Assertion failed: pfd.revents & POLLIN`` when the process exits under load.
     """
-    import tempfile
-
+    # Jupyter's kernel machinery: only when notebooks are executed
     from ipykernel.kernelspec import RESOURCES, get_kernel_dict
     from jupyter_client import AsyncKernelManager
     from jupyter_client.kernelspec import KernelSpec
@@ -192,8 +192,7 @@ def declared_parameters(source: str | os.PathLike[str]) -> list[str]:
     Read with ``ast`` rather than ``papermill.inspect_notebook``, whose line parser skips any
     line holding more than one ``=`` (e.g. a comment with one) and would drop that parameter.
     """
-    import ast
-
+    # nbformat: only when a notebook is read
     import nbformat
 
     nb = nbformat.read(str(source), as_version=4)
@@ -216,6 +215,7 @@ def execute_notebook(
 ) -> None:
     """Run one notebook with papermill on this interpreter; parameters it does not declare in
     its ``parameters`` cell are dropped. Raises ReportError naming the notebook and the cell."""
+    # papermill (imports nbclient, jupyter): only when notebooks are executed
     import papermill as pm
 
     source = Path(source)
@@ -295,6 +295,7 @@ def render_html(
     Code inputs are hidden (the executed ``.ipynb`` files beside it keep them); every image is
     a ``data:image/png;base64`` URI and no script or stylesheet is fetched from the network.
     """
+    # nbconvert and jinja2 (slow to import): only when the page is rendered
     import nbformat
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter
@@ -356,8 +357,7 @@ def run(
             f"(root: {cfg.root!r} in {cfg.source_path} must point at the repository root)"
         )
     final = pipeline / layout.REPORTS
-    tmp = staging_dir(final)
-    try:
+    with staged_dir(final) as tmp:
         tmp_figures = (tmp / "figures").relative_to(pipeline).as_posix()
         params = notebook_parameters(cfg, tmp_figures, pipeline)
         (tmp / "figures").mkdir()
@@ -382,10 +382,6 @@ def run(
         rank = {name: i for i, name in enumerate(SHOWN_ORDER)}
         executed.sort(key=lambda path: rank.get(path.stem, len(rank)))
         render_html(executed, tmp / REPORT_HTML, title, intro)
-        replace_dir(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return final / REPORT_HTML
 
 
@@ -402,6 +398,7 @@ def _keep_failed(notebook: Path) -> Path:
 def _point_at_final_figures(path: Path, tmp_figures: str, final_figures: str) -> None:
     """Make the executed notebook's injected ``figures_dir`` name ``reports/figures`` rather
     than the temp folder, so re-running the saved notebook by hand writes where it should."""
+    # nbformat: only when a notebook is read
     import nbformat
 
     nb = nbformat.read(str(path), as_version=4)

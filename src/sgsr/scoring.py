@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from sgsr import layout
 from sgsr.config import DEFAULT_MAX_PIXELS
@@ -39,7 +40,7 @@ from sgsr.fid import (
     kid,
 )
 from sgsr.imaging import list_images, read_image
-from sgsr.metric_registry import REGISTRY, SET_NAMES, check_metric_names
+from sgsr.metric_registry import QUICK_NAMES, REGISTRY, SET_NAMES, check_metric_names
 from sgsr.metrics import METRICS, load_backbones
 from sgsr.pretrained import WEIGHTS
 
@@ -267,7 +268,7 @@ class Scorer:
 
     def __init__(
         self,
-        metrics: Sequence[str] = ("psnr", "ssim"),
+        metrics: Sequence[str] = QUICK_NAMES,
         pretrained: str | os.PathLike[str] | list[Path] | None = None,
         fid_patch: int = 64,
         device: str = "auto",
@@ -341,8 +342,6 @@ class Scorer:
         border: int | None = None,
     ) -> SetScore:
         """Score every pair; `border` px (default: `scale`, the protocol) cropped per side."""
-        from tqdm import tqdm
-
         border = scale if border is None else border
         pairs = pair_files(sr_dir, hr_dir)
         result = SetScore()
@@ -493,7 +492,7 @@ def score_folders(
     sr_dir: str | os.PathLike[str],
     hr_dir: str | os.PathLike[str],
     scale: int,
-    metrics: Sequence[str] = ("psnr", "ssim"),
+    metrics: Sequence[str] = QUICK_NAMES,
     pretrained: str | os.PathLike[str] | None = None,
     fid_patch: int = 64,
     device: str = "auto",

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from sgsr.config import TrainConfig
 from sgsr.distributed import DistContext, all_mean, train_device
@@ -216,8 +217,6 @@ def build_state(
     loss = loss.to(device)
     wrapped: nn.Module = module
     if ctx.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
         ids = [device.index] if device.type == "cuda" else None
         wrapped = DistributedDataParallel(module, device_ids=ids)
     optimizer = build_optimizer(module, opts)

@@ -20,6 +20,7 @@ The names a training loop of one's own needs are importable from here too (``__a
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import functools
@@ -30,7 +31,7 @@ import random
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sgsr import layout
+from sgsr import __version__, layout
 from sgsr.checkpoint import (
     CHECKPOINT_NAME,
     CheckpointError,
@@ -51,9 +52,18 @@ from sgsr.checkpoint import (
 )
 from sgsr.config import Config, Run, TrainConfig, allows_import
 from sgsr.data.batches import BatchSource, fixed_batch, iterable_source, patch_batches
+from sgsr.data.patches import PatchDataset
 from sgsr.data.prefetch import prefetched
-from sgsr.distributed import DistContext, barrier, init_from_env, train_device
-from sgsr.fsutil import replace_dir, sha256sum, staging_dir
+from sgsr.distributed import (
+    DistContext,
+    barrier,
+    global_batch,
+    init_from_env,
+    per_rank_batch,
+    shutdown,
+    train_device,
+)
+from sgsr.fsutil import sha256sum, staged_dir
 from sgsr.gan import (
     DISCRIMINATOR_NAME,
     GanState,
@@ -66,6 +76,8 @@ from sgsr.gan import (
     write_discriminator,
 )
 from sgsr.live import open_live
+from sgsr.losses import build_loss
+from sgsr.models import build_model, canonical_arch
 from sgsr.step import (
     EMA,
     TrainingDiverged,
@@ -132,6 +144,25 @@ def seed_everything(seed: int) -> None:
 # --- the loop ----------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def kept_determinism_flags() -> Iterator[None]:
+    """Put torch's process-wide determinism flags (deterministic algorithms and their warn-only
+    mode, cuDNN benchmark and deterministic) back as they were when the block ends, so training
+    one run, or several side by side, leaves the caller's process as it found it."""
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+    )
+    try:
+        yield
+    finally:
+        det, warn_only, bench, cudnn_det = before
+        torch.use_deterministic_algorithms(det, warn_only=warn_only)
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = bench, cudnn_det
+
+
 @dataclass
 class _LogWindow:
     """Running sums of logged values since the last log step (checkpointed for exact logs)."""
@@ -191,16 +222,13 @@ def train(
     fingerprint = fingerprint or options_fingerprint(opts, seed)
     source: BatchSource = batches if callable(batches) else iterable_source(batches)
     checkpoint = Path(checkpoint) if checkpoint is not None else None
-    det_before = torch.are_deterministic_algorithms_enabled()
-    det_warn_before = torch.is_deterministic_algorithms_warn_only_enabled()
-    cudnn_before = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
-    if ctx.device.type == "cpu":
-        if opts.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
-    else:
-        torch.backends.cudnn.benchmark = not opts.deterministic
-        torch.backends.cudnn.deterministic = opts.deterministic
-    try:
+    with kept_determinism_flags():
+        if ctx.device.type == "cpu":
+            if opts.deterministic:
+                torch.use_deterministic_algorithms(True, warn_only=True)
+        else:
+            torch.backends.cudnn.benchmark = not opts.deterministic
+            torch.backends.cudnn.deterministic = opts.deterministic
         seed_everything(seed)
         term = adversarial_term(loss)
         if term is not None:
@@ -210,9 +238,6 @@ def train(
         return _loop(
             state, source, opts, checkpoint, live_dir, validate, fingerprint, progress, desc, gan
         )
-    finally:
-        torch.use_deterministic_algorithms(det_before, warn_only=det_warn_before)
-        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn_before
 
 
 def _loop(
@@ -227,7 +252,7 @@ def _loop(
     desc: str,
     gan: GanState | None = None,
 ) -> TrainResult:
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # tqdm.auto probes for IPython: only a loop that reports pays
 
     ctx = state.ctx
     ck = resume_checkpoint(state, checkpoint, fingerprint)
@@ -388,23 +413,6 @@ def params_hash(cfg: Config, run: Run, store: Path | None = None) -> str:
     )
 
 
-def per_rank_batch(batch_size: int, world_size: int) -> int:
-    """train.batch_size is the global batch; each of N processes gets batch_size // N."""
-    if batch_size < world_size:
-        raise ValueError(
-            f"train.batch_size ({batch_size}) is smaller than the number of processes "
-            f"({world_size}); each process needs at least one sample"
-        )
-    if batch_size % world_size:
-        warnings.warn(
-            f"train.batch_size {batch_size} is not divisible by {world_size} processes: each "
-            f"uses {batch_size // world_size}, a global batch of "
-            f"{batch_size // world_size * world_size}",
-            stacklevel=2,
-        )
-    return batch_size // world_size
-
-
 def _validator(cfg: Config, run_cfg: Run, base: Path) -> Callable[[nn.Module], float] | None:
     """PSNR-Y on the prepared validation split, or None (with a warning) when it is empty."""
     val_dir = base / layout.prepared_set(run_cfg.scale, layout.VAL_SET)
@@ -446,8 +454,6 @@ def run_card(
     global_batch: int,
 ) -> dict[str, Any]:
     """``models/<run>/run.json``: what was trained and how (docs/training.md lists the keys)."""
-    from sgsr import __version__
-
     return {
         "run": run_cfg.name,
         "model": run_cfg.model,
@@ -482,8 +488,6 @@ def _starting_model(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The run's network as training starts it (built, ``train.init_from`` loaded, `freeze`
     applied) and what was done, for the run card."""
-    from sgsr.models import build_model, canonical_arch
-
     context = {}  # where a community model's pretrained weights are (not a params key)
     if canonical_arch(run_cfg.arch) == "community":
         context["pretrained_dir"] = base / layout.PRETRAINED
@@ -526,14 +530,9 @@ def publish_curves(work: Path | None, out: Path) -> Path:
     Why two folders: DVC deletes a stage's outputs before running it (what lets its run cache
     restore them), so the curves a resumed run continues live in the working folder beside the
     checkpoint, and the output is written once, complete, when training ends."""
-    staging = staging_dir(out)
-    try:
+    with staged_dir(out) as staging:
         if work is not None and work.is_dir():
             shutil.copytree(work, staging, dirs_exist_ok=True)
-        replace_dir(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
 
 
@@ -544,8 +543,6 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
     stage). Under torchrun every process calls this; rank 0 alone logs, validates and writes.
     Returns the path of ``<root>/models/<run>/model.safetensors``.
     """
-    from sgsr.losses import build_loss
-
     run_cfg = cfg.run(run_name)
     seed = run_cfg.seed  # the primary seed (params `seed`) or a replicate's: init and data order
     opts = cfg.train
@@ -563,8 +560,6 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
     ctx = init_from_env(opts.device)
     try:
         batch = per_rank_batch(opts.batch_size, ctx.world_size)
-        from sgsr.data.patches import PatchDataset
-
         dataset = PatchDataset(store, opts.lr_patch, augment=True, seed=seed)
         if len(dataset) == 0:
             raise ValueError(
@@ -611,7 +606,9 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
             # output DVC expects to exist), whatever an earlier run left in the working folder
             curves = base / layout.live_work_dir(run_name) if opts.iterations else None
             publish_curves(curves, base / layout.live_dir(run_name))
-            card = run_card(run_cfg, opts, result, model, ctx, batch * ctx.world_size)
+            card = run_card(
+                run_cfg, opts, result, model, ctx, global_batch(opts.batch_size, ctx.world_size)
+            )
             card.update(start)
             raw = result.model_state if result.ema_state is not None else None
             if result.discriminator_state is not None:
@@ -642,7 +639,5 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
             )  # fmt: skip
         barrier(ctx)
     finally:
-        from sgsr.distributed import shutdown
-
         shutdown(ctx)
     return base / layout.weights(run_name)

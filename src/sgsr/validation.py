@@ -12,14 +12,15 @@ import numpy as np
 from torch import nn
 
 from sgsr.config import DEFAULT_MAX_PIXELS
+from sgsr.imaging import list_images, read_image, to_tensor, to_uint8, upscale_bicubic
+from sgsr.metrics import psnr
+from sgsr.models.common import rgb_range_of, unit_forward
 
 
 def load_val_pairs(
     folder: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_PIXELS
 ) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(name, lr, hr) uint8 RGB images from ``<folder>/{lr,hr}/``, matched by file name."""
-    from sgsr.imaging import list_images, read_image
-
     folder = Path(folder)
     if not (folder / "hr").is_dir() or not (folder / "lr").is_dir():
         return []
@@ -45,9 +46,6 @@ def psnr_validator(
     pairs: list[tuple[str, np.ndarray, np.ndarray]], scale: int
 ) -> Callable[[nn.Module], float]:
     """Mean PSNR-Y (dB, `scale` border cropped) of whole validation images, computed in fp32."""
-    from sgsr.imaging import to_tensor, to_uint8
-    from sgsr.metrics import psnr
-    from sgsr.models.common import rgb_range_of, unit_forward
 
     def validate(model: nn.Module) -> float:
         device = next(model.parameters()).device
@@ -67,9 +65,6 @@ class BelowBicubicWarning(UserWarning):
 
 def bicubic_psnr(pairs: list[tuple[str, np.ndarray, np.ndarray]], scale: int) -> float:
     """Mean PSNR-Y of MATLAB-bicubic upsampling over `pairs`, scored as `psnr_validator`."""
-    from sgsr.imaging import upscale_bicubic
-    from sgsr.metrics import psnr
-
     return float(
         np.mean([psnr(upscale_bicubic(lr, scale), hr, border=scale) for _, lr, hr in pairs])
     )

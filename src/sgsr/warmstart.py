@@ -29,7 +29,10 @@ import torch
 from torch import Tensor, nn
 
 from sgsr import layout
+from sgsr.models.community import canonical_state_dict, read_state_dict
+from sgsr.pretrained import WEIGHTS, verified_tensors
 from sgsr.weight_check import check_weights
+from sgsr.weights import read_shipped_state
 
 PRETRAINED_PREFIX = "pretrained:"
 RUN_PREFIX = "run:"
@@ -38,8 +41,6 @@ STATE_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt")
 
 def init_problem(spec: str, run_names: Sequence[str]) -> str | None:
     """Why ``train.init_from: <spec>`` cannot work (None: it can), without reading any file."""
-    from sgsr.pretrained import WEIGHTS
-
     if spec.startswith(PRETRAINED_PREFIX):
         name = spec[len(PRETRAINED_PREFIX) :]
         if name not in WEIGHTS:
@@ -60,10 +61,6 @@ def init_problem(spec: str, run_names: Sequence[str]) -> str | None:
 
 def init_state(spec: str, base: str | os.PathLike[str], run_name: str) -> dict[str, Tensor]:
     """The tensors ``train.init_from: <spec>`` names, for the run `run_name` under `base`."""
-    from sgsr.models.community import canonical_state_dict, read_state_dict
-    from sgsr.pretrained import verified_tensors
-    from sgsr.weights import read_shipped_state
-
     base = Path(base)
     if spec.startswith(PRETRAINED_PREFIX):
         return verified_tensors(spec[len(PRETRAINED_PREFIX) :], base / layout.PRETRAINED)

@@ -20,11 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save
 from torch import Tensor, nn
 
 from sgsr.devices import resolve_device
 from sgsr.fsutil import atomic_write, write_text
 from sgsr.layout import CARD_NAME, RAW_WEIGHTS_NAME, WEIGHTS_NAME
+from sgsr.models import build_model, canonical_arch, check_model_args, resolve_model
 from sgsr.weight_check import check_weights
 
 #: Run-card keys copied into the safetensors header (metadata ``sgsr_run``): enough to rebuild
@@ -42,8 +45,6 @@ def save_safetensors(
     bytes from run to run (and DVC sees a changed output). The header is re-emitted with sorted
     keys; tensor offsets are relative to the data block, which is copied unchanged.
     """
-    from safetensors.torch import save
-
     blob = save(
         {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, dict(metadata)
     )
@@ -131,8 +132,6 @@ def _select_state(
 
 
 def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = dict(fh.metadata() or {})
@@ -200,8 +199,6 @@ def load_model(
     Loading is strict: a tensor missing or extra for the architecture is an error naming the
     file.
     """
-    from sgsr.models import build_model, canonical_arch, check_model_args, resolve_model
-
     path = Path(weights_path)
     if not path.is_file():
         raise FileNotFoundError(f"weights {path} not found (train the run first: sgsr train)")

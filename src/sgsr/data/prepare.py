@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,7 +37,7 @@ from sgsr.data.common import (
     warn_alpha,
     warn_skipped,
 )
-from sgsr.fsutil import atomic_write, replace_dir, staging_dir
+from sgsr.fsutil import atomic_write, staged_dir
 from sgsr.imaging import (
     ImageReadError,
     downscale,
@@ -195,10 +194,9 @@ def write_pairs(
     """
     names = _output_names(images, unique_names)
     min_side = scale if min_side is None else min_side
-    staging = staging_dir(final)
     skipped: list[SkippedImage] = []
     written = 0
-    try:
+    with staged_dir(final) as staging:
         (staging / "hr").mkdir()
         (staging / "lr").mkdir()
         for (_, path), stem in zip(images, names, strict=True):
@@ -224,10 +222,6 @@ def write_pairs(
             write_image(staging / "hr" / f"{stem}.png", np.ascontiguousarray(hr))
             write_image(staging / "lr" / f"{stem}.png", downscale(hr, scale))
             written += 1
-        replace_dir(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     warn_skipped(skipped, str(final))
     return written
 
@@ -278,8 +272,7 @@ def build_patch_store(
             continue
         plan.append((label, path, ys, xs, (hc, wc)))
     capacity = sum(len(ys) * len(xs) for *_, ys, xs, _ in plan)
-    staging = staging_dir(final)
-    try:
+    with staged_dir(final) as staging:
         hr_shape, lr_shape = (patch_size, patch_size, 3), (lp, lp, 3)
         hr = _open(staging / HR_FILE, (capacity, *hr_shape))
         lr = _open(staging / LR_FILE, (capacity, *lr_shape))
@@ -344,10 +337,6 @@ def build_patch_store(
         with atomic_write(staging / META_FILE, "w") as fh:
             json.dump(meta, fh, indent=1)
             fh.write("\n")
-        replace_dir(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     warn_skipped(skipped, f"the patch store {final}")
     if too_small:
         warnings.warn(

@@ -112,6 +112,7 @@ def known_official() -> list[str]:
 
 def _sk(name: str) -> Callable[[], np.ndarray]:
     def load() -> np.ndarray:
+        # scikit-image (~1 s to import): only when a sample image is read
         import skimage.data
 
         return getattr(skimage.data, name)()
@@ -120,6 +121,7 @@ def _sk(name: str) -> Callable[[], np.ndarray]:
 
 
 def _motorcycle() -> np.ndarray:
+    # scikit-image (~1 s to import): only when a sample image is read
     import skimage.data
 
     return skimage.data.stereo_motorcycle()[0]

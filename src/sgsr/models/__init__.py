@@ -27,6 +27,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
 from torch import nn
 
 from sgsr.models.common import SCALES, MeanShift, ModelArgumentError, Upsampler, count_parameters
@@ -295,8 +296,6 @@ def size_problem(
     if is_import_path(name) or getattr(ctor, "from_state", None) is not None:
         return None
     try:
-        import torch
-
         with torch.device("meta"):
             probe = ctor(**kwargs)
     except Exception:  # the real build reports its own errors, with their arguments

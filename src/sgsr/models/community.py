@@ -32,8 +32,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from sgsr import layout
+from sgsr.fsutil import sha256sum
+from sgsr.models.common import ModelArgumentError
+from sgsr.pretrained import SR_WEIGHTS, WEIGHTS, verified_tensors
 from sgsr.weight_check import check_weights
 
 #: Module prefix of the architectures shipped in the ``spandrel`` package itself.
@@ -77,8 +82,6 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CommunityModelError(f"weights file {path} not found")
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(path), device="cpu")
         except Exception as exc:  # safetensors raises its own error types
@@ -106,6 +109,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def canonical_state_dict(obj: Mapping[str, Any], source: str = "state dict") -> dict[str, Tensor]:
     """A flat ``{name: tensor}`` dict in the key convention spandrel detects (see module doc)."""
+    # spandrel (its 40 architectures): only community models load it
     from spandrel import canonicalize_state_dict
 
     state = canonicalize_state_dict(dict(obj))
@@ -132,6 +136,7 @@ def is_permissive(arch: Any) -> bool:
 
 
 def _registry(allow_restrictive: bool) -> Any:
+    # spandrel (its 40 architectures): only community models load it
     from spandrel import MAIN_REGISTRY, ArchRegistry
 
     if allow_restrictive:
@@ -149,6 +154,7 @@ def load_descriptor(
 ) -> Any:
     """spandrel's ``ImageModelDescriptor`` for a weights file or an in-memory state dict
     (`source` names the latter in messages)."""
+    # spandrel (its 40 architectures): only community models load it
     from spandrel import ImageModelDescriptor, UnsupportedModelError
 
     if isinstance(path_or_state, Mapping):
@@ -309,8 +315,6 @@ STATE_SUFFIXES = (".safetensors", *_PTH_SUFFIXES)
 
 
 def _arg_error(argument: str, message: str) -> Exception:
-    from sgsr.models.common import ModelArgumentError
-
     return ModelArgumentError(argument, message)
 
 
@@ -324,8 +328,6 @@ def check_community_args(
 ) -> None:
     """``models.<name>`` checks that read no file: `weights` names an SR weight of the
     pretrained registry of this scale, or a state-dict file; the pin is 64 hex digits."""
-    from sgsr.pretrained import SR_WEIGHTS, WEIGHTS
-
     if not isinstance(weights, str) or not weights.strip():
         raise _arg_error("weights", f"must name a pretrained SR weight or a file, got {weights!r}")
     known = ", ".join(SR_WEIGHTS)
@@ -360,10 +362,6 @@ def community_state(
 ) -> tuple[dict[str, Any], str]:
     """The tensors `weights` names and a label for messages: a registry weight re-hashed
     against its pin, or a local file (checked against `sha256` when one is given)."""
-    from sgsr import layout
-    from sgsr.fsutil import sha256sum
-    from sgsr.pretrained import SR_WEIGHTS, verified_tensors
-
     if weights in SR_WEIGHTS:
         folder = Path(pretrained_dir) if pretrained_dir is not None else layout.PRETRAINED
         return verified_tensors(weights, folder), f"{folder / SR_WEIGHTS[weights].filename}"

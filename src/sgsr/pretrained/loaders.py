@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from safetensors.torch import load as load_safetensors
+
 from sgsr.hashcache import read_with_sha256
 from sgsr.pretrained.errors import WeightsUnavailable
 from sgsr.pretrained.manifest import MANIFEST_NAME, load_manifest
@@ -27,8 +29,6 @@ def verified_tensors(name: str, pretrained_dir: str | os.PathLike[str] | None) -
     """The tensors of weight `name` from ``<pretrained_dir>/<file>`` once its bytes hash to the
     pin in `WEIGHTS`. Raises WeightsUnavailable with the reason otherwise (the manifest's
     reason when the download stage could not get the file)."""
-    from safetensors.torch import load as load_safetensors
-
     if name not in WEIGHTS:
         raise KeyError(f"unknown pretrained weight {name!r}; known: {', '.join(WEIGHTS)}")
     weight = WEIGHTS[name]
@@ -92,6 +92,7 @@ def load_fid_inception(
     """pytorch-fid's InceptionV3 feature extractor (`dims` 64, 192, 768 or 2048 = pool3) with
     the verified FID Inception weights, loaded strictly (only batch-norm counters may be
     absent). ``random_backbone=True``: random weights, plumbing tests only."""
+    # pytorch-fid (imports scipy and torchvision): only FID loads it
     from pytorch_fid.inception import InceptionV3
 
     if dims not in InceptionV3.BLOCK_INDEX_BY_DIM:

@@ -10,6 +10,10 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+import torch
+from torch import nn
+
 from sgsr.pretrained.errors import WeightsUnavailable
 
 #: lpips' slice boundaries in ``features`` (slice k holds indices [b_k, b_k+1)).
@@ -47,6 +51,7 @@ def lpips_network(net: str, tensors: Mapping[str, Any] | None) -> Any:
     Built with ``pretrained=False, pnet_rand=True`` so the package neither downloads a trunk
     nor unpickles its own heads; every parameter then comes from our file.
     """
+    # lpips (imports torchvision's models): only LPIPS builds it
     import lpips as lpips_pkg
 
     with quiet():
@@ -76,7 +81,7 @@ def fid_inception() -> Any:
     """pytorch-fid's FID Inception (torchvision InceptionV3 with pytorch-fid's FIDInceptionA/C/
     E_1/E_2 blocks, 1008 classes, no aux head), built here because pytorch-fid's own
     ``fid_inception_v3`` downloads its weights. The unused ``fc`` is removed."""
-    import torch
+    # pytorch-fid (imports scipy and torchvision): only FID loads it
     from pytorch_fid import inception as pf
 
     with quiet():
@@ -95,8 +100,8 @@ def fid_inception() -> Any:
 
 
 def fid_wrapper_class() -> type:
+    # pytorch-fid (imports scipy and torchvision): only FID loads it
     from pytorch_fid.inception import InceptionV3
-    from torch import nn
 
     class FIDInceptionV3(InceptionV3):
         """pytorch-fid's ``InceptionV3`` (its forward: bilinear resize to 299, [0, 1] -> [-1, 1],
@@ -150,10 +155,8 @@ def dists_network(trunk: Mapping[str, Any] | None, weights: Mapping[str, Any] | 
     normalisation, and the learned ``alpha``/``beta``. `trunk`: ``features.<i>.*`` tensors
     (lpips_vgg's, the same ImageNet VGG16); `weights`: ``alpha`` and ``beta``. None = random
     (plumbing only)."""
-    import numpy as np
-    import torch
+    # torchvision: only DISTS builds a network from it
     import torchvision
-    from torch import nn
 
     class L2Pooling(nn.Module):
         def __init__(self, channels: int) -> None:

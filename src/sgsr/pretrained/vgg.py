@@ -16,6 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
 from sgsr.pretrained.errors import WeightsUnavailable
 from sgsr.pretrained.loaders import verified_tensors
 
@@ -54,8 +57,6 @@ def _features_layout(net: str) -> list[str]:
 
 def vgg_features(net: str, last: int) -> Any:
     """torchvision's ``vgg<N>().features[: last + 1]`` without building the classifier."""
-    from torch import nn
-
     layers: list[nn.Module] = []
     cin = 3
     for c in VGG_CONFIGS[net]:
@@ -73,7 +74,6 @@ def vgg19_path(file: str | os.PathLike[str] | None = None) -> Path:
     checkpoint folder, where ``torchvision.models.vgg19(weights=...)`` keeps it."""
     if file is not None:
         return Path(file)
-    import torch
 
     return Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILE
 
@@ -90,7 +90,6 @@ def vgg_tensors(
         return {k: v for k, v in tensors.items() if k.startswith("features.")}
     if net != "vgg19":
         raise ValueError(f"unknown VGG {net!r}; known: {', '.join(VGG_CONFIGS)}")
-    import torch
 
     path = vgg19_path(vgg19_file)
     if not path.is_file():
