@@ -176,3 +176,73 @@ def test_figures_are_readable_at_page_width() -> None:
     )  # seven metrics, as the default profile has: wrapped, not a 16-inch strip
     fig = forest_figure(seven)
     assert fig.get_size_inches()[0] <= 13 and _smallest_text_px(fig) >= 9
+
+
+def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(type, payload) of every chunk of a PNG file."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    chunks, i = [], 8
+    while i < len(data):
+        n = int.from_bytes(data[i : i + 4], "big")
+        chunks.append((data[i + 4 : i + 8], data[i + 8 : i + 8 + n]))
+        i += 12 + n
+    return chunks
+
+
+def test_jittered_figures_draw_the_same_png_whatever_the_global_rng(tmp_path: Path) -> None:
+    """The strip plots' jitter (numpy's global RNG inside seaborn) and the pointplots'
+    bootstrap CIs come from a fixed seed: reports/ is a DVC output, so the same data must give
+    the same bytes. The caller's global RNG stream is left where it was."""
+    import matplotlib.pyplot as plt
+
+    from sgsr.plotting import gradient_stats_figure, metrics_figure
+
+    rng = np.random.default_rng(3)
+    runs = ["bicubic-x2", "net-l1-x2", "net-sgl-x2"]
+    per_image = pd.DataFrame(
+        {
+            "run": np.repeat(runs, 12),
+            "set": "s",
+            "image": np.tile([f"i{k}" for k in range(12)], 3),
+            "psnr": rng.normal(28, 1, 36),
+            "ssim": rng.uniform(0.7, 0.9, 36),
+        }
+    )
+    stats = pd.DataFrame(
+        {
+            "output": np.repeat(["HR", *runs], 8),
+            "energy_ratio": rng.uniform(0.5, 1.2, 32),
+            "distance": rng.uniform(0.0, 0.1, 32),
+        }
+    )
+    palette = {"HR": "black", **dict(zip(runs, ["0.5", "C0", "C1"], strict=True))}
+    draws = {
+        "metrics": lambda: metrics_figure(per_image, ["psnr", "ssim"], runs, palette),
+        "stats": lambda: gradient_stats_figure(stats, palette),
+    }
+    for name, draw in draws.items():
+        pngs = []
+        for global_seed in (1, 2):
+            np.random.seed(global_seed)
+            fig = draw()
+            after = np.random.random()
+            np.random.seed(global_seed)
+            assert after == np.random.random(), name  # the caller's stream is untouched
+            pngs.append(save(fig, f"{name}{global_seed}", tmp_path).read_bytes())
+            plt.close(fig)
+        assert pngs[0] == pngs[1], name
+
+
+def test_saved_png_carries_no_date(tmp_path: Path) -> None:
+    """matplotlib writes a "Software" text chunk (its pinned version) and no tIME chunk or
+    creation date: nothing in a figure's bytes depends on when it was drawn."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [1, 0])
+    chunks = _png_chunks(save(fig, "tiny", tmp_path).read_bytes())
+    plt.close(fig)
+    kinds = {kind for kind, _ in chunks}
+    assert b"tIME" not in kinds
+    text_keys = {payload.split(b"\0")[0] for kind, payload in chunks if kind in {b"tEXt", b"iTXt"}}
+    assert text_keys <= {b"Software"}, text_keys

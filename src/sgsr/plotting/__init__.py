@@ -11,7 +11,16 @@ every figure shares, `images` the image figures, `results` the curves and result
 names below are the ones the notebooks use.
 """
 
-from sgsr.plotting.base import BICUBIC_COLOR, run_palette, safe_name, save, theme, thumbnail
+from sgsr.plotting.base import (
+    BICUBIC_COLOR,
+    FIGURE_SEED,
+    fixed_jitter,
+    run_palette,
+    safe_name,
+    save,
+    theme,
+    thumbnail,
+)
 from sgsr.plotting.images import (
     gradient_map_figure,
     gradient_stats_figure,
@@ -32,8 +41,10 @@ from sgsr.plotting.results import (
 
 __all__ = [
     "BICUBIC_COLOR",
+    "FIGURE_SEED",
     "VERDICT_COLORS",
     "curves_figure",
+    "fixed_jitter",
     "forest_figure",
     "gradient_map_figure",
     "gradient_stats_figure",

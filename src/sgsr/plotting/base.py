@@ -1,11 +1,13 @@
 """What every figure shares: the theme, saving (PNG for reports/figures, shown inline in a
-notebook), run colours, names, and showing an image on an axis."""
+notebook), run colours, names, showing an image on an axis, and the fixed randomness (jitter,
+bootstrap) that makes the same data draw the same PNG."""
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -19,6 +21,25 @@ from sgsr.fsutil import atomic_path
 from sgsr.runs import is_bicubic
 
 BICUBIC_COLOR = "#8c8c8c"
+#: The seed of every random draw in a figure: seaborn's bootstrap CIs (its ``seed=``) and the
+#: strip-plot jitter (:func:`fixed_jitter`); the report's PNGs are DVC outputs, so the same
+#: inputs must give the same bytes.
+FIGURE_SEED = 0
+
+
+@contextmanager
+def fixed_jitter(seed: int = FIGURE_SEED) -> Iterator[None]:
+    """Seed numpy's global RNG for the draws inside, then put its state back.
+
+    seaborn 0.13's stripplot jitters with ``np.random.uniform`` (the global RNG; it takes no
+    seed), so without this every run moves the dots. The caller's own stream is left as it was.
+    """
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
 def theme() -> None:

@@ -17,7 +17,7 @@ from PIL import Image
 
 from sgsr import analysis
 from sgsr.metrics import psnr
-from sgsr.plotting.base import _imshow, thumbnail
+from sgsr.plotting.base import FIGURE_SEED, _imshow, fixed_jitter, thumbnail
 
 
 def lr_hr_figure(pairs: Sequence[tuple[str, np.ndarray, np.ndarray]], scale: int) -> Figure:
@@ -164,17 +164,18 @@ def gradient_stats_figure(stats: pd.DataFrame, palette: Mapping[str, object]) ->
         (axes[0], "energy_ratio", "second-order energy / HR's (1 = as sharp as HR)"),
         (axes[1], "distance", "mean |op(SR) - op(HR)| (lower = closer)"),
     ):
-        sns.stripplot(
-            data=stats,
-            x="output",
-            y=col,
-            hue="output",
-            order=order,
-            palette=palette,
-            alpha=0.5,
-            legend=False,
-            ax=ax,
-        )
+        with fixed_jitter():
+            sns.stripplot(
+                data=stats,
+                x="output",
+                y=col,
+                hue="output",
+                order=order,
+                palette=palette,
+                alpha=0.5,
+                legend=False,
+                ax=ax,
+            )
         sns.pointplot(
             data=stats,
             x="output",
@@ -182,6 +183,7 @@ def gradient_stats_figure(stats: pd.DataFrame, palette: Mapping[str, object]) ->
             order=order,
             color="black",
             errorbar=("ci", 95),
+            seed=FIGURE_SEED,
             linestyle="none",
             markers="D",
             ax=ax,

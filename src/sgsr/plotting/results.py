@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from sgsr.metric_registry import LOWER_IS_BETTER
+from sgsr.plotting.base import FIGURE_SEED, fixed_jitter
 from sgsr.readers import evidence, higher_is_better, seed_flag, verdicts
 from sgsr.runs import is_bicubic, run_name
 
@@ -48,6 +49,7 @@ def curves_figure(
         aspect=1.3,
         palette=palette,
         facet_kws={"sharey": False, "sharex": True},
+        seed=FIGURE_SEED,  # the CI band where a step was logged twice (a resumed run)
         marker="o" if df.groupby(["run", "metric"]).size().max() <= 10 else None,
     )
     g.set_titles("{col_name}")
@@ -110,17 +112,18 @@ def metrics_figure(
         aspect=1.2,
         col_order=list(metrics),
     )
-    g.map_dataframe(
-        sns.stripplot,
-        x="run",
-        y="value",
-        hue="run",
-        order=order,
-        hue_order=order,
-        palette=palette,
-        alpha=0.45,
-        jitter=0.2,
-    )
+    with fixed_jitter():
+        g.map_dataframe(
+            sns.stripplot,
+            x="run",
+            y="value",
+            hue="run",
+            order=order,
+            hue_order=order,
+            palette=palette,
+            alpha=0.45,
+            jitter=0.2,
+        )
     g.map_dataframe(
         sns.pointplot,
         x="run",
@@ -128,6 +131,7 @@ def metrics_figure(
         order=order,
         color="black",
         errorbar=("ci", 95),
+        seed=FIGURE_SEED,
         linestyle="none",
         markers="D",
     )
