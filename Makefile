@@ -10,7 +10,7 @@ PROFILE ?= default
 PIPELINE_DIR := $(if $(filter default,$(PROFILE)),.,profiles/$(PROFILE))
 PYTEST_ARGS ?=
 
-.PHONY: setup repro pull publish test lint bench lock clean-venv
+.PHONY: setup repro dry pull publish test lint bench lock clean-venv
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ setup: $(STAMP)
 
 # `sgsr runs --write` first brings params.yaml's runs: block (the stage names dvc.yaml expands)
 # in line with an edited experiment: matrix; it prints nothing when the block is current.
+# `sgsr pull --absent` then fetches from published/ the weights of every run in dvc.lock whose
+# folder is missing (a fresh clone), so published runs are not retrained (another machine's
+# floats would change their hashes in dvc.lock); one line when it fetches or when a run in the
+# lock is not published, nothing otherwise. Its DVC output goes to repro.log too.
 # The terminal shows one line per stage (from sgsr), progress bars, warnings and errors; DVC's
 # own per-stage chatter (stdout) goes to repro.log beside dvc.yaml. Every stage records the
 # warnings it showed in one file, so each distinct warning appears once per `make repro`.
@@ -33,7 +37,8 @@ repro: setup
 	@echo "dvc repro in $(PIPELINE_DIR) (profile $(PROFILE); DVC's log: $(PIPELINE_DIR)/repro.log)"
 	@seen=$$(mktemp) && trap 'rm -f "$$seen"' EXIT && cd $(PIPELINE_DIR) && \
 	PATH="$(CURDIR)/$(BIN):$$PATH" sgsr runs --write > /dev/null && \
-	SGSR_SEEN_WARNINGS=$$seen PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro > repro.log; \
+	{ PATH="$(CURDIR)/$(BIN):$$PATH" sgsr pull --absent && \
+	  SGSR_SEEN_WARNINGS=$$seen PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro; } > repro.log; \
 	status=$$?; \
 	if [ $$status -ne 0 ]; then echo "dvc repro failed (exit $$status); DVC's log: $(PIPELINE_DIR)/repro.log"; exit $$status; fi; \
 	echo "$$(grep -c '^Running stage' repro.log) stage(s) ran, the others were up to date"; echo; \
@@ -45,6 +50,12 @@ repro: setup
 pull: setup
 	@test -f $(PIPELINE_DIR)/dvc.yaml || { echo "no profile '$(PROFILE)': $(PIPELINE_DIR)/dvc.yaml not found"; exit 2; }
 	cd $(PIPELINE_DIR) && PATH="$(CURDIR)/$(BIN):$$PATH" sgsr pull
+
+# What `dvc repro` would run, stage by stage (`dvc repro --dry`), also on a fresh clone: there
+# DVC 3.67's own dry run stops at the first stage whose input an earlier stage creates.
+dry: setup
+	@test -f $(PIPELINE_DIR)/dvc.yaml || { echo "no profile '$(PROFILE)': $(PIPELINE_DIR)/dvc.yaml not found"; exit 2; }
+	cd $(PIPELINE_DIR) && PATH="$(CURDIR)/$(BIN):$$PATH" sgsr dry
 
 # After `make repro`: copy the profile's trained weights into published/ (`dvc push -r
 # published`), to be committed with dvc.lock.

@@ -20,13 +20,25 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def copy_sources(dest: Path) -> None:
+    """The notebooks and the library's source files into `dest`: what dvc.yaml's stages depend
+    on through ``${root}`` (the stages run the installed sgsr; the copy is what DVC hashes)."""
+    shutil.copytree(REPO / "notebooks", dest / "notebooks", dirs_exist_ok=True)
+    shutil.copytree(
+        REPO / "src" / "sgsr",
+        dest / "src" / "sgsr",
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+
+
 def make_pipeline_copy(dest: Path, params: dict | None = None) -> Path:
-    """A throwaway repo holding the default profile (dvc.yaml, params.yaml, notebooks)."""
+    """A throwaway repo holding the default profile (dvc.yaml, params.yaml, notebooks, code)."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
         if (REPO / name).exists():
             shutil.copy2(REPO / name, dest / name)
-    shutil.copytree(REPO / "notebooks", dest / "notebooks", dirs_exist_ok=True)
+    copy_sources(dest)
     if params:
         import yaml
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.bench_pipeline import deep_update
+from benchmarks.bench_pipeline import copy_sources, deep_update
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SGSR_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
@@ -82,7 +82,7 @@ def make_profile_copy(
     env = env or tool_env()
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy2(REPO / "dvc.yaml", dest / "dvc.yaml")
-    shutil.copytree(REPO / "notebooks", dest / "notebooks", dirs_exist_ok=True)
+    copy_sources(dest)
     folder = dest / "profiles" / profile
     folder.mkdir(parents=True)
     (folder / "dvc.yaml").symlink_to(Path("..", "..", "dvc.yaml"))

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -119,6 +120,19 @@ def prepared(tmp_path_factory) -> Path:
     return root / "data"
 
 
+def copy_pipeline_sources(dest: Path) -> None:
+    """The notebooks and the library's source files into `dest`, a pipeline copy whose params say
+    ``root: .``: what its stages depend on through ``${root}`` (they run the installed sgsr; the
+    copy is what DVC hashes)."""
+    shutil.copytree(REPO / "notebooks", dest / "notebooks", dirs_exist_ok=True)
+    shutil.copytree(
+        REPO / "src" / "sgsr",
+        dest / "src" / "sgsr",
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+
+
 def tiny_profile(repo: Path, test_size: tuple[int, int]):
     """A tiny dataset mirror in `repo`/datasets (3 training images, 1 test image of
     `test_size`) and a runner for commands in `repo` that fails with their output's tail.
@@ -140,3 +154,18 @@ def tiny_profile(repo: Path, test_size: tuple[int, int]):
         return proc.stdout + proc.stderr
 
     return sh
+
+
+def git_clone(dest: Path) -> tuple[Path, dict[str, str]]:
+    """A fresh `git clone` of this repository's committed state at `dest` (no data, no DVC
+    cache, no team remote beside it), and an environment whose `sgsr` and `dvc` run the clone's
+    code. Skips without git or outside a git checkout."""
+    import shutil
+    import sys
+
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("needs git and a git checkout")
+    subprocess.run(["git", "clone", "-q", str(REPO), str(dest)], check=True)
+    env = dict(os.environ, PYTHONPATH=str(dest / "src"), OMP_NUM_THREADS="1")
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return dest, env

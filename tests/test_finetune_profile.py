@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import tiny_profile
+from conftest import copy_pipeline_sources, tiny_profile
 
 from sgsr.config import write_run_index
 from sgsr.data.common import download_cache
@@ -53,6 +53,7 @@ def test_finetune_profile_runs_end_to_end_through_dvc(tmp_path: Path) -> None:
     repo = tmp_path / "ft"
     repo.mkdir()
     shutil.copy2(PROFILE / "dvc.yaml", repo / "dvc.yaml")
+    copy_pipeline_sources(repo)  # the code the stages depend on (root: .)
     params = yaml.safe_load((PROFILE / "params.yaml").read_text())
     for key, value in TINY.items():
         params[key] = {**params[key], **value} if isinstance(value, dict) else value
@@ -79,10 +80,24 @@ def test_finetune_profile_runs_end_to_end_through_dvc(tmp_path: Path) -> None:
         card = json.loads((run / "run.json").read_text())
         assert card["iterations"] == 2 and card["n_parameters"] == 16_697_987
         assert card["frozen_parameters"] == 2  # model.0 = basicsr's conv_first: weight, bias
-        tuned = load_file(run / "model-raw.safetensors")  # spandrel's ESRGAN key names
+        # the raw weights (a working file beside the checkpoint): spandrel's ESRGAN key names
+        tuned = load_file(repo / "models/checkpoints" / run.name / "model-raw.safetensors")
         assert len(tuned) == len(start)
         assert (tuned["model.0.weight"] == start["conv_first.weight"]).all()  # frozen
         assert not (tuned["model.10.weight"] == start["conv_last.weight"]).all()  # trained
+    # the zero-shot row: x4plus as it starts, through its own stage, scored like the runs
+    zero = repo / "models" / "rrdb-zeroshot-x4"
+    card = json.loads((zero / "run.json").read_text())
+    assert card["iterations"] == 0 and card["loss"] == "zeroshot" and card["weights"] == "raw"
+    untouched = load_file(zero / "model.safetensors")
+    assert (untouched["model.10.weight"] == start["conv_last.weight"]).all()
+    assert not (repo / "models" / "rrdb-zeroshot-x4" / "model-raw.safetensors").exists()
     summary = pd.read_csv(repo / "results/summary.csv")
-    assert {"rrdb-l1-x4", "rrdb-sgl_hess-x4", "bicubic-x4"} <= set(summary["run"])
+    runs = {"rrdb-l1-x4", "rrdb-sgl_hess-x4", "rrdb-zeroshot-x4", "bicubic-x4"}
+    assert runs <= set(summary["run"])
     assert summary["psnr"].notna().all()
+    zs = summary[summary["run"] == "rrdb-zeroshot-x4"].iloc[0]
+    tuned = summary[summary["run"] == "rrdb-l1-x4"].iloc[0]
+    assert zs["loss"] == "zeroshot" and zs["psnr"] != tuned["psnr"]  # two networks, two rows
+    paired = pd.read_csv(repo / "results/paired.csv")  # zero-shot minus L1 fine-tuning, too
+    assert "rrdb-zeroshot-x4" in set(paired[paired["baseline"] == "rrdb-l1-x4"]["candidate"])

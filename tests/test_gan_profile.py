@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import tiny_profile
+from conftest import copy_pipeline_sources, tiny_profile
 
 from sgsr.config import load_config
 
@@ -110,7 +110,7 @@ def test_gan_profile_runs_end_to_end_through_dvc(tmp_path: Path) -> None:
     repo = tmp_path / "gan"
     repo.mkdir()
     shutil.copy2(PROFILE / "dvc.yaml", repo / "dvc.yaml")
-    shutil.copytree(REPO / "notebooks", repo / "notebooks")  # the report's sources (root: .)
+    copy_pipeline_sources(repo)  # the notebooks and the code the stages depend on (root: .)
     for name in ("params.yaml", "pretrain.yaml"):
         params = _tiny(yaml.safe_load((PROFILE / name).read_text()), TINY_D)
         if name == "pretrain.yaml":

@@ -449,10 +449,10 @@ def test_runs_trained_together_equal_runs_trained_alone(tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
     for name in ("tiny-l1-x2", "tiny-l1-x2-s7"):
-        for f in ("model.safetensors", "model-raw.safetensors"):
-            a = (folders["alone"] / "models" / name / f).read_bytes()
-            b = (folders["together"] / "models" / name / f).read_bytes()
-            assert a == b, (name, f)
+        for f in (f"{name}/model.safetensors", f"checkpoints/{name}/model-raw.safetensors"):
+            a = (folders["alone"] / "models" / f).read_bytes()
+            b = (folders["together"] / "models" / f).read_bytes()
+            assert a == b, f
         tsv = f"models/live/{name}/plots/metrics/train/total.tsv"
         assert _rows(folders["alone"] / tsv) == _rows(folders["together"] / tsv)
     w = load_file(str(folders["together"] / "models/tiny-l1-x2/model.safetensors"))

@@ -6,103 +6,11 @@ import moved into a function to dodge a cycle is still seen as the edge it is.
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
+from import_graph import cycles, import_graph
+
 SRC = Path(__file__).resolve().parent.parent / "src"
-
-
-def _modules(src: Path) -> dict[str, tuple[Path, bool]]:
-    """Dotted module name -> (file, is a package) for every module under ``src``."""
-    out: dict[str, tuple[Path, bool]] = {}
-    for path in sorted(src.rglob("*.py")):
-        parts = list(path.relative_to(src).with_suffix("").parts)
-        is_pkg = parts[-1] == "__init__"
-        if is_pkg:
-            parts = parts[:-1]
-        out[".".join(parts)] = (path, is_pkg)
-    return out
-
-
-def _targets(module: str, is_pkg: bool, node: ast.Import | ast.ImportFrom) -> list[str]:
-    if isinstance(node, ast.Import):
-        return [alias.name for alias in node.names]
-    if node.level:
-        base = module.split(".") if is_pkg else module.split(".")[:-1]
-        base = base[: len(base) - (node.level - 1)]
-        target = ".".join([*base, node.module] if node.module else base)
-    else:
-        target = node.module or ""
-    return [target, *(f"{target}.{alias.name}" for alias in node.names)]
-
-
-def import_graph(src: Path, root: str = "sgsr") -> dict[str, set[str]]:
-    """Edges importer -> imported among the modules of ``root``.
-
-    Importing ``a.b.c`` from outside package ``a.b`` also runs ``a/b/__init__.py``, so that is
-    an edge too; the root package's ``__init__`` imports nothing at module level (its public
-    names resolve lazily) and is left out.
-    """
-    modules = _modules(src)
-    edges: dict[str, set[str]] = {name: set() for name in modules}
-    for name, (path, is_pkg) in modules.items():
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
-            if not isinstance(node, ast.Import | ast.ImportFrom):
-                continue
-            for target in _targets(name, is_pkg, node):
-                parts = target.split(".")
-                for i in range(2, len(parts) + 1):
-                    dep = ".".join(parts[:i])
-                    inside = name == dep or name.startswith(dep + ".")
-                    is_target = i == len(parts)
-                    if dep in modules and dep != name and dep != root and (is_target or not inside):
-                        edges[name].add(dep)
-    return edges
-
-
-def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components with more than one module (Tarjan, iterative)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found: list[list[str]] = []
-    counter = 0
-    for start in sorted(edges):
-        if start in index:
-            continue
-        work = [(start, iter(sorted(edges[start])))]
-        index[start] = low[start] = counter
-        counter += 1
-        stack.append(start)
-        on_stack.add(start)
-        while work:
-            node, children = work[-1]
-            child = next(children, None)
-            if child is not None:
-                if child not in index:
-                    index[child] = low[child] = counter
-                    counter += 1
-                    stack.append(child)
-                    on_stack.add(child)
-                    work.append((child, iter(sorted(edges.get(child, ())))))
-                elif child in on_stack:
-                    low[node] = min(low[node], index[child])
-                continue
-            work.pop()
-            if work:
-                low[work[-1][0]] = min(low[work[-1][0]], low[node])
-            if low[node] == index[node]:
-                component = []
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    component.append(member)
-                    if member == node:
-                        break
-                if len(component) > 1:
-                    found.append(sorted(component))
-    return found
 
 
 def test_the_library_has_no_import_cycle() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import bomb_png, smooth_rgb
+from conftest import bomb_png, copy_pipeline_sources, smooth_rgb
 from PIL import Image
 
 from sgsr import layout, pretrained
@@ -435,6 +435,7 @@ def test_dvc_repro_prepare_on_sample_source_from_a_fresh_copy(tmp_path: Path) ->
     work.mkdir()
     shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
     shutil.copy(REPO / "params.yaml", work / "params.yaml")
+    copy_pipeline_sources(work)  # the code the stages depend on (root: .)
     env = {
         **os.environ,
         "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",

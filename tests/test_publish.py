@@ -9,10 +9,10 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import git_clone
 
 from sgsr import publish
 from sgsr.config import load_config
@@ -65,8 +65,9 @@ def test_train_outs_are_the_run_folders_of_defined_runs_only(pipeline: Path) -> 
     outs = publish.train_outs(pipeline)
     assert [(o.stage, o.path) for o in outs] == [
         ("train@edsr_tiny-l1-4", "models/edsr_tiny-l1-x4"),
+        ("train@edsr_tiny-l1-4", "models/live/edsr_tiny-l1-x4"),
         ("train@edsr_tiny-sgl-4", "models/edsr_tiny-sgl-x4"),
-    ]  # not the curves (git), not prepare (recomputed), not a run params.yaml dropped
+    ]  # weights and curves; not prepare (recomputed), not a run params.yaml dropped
 
 
 def test_check_names_every_unpublished_run_and_missing_file(pipeline: Path) -> None:
@@ -83,8 +84,11 @@ def test_check_names_every_unpublished_run_and_missing_file(pipeline: Path) -> N
     assert "model.safetensors" not in text
     _put(remote, "f" * 32, b"c")
     _put(remote, "b" * 32 + ".dir", b"[]")
-    assert len(publish.check(pipeline, remote)) == 2
-    assert publish.published_bytes(pipeline, remote) == len(json.dumps(weights + card)) + 4
+    with pytest.raises(publish.UnpublishedError, match="1 of 2 train stage"):
+        publish.check(pipeline, remote)  # the l1 run's curves are missing
+    _put(remote, "c" * 32 + ".dir", b"[]")
+    assert len(publish.check(pipeline, remote)) == 3
+    assert publish.published_bytes(pipeline, remote) == len(json.dumps(weights + card)) + 6
 
 
 def test_a_lock_without_train_stages_is_an_error(pipeline: Path) -> None:
@@ -110,8 +114,13 @@ def test_every_project_reaches_the_published_remote_and_keeps_the_shared_default
 
 @pytest.mark.parametrize("folder", [REPO, *PROFILES], ids=lambda p: "root" if p == REPO else p.name)
 def test_the_lock_is_published_or_pull_names_what_is_not(folder: Path) -> None:
-    """For every committed lock: either all train outputs are in published/ (then their curves
-    are committed to git too) or `sgsr pull` refuses, naming exactly the unpublished stages."""
+    """For every committed lock: either all train outputs (weights and curves) are in
+    published/ or `sgsr pull` refuses, naming exactly the unpublished stages. The curves are
+    DVC outputs, so git never tracks them (DVC would refuse to commit them)."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "models/live"], cwd=folder, capture_output=True, text=True
+    )
+    assert tracked.returncode == 0 and tracked.stdout == ""
     if not (folder / "dvc.lock").is_file():
         pytest.skip("no dvc.lock committed")
     remote = REPO / "published"
@@ -121,11 +130,7 @@ def test_the_lock_is_published_or_pull_names_what_is_not(folder: Path) -> None:
     gaps = {o.stage for o in outs if publish.missing_objects(remote, o)}
     if not gaps:
         assert len(publish.check(folder, remote)) == len(outs)
-        tracked = subprocess.run(
-            ["git", "ls-files", "models/live"], cwd=folder, capture_output=True, text=True
-        ).stdout
-        for out in outs:
-            assert f"models/live/{Path(out.path).name}/" in tracked
+        assert {o.path.startswith("models/live/") for o in outs} == {True, False}
         return
     with pytest.raises(publish.UnpublishedError) as err:
         publish.check(folder, remote)
@@ -160,6 +165,27 @@ def test_sgsr_pull_on_an_unpublished_lock_exits_2_with_the_message(pipeline: Pat
     assert main(["--params", str(pipeline / "params.yaml"), "pull"]) == 2
 
 
+def test_pull_absent_skips_present_folders_and_reports_unpublished_runs(pipeline: Path) -> None:
+    for folder in ("models/edsr_tiny-l1-x4", "models/live/edsr_tiny-l1-x4"):
+        (pipeline / folder).mkdir(parents=True)  # in the workspace already
+    pulled, unpublished = publish.pull_absent(pipeline)  # nothing in published/: no dvc pull
+    assert pulled == []
+    sgl = sorted(o.path for o in publish.train_outs(pipeline) if "sgl" in o.path)
+    assert sgl and sorted(o.path for o in unpublished) == sgl
+    for folder in ("models/edsr_tiny-sgl-x4", "models/live/edsr_tiny-sgl-x4"):
+        (pipeline / folder).mkdir(parents=True)
+    assert publish.pull_absent(pipeline) == ([], [])
+    (pipeline / "dvc.lock").unlink()
+    assert publish.pull_absent(pipeline) == ([], [])  # nothing trained yet: nothing to say
+
+
+def test_make_repro_pulls_absent_published_weights_before_dvc_repro() -> None:
+    if shutil.which("make") is None:
+        pytest.skip("make not installed")
+    out = subprocess.run(["make", "-n", "repro"], cwd=REPO, capture_output=True, text=True).stdout
+    assert re.search(r"sgsr pull --absent && \\\n.*dvc repro; \} > repro\.log", out), out
+
+
 def test_make_pull_runs_sgsr_pull_in_the_profile_folder() -> None:
     if shutil.which("make") is None:
         pytest.skip("make not installed")
@@ -172,30 +198,51 @@ def test_make_pull_runs_sgsr_pull_in_the_profile_folder() -> None:
 @pytest.mark.slow
 def test_a_fresh_clone_pulls_the_published_weights_offline(tmp_path: Path) -> None:
     """The README's path with no team remote: clone, pull, and DVC sees the train stages as
-    up to date; what `dvc repro` would run is what depends on unpublished files."""
-    if shutil.which("git") is None or not (REPO / ".git").exists():
-        pytest.skip("needs git and a git checkout")
+    up to date; what `dvc repro` would run is what depends on unpublished files. First what
+    `make repro` does before `dvc repro` (`sgsr pull --absent`): fetch what is published and
+    missing, silently nothing when all is there, one line for a lock whose runs are not."""
     if not (REPO / "dvc.lock").is_file():
         pytest.skip("the root dvc.lock is not committed")
-    clone = tmp_path / "clone"
-    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    clone, env = git_clone(tmp_path / "clone")
     assert not (tmp_path / "sgsr-dvc-storage").exists()
-    env = dict(os.environ, PYTHONPATH=str(clone / "src"), OMP_NUM_THREADS="1")
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    pulled = subprocess.run(["sgsr", "pull"], cwd=clone, env=env, capture_output=True, text=True)
-    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
     expected = {o.stage for o in publish.train_outs(clone)}
     assert len(expected) == len(load_config(clone / "params.yaml").runs)
+
+    def sgsr(*args: str, cwd: Path = clone) -> subprocess.CompletedProcess:
+        return subprocess.run(["sgsr", *args], cwd=cwd, env=env, capture_output=True, text=True)
+
+    absent = sgsr("pull", "--absent")
+    assert absent.returncode == 0, absent.stdout + absent.stderr
+    assert f"{len(expected)} trained run(s) fetched from the published remote" in absent.stderr
+    for out in publish.train_outs(clone):
+        assert (clone / out.path / "model.safetensors").is_file()
+    again = sgsr("pull", "--absent")
+    assert again.returncode == 0 and again.stderr == "", again.stderr  # all there: a no-op
+    study = clone / "profiles" / "study"
+    if (study / "dvc.lock").is_file() and publish.unpublished(study, clone / "published"):
+        other = sgsr("pull", "--absent", cwd=study)
+        assert other.returncode == 0, other.stderr
+        assert re.fullmatch(
+            r"sgsr pull: \d+ run\(s\) in dvc.lock are not in the published remote; dvc repro "
+            r"trains them\n",
+            other.stderr,
+        ), other.stderr
+        assert not [p for p in (study / "models").glob("*-x*")]  # no run folder fetched
+
+    pulled = sgsr("pull")
+    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
     status = subprocess.run(
         ["dvc", "status", "--json"], cwd=clone, env=env, capture_output=True, text=True
     )
     changed = set(json.loads(status.stdout))
     assert not changed & expected, changed
-    dry = subprocess.run(
-        ["dvc", "repro", "--dry"], cwd=clone, env=env, capture_output=True, text=True
-    )
+    dry = sgsr("dry")
+    assert dry.returncode == 0, dry.stdout[-2000:] + dry.stderr[-2000:]
     would_run = re.findall(r"Running stage '([^']+)'", dry.stdout)
     assert would_run and not any(publish.is_train_stage(s) for s in would_run)
     assert "prepare" not in would_run and any(s.startswith("infer") for s in would_run)
+    assert "summarize" in would_run  # past the first stage whose input is missing (results/sr)
     for out in publish.train_outs(clone):
-        assert (clone / out.path / "model.safetensors").is_file()
+        curves = out.path.startswith("models/live/")
+        wanted = "plots/metrics/train/total.tsv" if curves else "model.safetensors"
+        assert (clone / out.path / wanted).is_file(), out.path

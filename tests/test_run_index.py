@@ -3,6 +3,7 @@ experiment matrix, refused when stale, and old matrix-named dvc.lock stages rena
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,9 @@ experiment:
 def test_every_shipped_params_file_carries_its_current_runs_block(params: Path) -> None:
     raw = yaml.safe_load(params.read_text())
     cfg = load_config(params)  # a stale block would raise
-    assert list(raw[run_index.KEY][run_index.TRAINED]) == [r.name for r in cfg.runs]
+    block = raw[run_index.KEY]
+    assert list(block[run_index.TRAINED]) == [r.name for r in cfg.runs if not r.zero_shot]
+    assert list(block[run_index.ZERO_SHOT]) == [r.name for r in cfg.runs if r.zero_shot]
     assert params.read_text() == run_index.rewrite(
         params.read_text(), run_index.expected(cfg.runs, cfg.experiment.scales)
     )
@@ -54,6 +57,7 @@ def test_write_generates_the_block_and_keeps_every_other_line(tmp_path: Path) ->
         "m-sgl-x4-s1": {"model": "m", "loss": "sgl", "scale": 4},
     }
     assert block["bicubic"] == {"bicubic-x4": {"scale": 4}}
+    assert block["zeroshot"] == {}  # none asked for; DVC's foreach still needs the mapping
     assert write_run_index(params) is False and params.read_text() == text  # idempotent
     # a matrix edit, then --write: the block follows, and stays the file's last section
     params.write_text(text.replace("replicates: [1]", "replicates: []") + "report: {}\n")
@@ -75,6 +79,48 @@ def test_a_stale_block_is_refused_with_the_fix(tmp_path: Path) -> None:
     assert "sgsr runs --write" in msg
     assert main(["--params", str(params), "runs", "--write"]) == 0
     assert [r.name for r in load_config(params).runs] == ["m-l1-x4", "m-l1-x4-s1"]
+
+
+def test_zero_shot_runs_are_outside_the_matrix_with_their_own_stage(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    text = SMALL.replace("scales: [4]", "scales: [2, 4]")
+    text = text.replace("replicates: [1]", "replicates: [1]\n  zero_shot: [m]")
+    params.write_text(text + "prepare: {scales: [2, 4]}\ntrain: {init_from: w}\n")
+    assert main(["--params", str(params), "runs", "--write"]) == 0
+    runs = load_config(params).runs
+    assert [r.name for r in runs if r.zero_shot] == ["m-zeroshot-x2", "m-zeroshot-x4"]
+    assert runs[-1].loss == "zeroshot" and runs[-1].loss_spec == {} and runs[-1].seed == 0
+    assert not [r for r in runs if r.zero_shot and r.replicate]  # one row: nothing is trained
+    block = yaml.safe_load(params.read_text())["runs"]
+    assert block["zeroshot"] == {
+        "m-zeroshot-x2": {"model": "m", "scale": 2},
+        "m-zeroshot-x4": {"model": "m", "scale": 4},
+    }
+    assert not [n for n in block["trained"] if "zeroshot" in n]  # no train@ stage for them
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert stages["zeroshot"]["foreach"] == "${runs.zeroshot}"
+    assert stages["zeroshot"]["do"]["cmd"].startswith("sgsr train --run ${key} &&")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ("zero_shot: [x]", "experiment.zero_shot: 'x' is not one of experiment.models (m)"),
+        ("zero_shot: [m, m]", "experiment.zero_shot: 'm' is listed twice"),
+        ("zero_shot: [m]", "experiment.zero_shot: must start from trained weights: models.m"),
+    ],
+)
+def test_zero_shot_names_a_model_that_starts_from_weights(edit: str, message: str) -> None:
+    from sgsr.config import parse_config
+
+    raw = yaml.safe_load(SMALL)
+    raw["experiment"].update(yaml.safe_load(edit))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config(raw)
+    raw = yaml.safe_load(SMALL)
+    raw["losses"]["zeroshot"] = {"l1": 1.0}
+    with pytest.raises(ConfigError, match=r"losses\.zeroshot: the name is reserved"):
+        parse_config(raw)
 
 
 def test_old_matrix_stage_names_map_to_run_names() -> None:

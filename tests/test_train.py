@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import shutil
 import signal
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -34,7 +37,6 @@ from sgsr.config import ConfigError, TrainConfig
 from sgsr.losses import build_loss
 from sgsr.models import build_model
 from sgsr.train import (
-    ResumeWarning,
     TrainingDiverged,
     fixed_batch,
     lr_factor,
@@ -143,12 +145,21 @@ def test_resume_rolls_back_log_rows_written_after_the_checkpoint(tmp_path):
     assert [s for s, _ in read_tsv(total)] == [1, 2, 3, 4, 5, 6, 7, 8]
 
 
-def test_changed_params_start_fresh_with_a_warning(tmp_path):
+def test_changed_params_start_fresh_with_one_info_line_and_no_warning(tmp_path, caplog):
+    """A checkpoint of other params is what every params edit leaves (`dvc exp run -S ...`):
+    not a fault, so no warning; one info line says training starts at 0 and why."""
     ck = tmp_path / "ck.pt"
-    train(tiny_model(), build_loss({"l1": 1.0}), toy_source(), opts(iterations=4), checkpoint=ck)
-    changed = opts(iterations=4, lr=5e-4)
-    with pytest.warns(ResumeWarning, match="starts fresh"):
+    with warnings.catch_warnings(), caplog.at_level(logging.DEBUG, logger="sgsr.checkpoint"):
+        warnings.simplefilter("error")  # a fresh run and a stale checkpoint warn about nothing
+        train(tiny_model(), build_loss({"l1": 1.0}), toy_source(), opts(iterations=4),
+              checkpoint=ck)  # fmt: skip
+        assert not [r for r in caplog.records if r.name == "sgsr.checkpoint"]  # fresh: silent
+        changed = opts(iterations=4, lr=5e-4)
         again = train(tiny_model(), build_loss({"l1": 1.0}), toy_source(), changed, checkpoint=ck)
+    lines = [r for r in caplog.records if r.name == "sgsr.checkpoint"]
+    assert [r.levelno for r in lines] == [logging.INFO]
+    assert lines[0].getMessage().startswith(f"starting at iteration 0: {ck} holds a run of other")
+    assert load_checkpoint(ck)["fingerprint"] == again.fingerprint  # replaced
     fresh = train(tiny_model(), build_loss({"l1": 1.0}), toy_source(), changed)
     assert again.resumed_from == 0
     assert_same_state(again.model_state, fresh.model_state)
@@ -263,13 +274,16 @@ def test_stage_writes_weights_card_and_curves_and_rerun_is_quick(tmp_path, prepa
     card = json.loads(Path("models/tiny-sgl-x2/run.json").read_text())
     assert card["arch"] == "edsr_baseline" and card["scale"] == 2 and card["iterations"] == 40
     assert card["loss_spec"] == {"l1": 1.0, "sgl": 0.1} and card["seed"] == 3
-    assert card["weights"] == "ema" and card["raw_weights"] == "model-raw.safetensors"
+    # the raw weights are a working file beside the checkpoint, not part of the stage output
+    raw_file = "models/checkpoints/tiny-sgl-x2/model-raw.safetensors"
+    assert card["weights"] == "ema" and card["raw_weights"] == raw_file
+    assert sorted(p.name for p in out.parent.iterdir()) == ["model.safetensors", "run.json"]
     assert 10 < card["val_psnr_y"] < 60
-    ema, raw = load_weights(out), load_weights(Path("models/tiny-sgl-x2/model-raw.safetensors"))
+    ema, raw = load_weights(out), load_weights(Path(raw_file))
     from safetensors import safe_open
 
-    for name, kind in (("model.safetensors", "ema"), ("model-raw.safetensors", "raw")):
-        with safe_open(f"models/tiny-sgl-x2/{name}", "pt") as fh:
+    for name, kind in ((str(out), "ema"), (raw_file, "raw")):
+        with safe_open(name, "pt") as fh:
             meta = fh.metadata()
         assert meta["sgsr_weights"] == kind
         embedded = json.loads(meta["sgsr_run"])
@@ -288,13 +302,17 @@ def test_stage_writes_weights_card_and_curves_and_rerun_is_quick(tmp_path, prepa
         "total.tsv", "l1.tsv", "sgl.tsv", "lr.tsv",
     }  # fmt: skip
     assert load_checkpoint(Path("models/checkpoints/tiny-sgl-x2/checkpoint.pt"))["iteration"] == 40
-    # a forced rerun of the finished stage reuses the checkpoint: same weights, no training
+    # a forced rerun of the finished stage (DVC deletes its outputs first) reuses the checkpoint
+    # and the curves beside it: same weights and curves, no training
     before = out.read_bytes()
+    curves = {p: p.read_bytes() for p in sorted(metrics.rglob("*.tsv"))}
+    shutil.rmtree("models/tiny-sgl-x2")
+    shutil.rmtree("models/live/tiny-sgl-x2")
     t0 = time.perf_counter()
     run(cfg, "tiny-sgl-x2")
     assert time.perf_counter() - t0 < 10
     assert out.read_bytes() == before
-    assert [s for s, _ in read_tsv(metrics / "train/total.tsv")] == list(range(5, 41, 5))
+    assert {p: p.read_bytes() for p in sorted(metrics.rglob("*.tsv"))} == curves
 
 
 @pytest.mark.slow
@@ -320,6 +338,9 @@ def test_sigkill_then_rerun_gives_bitwise_the_uninterrupted_weights(tmp_path, pr
     killed_at = load_checkpoint(ck)["iteration"]
     assert 10 <= killed_at < 120
     assert not (job / "models/tiny-sgl-x2/model.safetensors").exists()
+    # the curves grow beside the checkpoint; the stage's curves output is written at the end
+    assert (job / "models/checkpoints/tiny-sgl-x2/live/plots/metrics/train/total.tsv").is_file()
+    assert not (job / "models/live/tiny-sgl-x2").exists()
 
     proc = cli(job, "train", "--run", "tiny-sgl-x2")
     out, _ = proc.communicate(timeout=300)
@@ -394,8 +415,8 @@ def test_zero_iterations_writes_the_initial_weights_as_they_are(tmp_path, prepar
     assert got.keys() == start.keys() and all(torch.equal(got[k], start[k]) for k in start)
     card = json.loads(Path("models/tiny-l1-x2/run.json").read_text())
     assert card["iterations"] == 0
-    for folder in ("models/live/tiny-l1-x2", "models/checkpoints/tiny-l1-x2"):
-        assert Path(folder).is_dir() and not any(Path(folder).iterdir())  # DVC's outs exist
+    live = Path("models/live/tiny-l1-x2")
+    assert live.is_dir() and not any(live.iterdir())  # DVC's output exists, empty
 
 
 def test_negative_iterations_are_refused_naming_zero_shot(tmp_path) -> None:

@@ -3,6 +3,8 @@ the one range convention (models see [0, rgb_range] in training as in inference)
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -111,6 +113,32 @@ def test_init_from_another_run_loads_its_weights_and_the_ema_starts_there(tmp_pa
     assert all(torch.equal(v, donor.state_dict()[k]) for k, v in model.state_dict().items())
     state = build_state(model, build_loss({"l1": 1.0}), TrainConfig(ema=0.9, device="cpu"))
     assert torch.equal(state.ema.shadow["head.weight"], donor.head.weight)
+
+
+def test_a_zero_shot_run_writes_its_starting_weights_as_they_are(tmp_path) -> None:
+    """experiment.zero_shot: no loss, optimizer, EMA or patch store, the weights untouched."""
+    from sgsr.config import parse_config
+    from sgsr.train import run
+
+    donor = _edsr(3)
+    start = {k: v.contiguous() for k, v in donor.state_dict().items()}
+    save_file(start, tmp_path / "w.safetensors")
+    cfg = parse_config(
+        {"root": str(tmp_path), "prepare": {"scales": [2]},
+         "models": {"m": {"arch": "edsr_baseline", "n_resblocks": 1, "n_feats": 8}},
+         "losses": {"l1": {"l1": 1.0}},
+         "train": {"init_from": str(tmp_path / "w.safetensors"), "ema": 0.9, "iterations": 50},
+         "experiment": {"models": ["m"], "losses": ["l1"], "scales": [2], "zero_shot": ["m"]}}
+    )  # fmt: skip
+    weights = run(cfg, "m-zeroshot-x2")  # no data/prepared exists: nothing is read from it
+    model, scale = load_model(weights)
+    assert scale == 2
+    assert all(torch.equal(v, donor.state_dict()[k]) for k, v in model.state_dict().items())
+    card = json.loads((weights.parent / "run.json").read_text())
+    assert card["iterations"] == 0 and card["weights"] == "raw" and card["loss"] == "zeroshot"
+    assert card["init_from"] == str(tmp_path / "w.safetensors") and card["train"]["ema"] == 0.0
+    assert sorted(p.name for p in weights.parent.iterdir()) == ["model.safetensors", "run.json"]
+    assert not (tmp_path / "models" / "live").exists()  # no curves: nothing was trained
 
 
 def test_init_from_errors_name_the_source_and_keys(tmp_path) -> None:

@@ -16,10 +16,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import pickle
 import random
-import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,9 +40,7 @@ if TYPE_CHECKING:
 FORMAT = 1
 CHECKPOINT_NAME = "checkpoint.pt"
 
-
-class ResumeWarning(UserWarning):
-    """A checkpoint was found but not resumed (written for different params)."""
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(ValueError):
@@ -228,21 +226,20 @@ def resume_checkpoint(
     state: TrainState, checkpoint: Path | None, fingerprint: str
 ) -> dict[str, Any] | None:
     """Restore `state` from `checkpoint` when it was written for these params (`fingerprint`
-    and global batch) and return it; None (with a ResumeWarning when one exists for other
-    params) to start fresh. An unsafe, corrupt or unfitting checkpoint raises, naming it."""
+    and global batch) and return it; None to start fresh. A checkpoint of other params is the
+    normal leftover of a params edit (``dvc exp run -S ...``), not a fault: it is left to be
+    replaced at the first checkpoint, with one info line. An unsafe, corrupt or unfitting
+    checkpoint raises, naming it."""
     if checkpoint is None or not checkpoint.exists():
         return None
     ck = load_checkpoint(checkpoint)  # unsafe/corrupt files raise: never silently discarded
     batch = global_batch(state.opts, state.ctx.world_size)
     if ck.get("fingerprint") != fingerprint or ck.get("global_batch") != batch:
-        warnings.warn(
-            f"{checkpoint} was written for different params (fingerprint "
-            f"{ck.get('fingerprint')}, global batch {ck.get('global_batch')}; now {fingerprint}, "
-            f"{batch}): not resuming, training starts fresh and overwrites it at the first "
-            "checkpoint",
-            ResumeWarning,
-            stacklevel=3,
-        )
+        log.info(
+            "starting at iteration 0: %s holds a run of other params (fingerprint %s, global "
+            "batch %s; now %s, %s) and is replaced at the first checkpoint",
+            checkpoint, ck.get("fingerprint"), ck.get("global_batch"), fingerprint, batch,
+        )  # fmt: skip
         return None
     fresh = "; delete it to start fresh (training then restarts from iteration 0)"
     missing = [k for k in RESUME_KEYS if k not in ck]

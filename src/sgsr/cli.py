@@ -178,10 +178,32 @@ def _runs(args: argparse.Namespace) -> None:
 
 
 def _pull(args: argparse.Namespace) -> None:
-    from sgsr.publish import pull
+    from sgsr.publish import pull, pull_absent
 
+    if args.absent:
+        pulled, unpublished = pull_absent(Path(args.params).parent)
+        if pulled:
+            log.info(
+                "%d trained run(s) fetched from the published remote, so dvc repro does not "
+                "retrain them: %s", len(pulled), ", ".join(Path(o.path).name for o in pulled),
+            )  # fmt: skip
+        if unpublished:
+            log.info(
+                "%d run(s) in dvc.lock are not in the published remote; dvc repro trains them",
+                len(unpublished),
+            )
+        return
     outs = pull(Path(args.params).parent)
-    log.info("%d trained run(s) pulled from the published remote; data prepared", len(outs))
+    runs = len({o.stage for o in outs})  # a run's weights and curves are two outputs
+    log.info("%d trained run(s) pulled from the published remote; data prepared", runs)
+
+
+def _dry(args: argparse.Namespace) -> None:
+    from sgsr.dryrun import dry_run
+
+    status = dry_run(Path(args.params).parent, args.targets)
+    if status:
+        raise SystemExit(status)
 
 
 def _publish(args: argparse.Namespace) -> None:
@@ -189,7 +211,8 @@ def _publish(args: argparse.Namespace) -> None:
 
     outs = publish(Path(args.params).parent)
     size = published_bytes(Path(args.params).parent) / 1e6
-    log.info("%d trained run(s) in the published remote (%.1f MB)", len(outs), size)
+    runs = len({o.stage for o in outs})  # a run's weights and curves are two outputs
+    log.info("%d trained run(s) in the published remote (%.1f MB)", runs, size)
 
 
 def _write_runs(params: Path) -> None:
@@ -352,12 +375,25 @@ def build_parser() -> argparse.ArgumentParser:
         "experiment:, and rename matrix-named stages in the dvc.lock beside it to run names",
     )
     add("results", _results, "print run x set metrics, the gain over bicubic and the report's path")
-    add(
+    p = add(
         "pull",
         _pull,
         "fetch the published weights of every train stage (offline), then `dvc repro prepare`",
     )
+    p.add_argument(
+        "--absent",
+        action="store_true",
+        help="only the runs whose folder is not in the workspace and that are published, no "
+        "error for the others and no prepare (what `make repro` runs before `dvc repro`)",
+    )
     add("publish", _publish, "push every train stage's weights to the published remote")
+    p = add(
+        "dry",
+        _dry,
+        "list what `dvc repro` would run, also on a fresh clone with no data yet (`dvc repro "
+        "--dry` with DVC's run-cache lookup skipped for inputs that do not exist yet)",
+    )
+    p.add_argument("targets", nargs="*", help="stages to list (default: every stage)")
     return parser
 
 

@@ -20,7 +20,14 @@ from sgsr import fsutil, run_index, yamlio
 from sgsr.metric_registry import DEFAULT_NAMES as DEFAULT_METRICS
 from sgsr.metric_registry import NAMES as METRIC_NAMES
 from sgsr.names import name_problem
-from sgsr.runs import SCALES, ExperimentConfig, Run, expand_runs, parse_experiment
+from sgsr.runs import (
+    SCALES,
+    ExperimentConfig,
+    Run,
+    canonical_arch,
+    expand_runs,
+    parse_experiment,
+)
 
 SOURCES = ("sample", "official", "dir")
 SCHEDULES = ("multistep", "cosine", "constant")
@@ -179,7 +186,8 @@ class Config:
         raise ConfigError(
             f"{self.source_path}: no run named {name!r}; runs are {available} "
             "(a run is <model>-<loss>-x<scale> from experiment.models x losses x scales, "
-            "plus -s<seed> for each seed in experiment.replicates)"
+            "plus -s<seed> for each seed in experiment.replicates, and "
+            "<model>-zeroshot-x<scale> for each model in experiment.zero_shot)"
         )
 
 
@@ -428,6 +436,17 @@ def _check_values(cfg: Config, errors: list[str]) -> None:
         if run.scale not in p.scales:
             bad("experiment.scales", run.scale, f"must be among prepare.scales {list(p.scales)}")
             break
+    for model in cfg.experiment.zero_shot:
+        spec = cfg.models.get(model)
+        arch = spec.get("arch") if isinstance(spec, Mapping) else None
+        if t.init_from is None and isinstance(arch, str) and canonical_arch(arch) != "community":
+            bad(
+                "experiment.zero_shot",
+                model,
+                f"must start from trained weights: models.{model} (arch {arch}) starts from "
+                "random ones unless train.init_from names weights, so its zero-shot row would "
+                "score an untrained network",
+            )
     if not isinstance(t.iterations, int) or t.iterations < 0:
         bad(
             "train.iterations",

@@ -80,7 +80,7 @@ def companions(cfg: Config, run_name: str, base: Path) -> list[str]:
     """Up to ``runs_per_process - 1`` runs to train beside `run_name`: the runs after it in
     the matrix order (wrapping around) that still need training."""
     want = cfg.train.runs_per_process - 1
-    names = [r.name for r in cfg.runs]
+    names = [r.name for r in cfg.runs if not r.zero_shot]  # a zero-shot run trains nothing
     if want <= 0 or run_name not in names:
         return []
     i = names.index(run_name)

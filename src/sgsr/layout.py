@@ -48,6 +48,9 @@ VAL_SET = "val"
 #: What a trained run's folder holds (sgsr.weights writes and reads both).
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "run.json"
+#: The non-averaged weights of an EMA run: a working file beside the checkpoint (not an output,
+#: so a published study carries the weights to use once).
+RAW_WEIGHTS_NAME = "model-raw.safetensors"
 
 Folder = str | os.PathLike[str]
 
@@ -146,11 +149,23 @@ def run_card(run: str, models: Folder = MODELS) -> Path:
 
 
 def checkpoint_dir(run: str, models: Folder = MODELS) -> Path:
+    """The trainer's working folder of one run (git- and DVC-ignored, never deleted by DVC):
+    the resume checkpoint, the curves as they grow, the raw weights of an EMA run."""
     return Path(models) / "checkpoints" / check_run_name(run)
 
 
+def live_work_dir(run: str, models: Folder = MODELS) -> Path:
+    """The dvclive folder the trainer logs into and resumes from; copied to :func:`live_dir`
+    when training ends, so the stage's output is written once, complete."""
+    return checkpoint_dir(run, models) / "live"
+
+
+def raw_weights(run: str, models: Folder = MODELS) -> Path:
+    return checkpoint_dir(run, models) / RAW_WEIGHTS_NAME
+
+
 def live_root(models: Folder = MODELS) -> Path:
-    """The dvclive folders of every run (``dvc plots`` reads them)."""
+    """The finished curves of every run (summarize and the report read them)."""
     return Path(models) / "live"
 
 

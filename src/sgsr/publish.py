@@ -3,9 +3,10 @@
 ``published/`` at the repository root is a DVC local remote (registered as ``published`` in the
 root's and every profile's ``.dvc/config``), written by ``dvc push`` and so laid out exactly as
 DVC lays out any remote: ``files/md5/<2 hex>/<30 hex>`` per file and ``<...>.dir`` per folder
-listing. It holds only what a train stage outputs into the DVC cache, ``models/<run>/``
-(``model.safetensors``, ``run.json``, and ``model-raw.safetensors`` with EMA). The curves
-(``models/live/<run>``) are committed to git, and data, SR images and metrics are recomputed.
+listing. It holds only what a train stage outputs into the DVC cache: ``models/<run>/``
+(``model.safetensors``, ``run.json``) and the curves ``models/live/<run>/`` (a few kB of TSV).
+Data, SR images and metrics are recomputed; the raw weights of an EMA run and the checkpoint
+are working files of the trainer, never published.
 
 DVC itself does the copying both ways (``dvc push -r published`` / ``dvc pull -r published``);
 this module picks the targets from ``dvc.lock`` and checks, before pulling, that every one of
@@ -39,7 +40,7 @@ class UnpublishedError(ValueError):
 @dataclass(frozen=True)
 class TrainOut:
     stage: str  # as dvc.lock names it, e.g. "train@edsr_tiny-l1-4"
-    path: str  # relative to the pipeline folder, e.g. "models/edsr_tiny-l1-x4"
+    path: str  # relative to the pipeline folder: "models/<run>" or "models/live/<run>"
     md5: str  # of the folder listing: "<32 hex>.dir"
 
 
@@ -50,10 +51,12 @@ def is_train_stage(name: str) -> bool:
 
 
 def train_outs(pipeline: str | os.PathLike[str]) -> list[TrainOut]:
-    """The model folders (not the curves) that dvc.lock records for the runs `pipeline`'s
+    """The run folders and curve folders that dvc.lock records for the runs `pipeline`'s
     params.yaml defines; entries the lock still holds for runs no longer defined are left out."""
     runs = {
-        layout.run_dir(r.name).as_posix() for r in load_config(Path(pipeline) / "params.yaml").runs
+        folder(r.name).as_posix()
+        for r in load_config(Path(pipeline) / "params.yaml").runs
+        for folder in (layout.run_dir, layout.live_dir)
     }
     lock_path = Path(pipeline) / LOCK
     if not lock_path.is_file():
@@ -62,20 +65,19 @@ def train_outs(pipeline: str | os.PathLike[str]) -> list[TrainOut]:
             "`dvc repro` there (or `make repro PROFILE=...`) first"
         )
     lock = yaml.safe_load(lock_path.read_text()) or {}
-    live = layout.live_root().as_posix()
     found = []
     for stage, entry in (lock.get("stages") or {}).items():
         if not is_train_stage(stage):
             continue
         for out in entry.get("outs") or []:
             path = str(out.get("path", ""))
-            if path == live or path.startswith(live + "/") or path not in runs:
+            if path not in runs:
                 continue
             md5 = str(out.get("md5", ""))
             if not md5.endswith(".dir"):
                 raise ValueError(
                     f"{lock_path}: stage {stage} output {path} has no folder hash ({md5!r}); "
-                    "a train stage outputs the run's folder models/<run>"
+                    "a train stage outputs folders: models/<run> and models/live/<run>"
                 )
             found.append(TrainOut(stage, path, md5))
     return found
@@ -138,7 +140,8 @@ def check(pipeline: str | os.PathLike[str], remote: Path | None = None) -> list[
         )
         lines = "\n".join(f"  {stage}: {', '.join(m[:2])}" for stage, m in sorted(gaps.items()))
         raise UnpublishedError(
-            f"{len(gaps)} of {len(outs)} train stage(s) of {shown} are not in the published "
+            f"{len(gaps)} of {len({o.stage for o in outs})} train stage(s) of {shown} are not "
+            "in the published "
             f"remote {remote}, so `dvc pull` cannot bring them (first missing objects):\n{lines}\n"
             "Their weights exist only where they were trained: retrain them (`dvc repro`) and "
             "publish them (`make publish PROFILE=...`), or pull from the team's remote "
@@ -156,6 +159,30 @@ def pull(pipeline: str | os.PathLike[str] = ".") -> list[TrainOut]:
     _dvc(["pull", "--remote", REMOTE, *sorted({o.path for o in outs})], pipeline)
     _dvc(["repro", "prepare"], pipeline)
     return outs
+
+
+def pull_absent(pipeline: str | os.PathLike[str] = ".") -> tuple[list[TrainOut], list[TrainOut]]:
+    """What ``make repro`` does before ``dvc repro``: fetch, from the published remote, the
+    weights of every train stage in dvc.lock whose run folder is not in the workspace, so a
+    fresh clone retrains none of the published runs (retraining on another machine gives
+    different floats, so new hashes in dvc.lock). Returns (pulled, absent and not published);
+    no lock, or every run folder present, pulls nothing. Unlike :func:`pull`, a run that is
+    not published is no error (``dvc repro`` trains it) and ``prepare`` is left to ``dvc repro``.
+    """
+    pipeline = Path(pipeline)
+    if not (pipeline / LOCK).is_file():
+        return [], []
+    absent = [o for o in train_outs(pipeline) if not (pipeline / o.path).exists()]
+    if not absent:
+        return [], []
+    try:
+        remote = repo_root(pipeline) / REMOTE_DIR
+    except FileNotFoundError:  # not in a git checkout: no published remote to pull from
+        return [], absent
+    ready = [o for o in absent if not missing_objects(remote, o)]
+    if ready:
+        _dvc(["pull", "--remote", REMOTE, *sorted({o.path for o in ready})], pipeline)
+    return ready, [o for o in absent if o not in ready]
 
 
 def publish(pipeline: str | os.PathLike[str] = ".") -> list[TrainOut]:

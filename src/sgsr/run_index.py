@@ -27,14 +27,17 @@ from sgsr.runs import Run, bicubic_run
 
 #: The top-level params key of the block.
 KEY = "runs"
-#: Its two parts: trained runs (train, infer, evaluate stages) and bicubic baselines.
-TRAINED, BICUBIC = "trained", "bicubic"
+#: Its parts: trained runs (train, infer, evaluate stages), bicubic baselines (one stage each)
+#: and zero-shot runs (one stage each: the starting weights written, inferred, evaluated).
+TRAINED, BICUBIC, ZERO_SHOT = "trained", "bicubic", "zeroshot"
+PARTS = (TRAINED, BICUBIC, ZERO_SHOT)
 #: The per-run stage families of dvc.yaml.
 FAMILIES = ("train", "infer", "evaluate")
 
 _HEADER = """\
 # Every run by name: dvc.yaml's per-run stages expand over this block, so a stage is named
-# after its run (dvc repro train@<run>, infer@<run>, evaluate@<run>, bicubic@bicubic-x<s>).
+# after its run (dvc repro train@<run>, infer@<run>, evaluate@<run>, bicubic@bicubic-x<s>,
+# zeroshot@<model>-zeroshot-x<s>).
 # Generated from experiment: above by `sgsr runs --write` (make repro runs it first); every
 # sgsr command refuses params where the two disagree. Edit experiment:, not this block.
 """
@@ -42,9 +45,15 @@ _HEADER = """\
 
 def expected(runs: Iterable[Run], scales: Iterable[int]) -> dict[str, dict[str, Any]]:
     """The block the runs and the experiment's scales call for."""
-    trained = {r.name: {"model": r.model, "loss": r.loss, "scale": r.scale} for r in runs}
+    runs = list(runs)
+    trained = {
+        r.name: {"model": r.model, "loss": r.loss, "scale": r.scale}
+        for r in runs
+        if not r.zero_shot
+    }
     bicubic = {bicubic_run(s): {"scale": s} for s in dict.fromkeys(scales)}
-    return {TRAINED: trained, BICUBIC: bicubic}
+    zero_shot = {r.name: {"model": r.model, "scale": r.scale} for r in runs if r.zero_shot}
+    return {TRAINED: trained, BICUBIC: bicubic, ZERO_SHOT: zero_shot}
 
 
 def problems(block: Any, want: Mapping[str, Any]) -> list[str]:
@@ -53,7 +62,7 @@ def problems(block: Any, want: Mapping[str, Any]) -> list[str]:
     if not isinstance(block, Mapping):
         return [f"{KEY}: must be the generated mapping of run names, got {block!r}; {fix}"]
     out = []
-    for part in (TRAINED, BICUBIC):
+    for part in PARTS:
         have = block.get(part)
         if not isinstance(have, Mapping):
             out.append(f"{KEY}.{part}: missing or not a mapping; {fix}")
@@ -71,8 +80,8 @@ def problems(block: Any, want: Mapping[str, Any]) -> list[str]:
         if changed:
             out.append(f"{KEY}.{part}: {', '.join(changed)} disagree with experiment:; {fix}")
     for key in block:
-        if key not in (TRAINED, BICUBIC):
-            out.append(f"{KEY}.{key}: unknown key (the block has {TRAINED} and {BICUBIC}); {fix}")
+        if key not in PARTS:
+            out.append(f"{KEY}.{key}: unknown key (the block has {', '.join(PARTS)}); {fix}")
     return out
 
 
@@ -83,7 +92,7 @@ def render(want: Mapping[str, Mapping[str, Any]]) -> str:
         return "{" + ", ".join(f"{k}: {v}" for k, v in fields.items()) + "}"
 
     lines = [_HEADER.rstrip("\n"), f"{KEY}:"]
-    for part in (TRAINED, BICUBIC):
+    for part in PARTS:
         items = want[part]
         if not items:
             lines.append(f"  {part}: {{}}")

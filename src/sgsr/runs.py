@@ -5,7 +5,11 @@ The ``experiment`` section of the params crosses models x losses x scales x seed
 (:func:`expand_runs`); a *run* is one trained network of that matrix,
 ``<model>-<loss>-x<scale>``, with ``-s<seed>`` for a replicate seed (the primary seed's name
 carries none, so names from before replicates still hold); ``bicubic-x<scale>`` is the bicubic
-baseline of that scale. This module is the one place that writes and parses these names.
+baseline of that scale. Outside the cross product, ``experiment.zero_shot`` adds one
+``<model>-zeroshot-x<scale>`` run per listed model and scale: the network's starting weights as
+they are (nothing trained), inferred and evaluated like every run, so the table has the
+unmodified network's row from the same pipeline. This module is the one place that writes and
+parses these names.
 
 The pairing rule, also only here: every candidate loss is compared with the baseline loss
 (``experiment.baseline``, default the first loss) at the same model, scale and seed.
@@ -27,6 +31,8 @@ MODEL_META_KEYS = ("arch", "allow_import")
 
 #: The model name a bicubic baseline run reports (summary.csv, metrics_info.json).
 BICUBIC_MODEL = "bicubic"
+#: The loss name of a zero-shot run (reserved: no ``losses.<name>`` may use it).
+ZERO_SHOT = "zeroshot"
 _RUN_RE = re.compile(r"^(?P<model>.+)-(?P<loss>[^-]+)-x(?P<scale>\d+)(?:-s(?P<seed>\d+))?$")
 _BICUBIC_RE = re.compile(r"^bicubic-x(?P<scale>\d+)$")
 
@@ -97,7 +103,9 @@ class Run:
     """One trained network: a model configuration x a loss configuration x a seed.
 
     ``replicate`` is False for the primary seed (params ``seed``), whose run name carries no
-    seed, so runs and DVC locks from before replicates existed keep their names.
+    seed, so runs and DVC locks from before replicates existed keep their names. A
+    ``zero_shot`` run (loss :data:`ZERO_SHOT`, empty ``loss_spec``) trains nothing: its weights
+    are the model's starting weights (``experiment.zero_shot``).
     """
 
     name: str
@@ -109,6 +117,7 @@ class Run:
     scale: int
     seed: int = 0
     replicate: bool = False
+    zero_shot: bool = False
 
     @property
     def configuration(self) -> tuple[str, str, int]:
@@ -192,6 +201,8 @@ class ExperimentConfig:
     replicates: tuple[int, ...] = ()
     #: The loss every other loss is compared with (paired.csv); None = the first of ``losses``.
     baseline: str | None = None
+    #: Models (of ``models``) that also get a zero-shot run per scale, outside the cross product.
+    zero_shot: tuple[str, ...] = ()
 
 
 def _experiment_lists(experiment: Any, errors: list[str]) -> Any:
@@ -213,7 +224,7 @@ def _experiment_lists(experiment: Any, errors: list[str]) -> Any:
     return clean
 
 
-_EXPERIMENT_KEYS = ("models", "losses", "scales", "replicates", "baseline")
+_EXPERIMENT_KEYS = ("models", "losses", "scales", "replicates", "baseline", "zero_shot")
 
 
 def parse_experiment(raw: Any, seed: int, errors: list[str]) -> ExperimentConfig:
@@ -272,12 +283,26 @@ def _experiment(raw: Any, seed: int, errors: list[str]) -> ExperimentConfig:
             f"({', '.join(losses) or 'none'}), got {baseline!r}"
         )
         baseline = None
+    models = names("models")
+    zero_shot: list[str] = []
+    for m in names("zero_shot"):
+        if m not in models:
+            errors.append(
+                f"experiment.zero_shot: {m!r} is not one of experiment.models "
+                f"({', '.join(models) or 'none'}); list the models whose starting weights get "
+                "their own untrained row"
+            )
+        elif m in zero_shot:
+            errors.append(f"experiment.zero_shot: {m!r} is listed twice")
+        else:
+            zero_shot.append(m)
     return ExperimentConfig(
-        models=names("models"),
+        models=models,
         losses=losses,
         scales=tuple(scales),
         replicates=tuple(good),
         baseline=baseline,
+        zero_shot=tuple(zero_shot),
     )
 
 
@@ -289,9 +314,10 @@ def expand_runs(
     errors: list[str],
 ) -> tuple[Run, ...]:
     """Runs = models x losses x scales x seeds; the seeds of one configuration are adjacent,
-    the primary seed first (so with no replicates the order is the old matrix order). Each
-    run's ``arch`` is spelled as the model registry keys it (:func:`canonical_arch`).
-    Problems are appended to `errors` (params validation reports them all at once)."""
+    the primary seed first (so with no replicates the order is the old matrix order); then the
+    zero-shot runs (``experiment.zero_shot``), one per model and scale. Each run's ``arch`` is
+    spelled as the model registry keys it (:func:`canonical_arch`). Problems are appended to
+    `errors` (params validation reports them all at once)."""
     runs = []
     model_names, loss_names, scales = experiment.models, experiment.losses, experiment.scales
     for s in scales:
@@ -303,6 +329,11 @@ def expand_runs(
                 f"experiment.models: {m!r} is not defined under models: "
                 f"(defined: {', '.join(models) or 'none'})"
             )
+    if ZERO_SHOT in losses:
+        errors.append(
+            f"losses.{ZERO_SHOT}: the name is reserved for the zero-shot runs "
+            "(experiment.zero_shot); name the loss differently"
+        )
     for loss in loss_names:
         if loss not in losses:
             errors.append(
@@ -333,4 +364,14 @@ def expand_runs(
                     runs.append(
                         Run(name, m, arch, kwargs, loss, dict(lspec), s, run_seed, replicate)
                     )
+    for m in experiment.zero_shot:
+        spec = models.get(m)
+        if not isinstance(spec, Mapping) or "arch" not in spec:
+            continue  # reported above
+        kwargs = {k: v for k, v in spec.items() if k not in MODEL_META_KEYS}
+        arch = canonical_arch(str(spec["arch"]))
+        for s in scales:
+            if s in SCALES:
+                name = run_name(m, ZERO_SHOT, s)
+                runs.append(Run(name, m, arch, kwargs, ZERO_SHOT, {}, s, seed, zero_shot=True))
     return tuple(runs)

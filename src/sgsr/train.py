@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -42,7 +43,6 @@ from sgsr import layout
 from sgsr.checkpoint import (
     CHECKPOINT_NAME,
     CheckpointError,
-    ResumeWarning,
     cpu_state,
     options_fingerprint,
     resume_checkpoint,
@@ -53,7 +53,7 @@ from sgsr.config import Config, Run, TrainConfig, allows_import
 from sgsr.data.batches import BatchSource, fixed_batch, iterable_source, patch_batches
 from sgsr.data.prefetch import prefetched
 from sgsr.distributed import DistContext, barrier, init_from_env, train_device
-from sgsr.fsutil import sha256sum
+from sgsr.fsutil import replace_dir, sha256sum, staging_dir
 from sgsr.gan import (
     DISCRIMINATOR_NAME,
     GanState,
@@ -79,12 +79,11 @@ from sgsr.step import (
 from sgsr.step_capture import make_step
 from sgsr.validation import BelowBicubicWarning, bicubic_psnr, load_val_pairs, psnr_validator
 from sgsr.warmstart import warm_start
-from sgsr.weights import RAW_WEIGHTS_NAME, write_weights
+from sgsr.weights import write_weights
 
 __all__ = [
     "EMA",
     "BatchSource",
-    "ResumeWarning",
     "TrainResult",
     "TrainState",
     "TrainingDiverged",
@@ -172,8 +171,8 @@ def train(
       each batch is this rank's share.
     - checkpoint: path of ``checkpoint.pt``; written every ``opts.checkpoint_every`` updates and
       at the end, loaded with the weights-only unpickler. A checkpoint whose fingerprint differs
-      (other params) is not resumed: a :class:`ResumeWarning` is issued and training starts
-      fresh. A checkpoint that is unsafe or corrupt raises (sgsr.checkpoint errors).
+      (other params) is not resumed: training starts fresh (an info line says so) and replaces
+      it. A checkpoint that is unsafe or corrupt raises (sgsr.checkpoint errors).
     - live_dir: dvclive folder; train/<component>, train/total and train/lr (means over the last
       ``log_every`` updates) every ``log_every`` updates, val/psnr_y every ``val_every``.
     - validate: called on the bare network in eval mode under no_grad, with EMA weights when EMA
@@ -463,7 +462,10 @@ def run_card(
         "seed": run_cfg.seed,
         "params_hash": result.fingerprint,
         "weights": "ema" if result.ema_state is not None else "raw",
-        "raw_weights": RAW_WEIGHTS_NAME if result.ema_state is not None else None,
+        # a working file beside the checkpoint (relative to the pipeline folder), not an output
+        "raw_weights": (
+            layout.raw_weights(run_cfg.name).as_posix() if result.ema_state is not None else None
+        ),
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "val_psnr_y": result.val_psnr,
         "last_losses": result.last_losses,
@@ -475,6 +477,66 @@ def run_card(
     }
 
 
+def _starting_model(
+    cfg: Config, run_cfg: Run, base: Path, freeze: tuple[str, ...]
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The run's network as training starts it (built, ``train.init_from`` loaded, `freeze`
+    applied) and what was done, for the run card."""
+    from sgsr.models import build_model, canonical_arch
+
+    context = {}  # where a community model's pretrained weights are (not a params key)
+    if canonical_arch(run_cfg.arch) == "community":
+        context["pretrained_dir"] = base / layout.PRETRAINED
+    model = build_model(
+        run_cfg.arch,
+        allow_import=allows_import(cfg, run_cfg.model),
+        scale=run_cfg.scale,
+        **run_cfg.model_kwargs,
+        **context,
+    )
+    return model, warm_start(model, cfg.train.init_from, freeze, base, run_cfg.name)
+
+
+def _zero_shot(cfg: Config, run_cfg: Run, base: Path) -> Path:
+    """A zero-shot run (``experiment.zero_shot``): the starting weights written as they are,
+    with a run card like every run's; no loss, optimizer or patch is touched, so the row is
+    exactly the unmodified network."""
+    seed_everything(run_cfg.seed)
+    model, start = _starting_model(cfg, run_cfg, base, ())
+    opts = dataclasses.replace(cfg.train, iterations=0, ema=0.0)
+    result = TrainResult(
+        iterations=0,
+        resumed_from=0,
+        model_state=cpu_state(model.state_dict()),
+        ema_state=None,
+        fingerprint=params_hash(cfg, run_cfg),
+    )
+    card = run_card(run_cfg, opts, result, model, DistContext(), global_batch=0)
+    card.update(start)
+    folder = base / layout.run_dir(run_cfg.name)
+    write_weights(folder, result.weights, card)
+    log.info("%s: zero-shot, the starting weights as they are in %s", run_cfg.name, folder)
+    return base / layout.weights(run_cfg.name)
+
+
+def publish_curves(work: Path | None, out: Path) -> Path:
+    """Copy the trainer's curves (`work`, its dvclive folder; None or absent: no curves) to the
+    stage's output folder `out`, replacing it in one rename.
+
+    Why two folders: DVC deletes a stage's outputs before running it (what lets its run cache
+    restore them), so the curves a resumed run continues live in the working folder beside the
+    checkpoint, and the output is written once, complete, when training ends."""
+    staging = staging_dir(out)
+    try:
+        if work is not None and work.is_dir():
+            shutil.copytree(work, staging, dirs_exist_ok=True)
+        replace_dir(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
 def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) -> Path:
     """Pipeline stage: train one run of the matrix and write its weights and run card.
 
@@ -483,12 +545,13 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
     Returns the path of ``<root>/models/<run>/model.safetensors``.
     """
     from sgsr.losses import build_loss
-    from sgsr.models import build_model, canonical_arch
 
     run_cfg = cfg.run(run_name)
     seed = run_cfg.seed  # the primary seed (params `seed`) or a replicate's: init and data order
     opts = cfg.train
     base = layout.pipeline_root(cfg, root)
+    if run_cfg.zero_shot:
+        return _zero_shot(cfg, run_cfg, base)
     store = base / layout.patch_store(run_cfg.scale)
     if not store.is_dir():
         raise FileNotFoundError(
@@ -515,17 +578,7 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
                 "patches. Lower train.batch_size, or add images / lower prepare.stride"
             )
         seed_everything(seed)
-        context = {}  # where a community model's pretrained weights are (not a params key)
-        if canonical_arch(run_cfg.arch) == "community":
-            context["pretrained_dir"] = base / layout.PRETRAINED
-        model = build_model(
-            run_cfg.arch,
-            allow_import=allows_import(cfg, run_cfg.model),
-            scale=run_cfg.scale,
-            **run_cfg.model_kwargs,
-            **context,
-        )
-        start = warm_start(model, opts.init_from, opts.freeze, base, run_name)
+        model, start = _starting_model(cfg, run_cfg, base, opts.freeze)
         validate = _validator(cfg, run_cfg, base) if ctx.is_main else None
         fingerprint = params_hash(cfg, run_cfg, store)
         result = train(
@@ -547,18 +600,17 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
             opts,
             seed=seed,
             checkpoint=base / layout.checkpoint_dir(run_name) / CHECKPOINT_NAME,
-            live_dir=base / layout.live_dir(run_name),
+            live_dir=base / layout.live_work_dir(run_name),
             validate=validate,
             fingerprint=fingerprint,
             ctx=ctx,
             desc=run_name,
         )
-        if ctx.is_main and opts.iterations == 0:
-            # zero-shot: nothing trained, so no curves or checkpoint; the folders the stage
-            # declares still exist (empty), as DVC expects of every output
-            for folder in (layout.live_dir(run_name), layout.checkpoint_dir(run_name)):
-                (base / folder).mkdir(parents=True, exist_ok=True)
         if ctx.is_main:
+            # zero-shot (train.iterations 0) trains nothing, so its curves folder is empty (an
+            # output DVC expects to exist), whatever an earlier run left in the working folder
+            curves = base / layout.live_work_dir(run_name) if opts.iterations else None
+            publish_curves(curves, base / layout.live_dir(run_name))
             card = run_card(run_cfg, opts, result, model, ctx, batch * ctx.world_size)
             card.update(start)
             raw = result.model_state if result.ema_state is not None else None
@@ -569,7 +621,10 @@ def run(cfg: Config, run_name: str, root: str | os.PathLike[str] | None = None) 
                 write_discriminator(
                     base / layout.run_dir(run_name), result.discriminator_state, term.spec
                 )
-            write_weights(base / layout.run_dir(run_name), result.weights, card, raw=raw)
+            write_weights(
+                base / layout.run_dir(run_name), result.weights, card,
+                raw=raw, raw_dir=base / layout.checkpoint_dir(run_name),
+            )  # fmt: skip
             if opts.iterations:
                 _compare_with_bicubic(cfg, run_cfg, base, result.val_psnr)
             else:

@@ -24,11 +24,8 @@ from torch import Tensor, nn
 
 from sgsr.devices import resolve_device
 from sgsr.fsutil import atomic_write, write_text
-from sgsr.layout import CARD_NAME, WEIGHTS_NAME
+from sgsr.layout import CARD_NAME, RAW_WEIGHTS_NAME, WEIGHTS_NAME
 from sgsr.weight_check import check_weights
-
-#: File holding the non-averaged weights beside model.safetensors when EMA is on.
-RAW_WEIGHTS_NAME = "model-raw.safetensors"
 
 #: Run-card keys copied into the safetensors header (metadata ``sgsr_run``): enough to rebuild
 #: the network from the weights file alone (load_model falls back to it without run.json), and
@@ -68,28 +65,30 @@ def write_weights(
     weights: Mapping[str, Tensor],
     card: Mapping[str, Any],
     raw: Mapping[str, Tensor] | None = None,
+    raw_dir: str | os.PathLike[str] | None = None,
 ) -> Path:
     """``model.safetensors`` (`weights`: the EMA weights when EMA is on, as ``card["weights"]``
-    says), ``model-raw.safetensors`` (`raw`, the non-averaged weights; EMA on only) and
-    ``run.json`` (`card`), each written atomically; a stale raw file is removed.
+    says), ``model-raw.safetensors`` (`raw`, the non-averaged weights; EMA on only) in
+    `raw_dir` (default `out_dir`) and ``run.json`` (`card`), each written atomically; a raw
+    file left in either folder by an earlier run is removed (stale).
 
     Each weights file is a plain state dict; its metadata says ``sgsr_weights`` ("ema" or "raw")
     and ``sgsr_run`` (JSON of :data:`WEIGHTS_METADATA_KEYS` from the run card).
     """
     out_dir = Path(out_dir)
-    files = [(WEIGHTS_NAME, weights, card["weights"])]
+    raw_path = Path(raw_dir if raw_dir is not None else out_dir) / RAW_WEIGHTS_NAME
+    files = [(out_dir / WEIGHTS_NAME, weights, card["weights"])]
     if raw is not None:
-        files.append((RAW_WEIGHTS_NAME, raw, "raw"))
-    else:
-        stale = out_dir / RAW_WEIGHTS_NAME
-        if stale.exists():
-            stale.unlink()
+        files.append((raw_path, raw, "raw"))
+    kept = {raw_path} if raw is not None else set()
+    for stale in {out_dir / RAW_WEIGHTS_NAME, raw_path} - kept:
+        stale.unlink(missing_ok=True)
     summary = json.dumps(
         {k: card[k] for k in WEIGHTS_METADATA_KEYS if k in card}, sort_keys=True, default=str
     )
-    for name, tensors, kind in files:
+    for path, tensors, kind in files:
         meta = {"format": "pt", "sgsr_run": summary, "sgsr_weights": kind}
-        save_safetensors(tensors, out_dir / name, meta)
+        save_safetensors(tensors, path, meta)
     write_text(out_dir / CARD_NAME, json.dumps(card, indent=2, default=str) + "\n")
     return out_dir / WEIGHTS_NAME
 
