@@ -63,9 +63,10 @@ publish: setup
 	@test -f $(PIPELINE_DIR)/dvc.lock || { echo "no $(PIPELINE_DIR)/dvc.lock: run make repro PROFILE=$(PROFILE) first"; exit 2; }
 	cd $(PIPELINE_DIR) && PATH="$(CURDIR)/$(BIN):$$PATH" sgsr publish
 
+# --durations: the log lists the slowest tests (the whole suite's budget is 20 min on 2 cores)
 test: setup
 	$(BIN)/ruff check .
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check src tests benchmarks

@@ -1,6 +1,8 @@
 """The default profile end to end through real `dvc repro`, in a throwaway copy of the pipeline.
 
-Slow (minutes): marked, and still run in CI. One module-scoped pipeline run serves every test.
+Slow (minutes): marked, and still run in CI. Two module-scoped pipeline runs serve every test:
+the default profile as shipped (its results judged), and the same stages at tiny size with a
+replicate seed (DVC's bookkeeping: seeded stages, what a params change reruns).
 """
 
 from __future__ import annotations
@@ -23,6 +25,16 @@ from sgsr.pipeline_copy import dvc, make_pipeline_copy, tool_env
 pytestmark = pytest.mark.slow
 
 RUNS = ("edsr_tiny-l1-x4", "edsr_tiny-sgl-x4")
+#: Overrides for the tests that drive the default profile's stages without judging its results:
+#: a one-block network trained for two updates, PSNR and SSIM only, no metric backbones.
+TINY = {
+    "data": {"metric_weights": False},
+    "prepare": {"stride": 96},
+    "models": {"edsr_tiny": {"n_resblocks": 1, "n_feats": 8}},
+    "train": {"iterations": 2, "warmup": 0, "checkpoint_every": 1, "val_every": 2, "log_every": 1},
+    "evaluate": {"metrics": ["psnr", "ssim"], "dvc_metrics": [], "bootstrap": 200,
+                 "fid_bootstrap": 0},
+}  # fmt: skip
 
 
 def _ran(output: str) -> set[str]:
@@ -34,6 +46,16 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     repo = make_pipeline_copy(REPO, tmp_path_factory.mktemp("e2e") / "repo")
     remote = repo.parent / "remote"
     dvc(["remote", "add", "-d", "local", str(remote)], repo)
+    _, out = dvc(["repro"], repo)
+    return repo, out
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The default profile's stages, report included, with the TINY overrides and one
+    replicate seed: for the tests of DVC's bookkeeping, which do not judge the results."""
+    params = TINY | {"experiment": {"replicates": [1]}}
+    repo = make_pipeline_copy(tmp_path_factory.mktemp("tiny") / "repo", params)
     _, out = dvc(["repro"], repo)
     return repo, out
 
@@ -142,18 +164,6 @@ def test_teammate_pulls_over_http_and_recomputes_nothing(pipeline: tuple[Path, s
     assert _ran(out) == set(), out
 
 
-def test_changing_the_sgl_weight_reruns_exactly_its_dependants(pipeline: tuple[Path, str]) -> None:
-    repo, _ = pipeline
-    _, out = dvc(["exp", "run", "-S", "losses.sgl.sgl.weight=0.05"], repo)
-    assert _ran(out) == {
-        "train@edsr_tiny-sgl-x4",
-        "infer@edsr_tiny-sgl-x4",
-        "evaluate@edsr_tiny-sgl-x4",
-        "summarize",
-        "report",
-    }, out
-
-
 def test_metrics_show_has_one_column_per_run_and_metric(pipeline: tuple[Path, str]) -> None:
     """One metrics file (results/metrics.json) with short keys: `<loss>.<metric>` for the
     default profile's one model, scale and test set; the per-run files are not DVC metrics."""
@@ -166,16 +176,12 @@ def test_metrics_show_has_one_column_per_run_and_metric(pipeline: tuple[Path, st
     assert [ln.split()[0] for ln in lines[1:] if ln.strip()] == ["results/metrics.json"]
 
 
-def test_replicate_seeds_run_through_dvc_and_summarize(tmp_path: Path) -> None:
-    """The default profile with one replicate seed (short training): the seeded stages run,
-    and summarize reports seed statistics for every paired difference."""
+def test_replicate_seeds_run_through_dvc_and_summarize(tiny_pipeline: tuple[Path, str]) -> None:
+    """One replicate seed: the seeded stages run, and summarize reports seed statistics for
+    every paired difference."""
     import csv
 
-    train = {"iterations": 20, "milestones": [10], "checkpoint_every": 10, "val_every": 10}
-    repo = make_pipeline_copy(
-        REPO, tmp_path / "repo", {"experiment": {"replicates": [1]}, "train": train}
-    )
-    _, out = dvc(["repro", "summarize"], repo)
+    repo, out = tiny_pipeline
     assert {"train@edsr_tiny-l1-x4-s1", "evaluate@edsr_tiny-sgl-x4-s1"} <= _ran(out)
     card = json.loads((repo / "models/edsr_tiny-sgl-x4-s1/run.json").read_text())
     assert card["seed"] == 1 and card["run"] == "edsr_tiny-sgl-x4-s1"
@@ -187,3 +193,15 @@ def test_replicate_seeds_run_through_dvc_and_summarize(tmp_path: Path) -> None:
     assert paired and all(r["n_seeds"] == "2" and r["seeds"] == "0;1" for r in paired)
     assert all(r["exceeds_seed_spread"] in ("True", "False") for r in paired)
     assert all(float(r["seed_ci_low"]) <= float(r["seed_ci_high"]) for r in paired)
+
+
+def test_changing_the_sgl_weight_reruns_exactly_its_dependants(
+    tiny_pipeline: tuple[Path, str],
+) -> None:
+    """Both seeds of the sgl run train with the new weight; the l1 runs, bicubic and the data
+    stages stay."""
+    repo, _ = tiny_pipeline
+    _, out = dvc(["exp", "run", "-S", "losses.sgl.sgl.weight=0.05"], repo)
+    runs = ("edsr_tiny-sgl-x4", "edsr_tiny-sgl-x4-s1")
+    stages = {f"{fam}@{run}" for fam in ("train", "infer", "evaluate") for run in runs}
+    assert _ran(out) == stages | {"summarize", "report"}, out

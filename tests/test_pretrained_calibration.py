@@ -148,19 +148,44 @@ def test_pool3_features_equal_torch_fidelity(real_weights: Path, fidelity_weight
     assert float(theirs.abs().max()) > 0.1  # real activations, not an all-zero pass
 
 
-@pytest.mark.slow
-def test_kid_on_pool3_reproduces_torchmetrics_documented_value(fidelity_weights: Path) -> None:
-    """KID(subset_size=50) documents (0.0312, 0.0025): every layer up to pool3 contributes."""
+@pytest.fixture(scope="module")
+def documented_pool3(
+    real_weights: Path, fidelity_weights: Path
+) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """Our pool3 features (`sgsr.fid.inception_features`, our weights) of the two image sets
+    of torchmetrics' documented KID example, and the torch RNG state after drawing them, where
+    torchmetrics' KID draws its subsets. The doctest's order: seed 42, build the metric (its
+    network's initialisation draws from the RNG), then draw the images. Both KID tests use
+    these: the 200 Inception passes are the slow part."""
     from torchmetrics.image.fid import NoTrainInceptionV3
-    from torchmetrics.image.kid import KernelInceptionDistance
 
-    torch.manual_seed(42)  # as the doctest: seed, build the metric, then draw the images
-    net = NoTrainInceptionV3("inception-v3-compat", ["2048"], str(fidelity_weights))
-    kid = KernelInceptionDistance(feature=net, subset_size=50)
+    from sgsr import fid
+
+    torch.manual_seed(42)
+    NoTrainInceptionV3("inception-v3-compat", ["2048"], str(fidelity_weights))
     imgs_dist1 = torch.randint(0, 200, (100, 3, 299, 299), dtype=torch.uint8)
     imgs_dist2 = torch.randint(100, 255, (100, 3, 299, 299), dtype=torch.uint8)
-    kid.update(imgs_dist1, real=True)
-    kid.update(imgs_dist2, real=False)
+    state = torch.get_rng_state()
+    net = metrics.load_fid(real_weights, dims=2048)
+    a = fid.inception_features((imgs_dist1.float() / 256.0).numpy(), net)
+    b = fid.inception_features((imgs_dist2.float() / 256.0).numpy(), net)
+    return a, b, state
+
+
+@pytest.mark.slow
+def test_kid_on_pool3_reproduces_torchmetrics_documented_value(
+    documented_pool3: tuple[np.ndarray, np.ndarray, torch.Tensor],
+) -> None:
+    """KID(subset_size=50) documents (0.0312, 0.0025): every layer up to pool3 contributes.
+    torchmetrics' KID, its subsets drawn as in the doctest, on our pool3 features of the
+    example (the features equal torch-fidelity's extractor's: see the pool3 test above)."""
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    a, b, state = documented_pool3
+    kid = KernelInceptionDistance(feature=torch.nn.Identity(), subset_size=50)
+    kid.update(torch.from_numpy(a).float(), real=True)
+    kid.update(torch.from_numpy(b).float(), real=False)
+    torch.set_rng_state(state)
     mean, std = (float(v) for v in kid.compute())
     assert mean == pytest.approx(0.0312, abs=5e-5)
     assert std == pytest.approx(0.0025, abs=5e-5)
@@ -305,7 +330,7 @@ def test_fid_whole_protocol_equals_pytorch_fid_paths(
 
 @pytest.mark.slow
 def test_kid_equals_torch_fidelity_on_the_documented_example(
-    real_weights: Path, fidelity_weights: Path
+    documented_pool3: tuple[np.ndarray, np.ndarray, torch.Tensor],
 ) -> None:
     """Our KID (`sgsr.fid.kid`, subset size 50 as the documented example) on our pool3
     features of the seeded example equals torch-fidelity's ``kid_features_to_metric`` on the
@@ -316,17 +341,10 @@ def test_kid_equals_torch_fidelity_on_the_documented_example(
         KEY_METRIC_KID_STD,
         kid_features_to_metric,
     )
-    from torchmetrics.image.fid import NoTrainInceptionV3
 
     from sgsr import fid
 
-    torch.manual_seed(42)  # the doctest's order: seed, build the metric, then draw the images
-    NoTrainInceptionV3("inception-v3-compat", ["2048"], str(fidelity_weights))
-    imgs_dist1 = torch.randint(0, 200, (100, 3, 299, 299), dtype=torch.uint8)
-    imgs_dist2 = torch.randint(100, 255, (100, 3, 299, 299), dtype=torch.uint8)
-    net = metrics.load_fid(real_weights, dims=2048)
-    a = fid.inception_features((imgs_dist1.float() / 256.0).numpy(), net)
-    b = fid.inception_features((imgs_dist2.float() / 256.0).numpy(), net)
+    a, b, _ = documented_pool3
     ours = fid.kid(a, b, subset_size=50)
     ref = kid_features_to_metric(
         torch.from_numpy(a), torch.from_numpy(b), kid_subset_size=50, verbose=False
