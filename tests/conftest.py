@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from sgsr.pipeline_copy import copy_sources
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = Path(os.environ.get("SGSR_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
 
@@ -138,13 +140,14 @@ def copy_pipeline_sources(dest: Path) -> None:
     """The notebooks and the library's source files into `dest`, a pipeline copy whose params say
     ``root: .``: what its stages depend on through ``${root}`` (they run the installed sgsr; the
     copy is what DVC hashes)."""
-    shutil.copytree(REPO / "notebooks", dest / "notebooks", dirs_exist_ok=True)
-    shutil.copytree(
-        REPO / "src" / "sgsr",
-        dest / "src" / "sgsr",
-        dirs_exist_ok=True,
-        ignore=shutil.ignore_patterns("__pycache__"),
-    )
+    copy_sources(REPO, dest)
+
+
+def make_dry_run(*args: str) -> str:
+    """What ``make -n <args>`` would run in the repository (skips where make is missing)."""
+    if shutil.which("make") is None:
+        pytest.skip("make not installed")
+    return subprocess.run(["make", "-n", *args], cwd=REPO, capture_output=True, text=True).stdout
 
 
 def tiny_profile(repo: Path, test_size: tuple[int, int]):

@@ -4,12 +4,11 @@ clone, where DVC 3.67's own dry run stops at the first stage whose input does no
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO, git_clone
+from conftest import git_clone, make_dry_run
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -51,9 +50,5 @@ def test_sgsr_dry_lists_every_stage_of_a_fresh_clone_and_writes_nothing(
 
 
 def test_make_dry_runs_sgsr_dry_in_the_profile_folder() -> None:
-    if shutil.which("make") is None:
-        pytest.skip("make not installed")
-    out = subprocess.run(
-        ["make", "-n", "dry", "PROFILE=study"], cwd=REPO, capture_output=True, text=True
-    ).stdout
+    out = make_dry_run("dry", "PROFILE=study")
     assert re.search(r"cd profiles/study && .*sgsr dry$", out, flags=re.M)

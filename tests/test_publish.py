@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import git_clone
+from conftest import git_clone, make_dry_run
 
 from sgsr import publish
 from sgsr.config import load_config
@@ -180,18 +180,12 @@ def test_pull_absent_skips_present_folders_and_reports_unpublished_runs(pipeline
 
 
 def test_make_repro_pulls_absent_published_weights_before_dvc_repro() -> None:
-    if shutil.which("make") is None:
-        pytest.skip("make not installed")
-    out = subprocess.run(["make", "-n", "repro"], cwd=REPO, capture_output=True, text=True).stdout
+    out = make_dry_run("repro")
     assert re.search(r"sgsr pull --absent && \\\n.*dvc repro; \} > repro\.log", out), out
 
 
 def test_make_pull_runs_sgsr_pull_in_the_profile_folder() -> None:
-    if shutil.which("make") is None:
-        pytest.skip("make not installed")
-    out = subprocess.run(
-        ["make", "-n", "pull", "PROFILE=study"], cwd=REPO, capture_output=True, text=True
-    ).stdout
+    out = make_dry_run("pull", "PROFILE=study")
     assert re.search(r"cd profiles/study && .*sgsr pull", out)
 
 
