@@ -306,6 +306,13 @@ def _experiment(raw: Any, seed: int, errors: list[str]) -> ExperimentConfig:
     )
 
 
+def _arch_and_kwargs(spec: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A models entry's architecture as the registry keys it and its constructor arguments."""
+    return canonical_arch(str(spec["arch"])), {
+        k: v for k, v in spec.items() if k not in MODEL_META_KEYS
+    }
+
+
 def expand_runs(
     experiment: ExperimentConfig,
     seed: int,
@@ -347,7 +354,7 @@ def expand_runs(
             if m in models:
                 errors.append(f"models.{m}: needs an 'arch' key (e.g. arch: edsr_baseline)")
             continue
-        kwargs = {k: v for k, v in spec.items() if k not in MODEL_META_KEYS}
+        arch, kwargs = _arch_and_kwargs(spec)
         for loss in loss_names:
             if loss not in losses:
                 continue
@@ -360,7 +367,6 @@ def expand_runs(
                     continue
                 for run_seed, replicate in seeds:
                     name = run_name(m, loss, s, run_seed if replicate else None)
-                    arch = canonical_arch(str(spec["arch"]))
                     runs.append(
                         Run(name, m, arch, kwargs, loss, dict(lspec), s, run_seed, replicate)
                     )
@@ -368,8 +374,7 @@ def expand_runs(
         spec = models.get(m)
         if not isinstance(spec, Mapping) or "arch" not in spec:
             continue  # reported above
-        kwargs = {k: v for k, v in spec.items() if k not in MODEL_META_KEYS}
-        arch = canonical_arch(str(spec["arch"]))
+        arch, kwargs = _arch_and_kwargs(spec)
         for s in scales:
             if s in SCALES:
                 name = run_name(m, ZERO_SHOT, s)
