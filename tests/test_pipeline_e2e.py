@@ -55,7 +55,7 @@ def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """The default profile's stages, report included, with the TINY overrides and one
     replicate seed: for the tests of DVC's bookkeeping, which do not judge the results."""
     params = TINY | {"experiment": {"replicates": [1]}}
-    repo = make_pipeline_copy(tmp_path_factory.mktemp("tiny") / "repo", params)
+    repo = make_pipeline_copy(REPO, tmp_path_factory.mktemp("tiny") / "repo", params)
     _, out = dvc(["repro"], repo)
     return repo, out
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import tiny_profile
+from conftest import copy_pipeline_sources, tiny_profile
 
 from sgsr import layout
 from sgsr.checkpoint import load_checkpoint
@@ -67,6 +67,7 @@ def test_exp_run_back_to_earlier_params_restores_without_training(tmp_path: Path
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     write_run_index(repo / "params.yaml")
     shutil.copy2(REPO / ".gitignore", repo / ".gitignore")
+    copy_pipeline_sources(repo)  # the code the stages depend on (root: .)
     sh = tiny_profile(repo, (48, 44))
     sh("git", "init", "-q")
     sh("dvc", "init", "-q")

@@ -182,15 +182,17 @@ def _runs(args: argparse.Namespace) -> None:
 def _pull(args: argparse.Namespace) -> None:
     if args.absent:
         pulled, unpublished = pull_absent(Path(args.params).parent)
-        if pulled:
+        # a run's weights and curves are two outputs of one stage: count and name runs
+        fetched = list(dict.fromkeys(Path(o.path).name for o in pulled))
+        if fetched:
             log.info(
                 "%d trained run(s) fetched from the published remote, so dvc repro does not "
-                "retrain them: %s", len(pulled), ", ".join(Path(o.path).name for o in pulled),
+                "retrain them: %s", len(fetched), ", ".join(fetched),
             )  # fmt: skip
         if unpublished:
             log.info(
                 "%d run(s) in dvc.lock are not in the published remote; dvc repro trains them",
-                len(unpublished),
+                len({o.stage for o in unpublished}),
             )
         return
     outs = pull(Path(args.params).parent)
