@@ -179,6 +179,16 @@ def test_pull_absent_skips_present_folders_and_reports_unpublished_runs(pipeline
     assert publish.pull_absent(pipeline) == ([], [])  # nothing trained yet: nothing to say
 
 
+def test_pull_absent_fetches_no_curves_of_a_run_whose_weights_are_unpublished(
+    pipeline: Path,
+) -> None:
+    _put(pipeline / "published", "c" * 32 + ".dir", b"[]")  # l1's curves only
+    pulled, unpublished = publish.pull_absent(pipeline)  # would call dvc pull if it fetched any
+    assert pulled == []
+    assert {o.stage for o in unpublished} == {"train@edsr_tiny-l1-4", "train@edsr_tiny-sgl-4"}
+    assert "models/live/edsr_tiny-l1-x4" in {o.path for o in unpublished}
+
+
 def test_make_repro_pulls_absent_published_weights_before_dvc_repro() -> None:
     out = make_dry_run("repro")
     assert re.search(r"sgsr pull --absent && \\\n.*dvc repro; \} > repro\.log", out), out

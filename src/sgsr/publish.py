@@ -163,7 +163,7 @@ def pull(pipeline: str | os.PathLike[str] = ".") -> list[TrainOut]:
 
 def pull_absent(pipeline: str | os.PathLike[str] = ".") -> tuple[list[TrainOut], list[TrainOut]]:
     """What ``make repro`` does before ``dvc repro``: fetch, from the published remote, the
-    weights of every train stage in dvc.lock whose run folder is not in the workspace, so a
+    outputs of every train stage in dvc.lock whose run folder is not in the workspace, so a
     fresh clone retrains none of the published runs (retraining on another machine gives
     different floats, so new hashes in dvc.lock). Returns (pulled, absent and not published);
     no lock, or every run folder present, pulls nothing. Unlike :func:`pull`, a run that is
@@ -179,7 +179,9 @@ def pull_absent(pipeline: str | os.PathLike[str] = ".") -> tuple[list[TrainOut],
         remote = repo_root(pipeline) / REMOTE_DIR
     except FileNotFoundError:  # not in a git checkout: no published remote to pull from
         return [], absent
-    ready = [o for o in absent if not missing_objects(remote, o)]
+    # a stage is fetched whole or not at all: its curves without its weights retrain anyway
+    partial = {o.stage for o in absent if missing_objects(remote, o)}
+    ready = [o for o in absent if o.stage not in partial]
     if ready:
         _dvc(["pull", "--remote", REMOTE, *sorted({o.path for o in ready})], pipeline)
     return ready, [o for o in absent if o not in ready]
