@@ -209,25 +209,40 @@ def _pytorch_fid_layout(net: object) -> object:
     return ref
 
 
-def study_run(root: Path, sets: tuple[str, ...], nets: dict) -> dict:
-    """The default seven metrics over `sets`, cold then warm HR feature cache."""
-    from sgsr import fid, scoring
+def study_run(root: Path, sets: tuple[str, ...], nets: dict, reference: bool = True) -> dict:
+    """One run's evaluation as the study's evaluate stage does it (the default seven metrics,
+    4 FID patches per image, 1000 FID bootstrap resamples per set), cold (the HR side computed
+    and cached) then warm (the HR side read back, as every run after the first); the run is
+    bicubic x4 SR. `reference`: cache LPIPS's HR side too. Seconds per metric from the scorer,
+    "fid_bootstrap" beside them."""
+    from sgsr import fid, refcache, scoring
     from sgsr.metric_registry import DEFAULT_NAMES
 
     out = {}
     with tempfile.TemporaryDirectory() as cache_dir:
-        cache = fid.FeatureCache(cache_dir)
+        cache = fid.FeatureCache(Path(cache_dir) / "fid")
+        ref = refcache.ReferenceCache(Path(cache_dir) / "ref") if reference else None
         for label in ("cold", "warm"):
+            load = os.getloadavg()[0]
+            kwargs = {"reference_cache": ref} if reference else {}
             scorer = scoring.Scorer(
                 DEFAULT_NAMES, nets={k: nets[k] for k in ("lpips", "fid")},
-                fid_patches_per_image=4, feature_cache=cache,
+                fid_patches_per_image=4, feature_cache=cache, **kwargs,
             )  # fmt: skip
             t0 = time.perf_counter()
+            boot = 0.0
             for s in sets:
-                scorer.score(root / "sr" / s, root / "hr" / s, 4)
+                score = scorer.score(root / "sr" / s, root / "hr" / s, 4)
+                t1 = time.perf_counter()
+                plan = fid.resample_plan(len(score.images), 1000, s)
+                fid.bootstrap_fid(score.fid_sr, score.fid_hr, score.fid_groups, plan)
+                boot += time.perf_counter() - t1
+            seconds = dict(scorer.seconds, fid_bootstrap=boot)
             out[label] = {
                 "seconds": time.perf_counter() - t0,
-                "per_metric_seconds": dict(sorted(scorer.seconds.items())),
+                "per_metric_seconds": dict(sorted(seconds.items())),
+                "load_average_before": load,
+                "load_average_after": os.getloadavg()[0],
             }
     return out
 

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from conftest import noisy
 
 from sgsr import evaluate, imaging, metrics, scoring
 from sgsr.config import ConfigError, load_config, parse_config
 from sgsr.metric_registry import QUICK_NAMES
+from sgsr.refcache import ReferenceCache, reference_key
 from sgsr.runs import parse_run
 from sgsr.stats import paired_bootstrap
 from sgsr.summary import PAIRED_COLUMNS, SEEDS_COLUMNS, SUMMARY_KEYS, summarize
@@ -257,6 +259,49 @@ def test_score_folders_with_random_backbones_plumbs_lpips_and_fid(pipeline: Path
     assert same.mean["lpips"] == 0.0 and abs(same.mean["fid"]) < 1e-6
     other = scorer.score(pipeline / "results/sr/m-l1-x2/tiny", hr_dir, SCALE)
     assert other.mean["lpips"] > 0 and other.mean["fid"] > same.mean["fid"]
+
+
+def test_lpips_from_the_reference_cache_equals_the_uncached_value(
+    pipeline: Path, tmp_path: Path
+) -> None:
+    """A cold and a warm reference cache and no cache give the same LPIPS, image by image;
+    the warm pass reads every HR entry and computes none."""
+    nets = {"lpips": metrics.load_lpips(None, random_backbone=True)}
+    hr_dir = pipeline / "data/prepared/x2/tiny/hr"
+    sr_dir = pipeline / "results/sr/m-l1-x2/tiny"
+    plain = scoring.Scorer(["lpips"], nets=nets).score(sr_dir, hr_dir, SCALE)
+    cache = ReferenceCache(tmp_path / "ref")
+    cold = scoring.Scorer(["lpips"], nets=nets, reference_cache=cache).score(sr_dir, hr_dir, SCALE)
+    assert cache.hits == 0 and cache.misses == len(plain.images)
+    warm = scoring.Scorer(["lpips"], nets=nets, reference_cache=cache).score(sr_dir, hr_dir, SCALE)
+    assert cache.hits == len(plain.images)
+    assert [r["lpips"] for r in cold.images] == [r["lpips"] for r in plain.images]
+    assert [r["lpips"] for r in warm.images] == [r["lpips"] for r in plain.images]
+    assert plain.mean["lpips"] != 0
+    other = metrics.load_lpips(None, random_backbone=True)  # other weights: another key
+    torch.manual_seed(1)
+    for p in other.lins.parameters():
+        p.data.uniform_()
+    scoring.Scorer(["lpips"], nets={"lpips": other}, reference_cache=cache).score(
+        sr_dir, hr_dir, SCALE
+    )
+    assert cache.misses == 2 * len(plain.images)
+
+
+def test_reference_cache_round_trip_and_a_corrupt_entry_is_a_miss(tmp_path: Path) -> None:
+    cache = ReferenceCache(tmp_path)
+    key = reference_key("lpips", "ab" * 32, 4, "net")
+    assert key != reference_key("lpips", "ab" * 32, 2, "net")
+    arrays = [np.arange(6, dtype=np.float32).reshape(1, 2, 3), np.ones((1, 1, 2, 2), np.float32)]
+    assert cache.get(key) is None
+    cache.put(key, arrays)
+    got = cache.get(key)
+    assert got is not None and len(got) == 2
+    assert all(
+        np.array_equal(a, b) and b.dtype == np.float32 for a, b in zip(arrays, got, strict=True)
+    )
+    (tmp_path / key[:2] / f"{key}.npz").write_bytes(b"not a zip")
+    assert cache.get(key) is None and cache.misses == 2 and cache.hits == 1
 
 
 def test_cli_evaluate_json_and_table(

@@ -177,6 +177,7 @@ def test_registry_names_and_directions() -> None:
 # --------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def lpips_random() -> torch.nn.Module:
+    torch.manual_seed(0)  # random heads can weigh a layer negatively: fixed, whatever runs first
     return metrics.load_lpips(None, random_backbone=True)
 
 
@@ -195,6 +196,25 @@ def test_lpips_plumbing(lpips_random: torch.nn.Module) -> None:
     gray_sr, gray_hr = _pair(shape=(40, 40, 1))
     assert metrics.lpips_distance(gray_sr, gray_hr, 2, lpips_random) > 0
     assert "random" in lpips_random.sgsr_weights
+
+
+def test_lpips_from_its_two_sides_equals_the_package_forward_exactly(
+    lpips_random: torch.nn.Module,
+) -> None:
+    """The HR side computed once (as the reference cache keeps it, float32 round trip through
+    numpy) gives the value of ``lpips.LPIPS.forward`` on the pair, bit for bit."""
+    for shape in ((40, 44, 3), (36, 40, 1)):
+        sr, hr = _pair(shape=shape, noise=30)
+        x = metrics._rgb01(sr, 2, torch.float32)
+        y = metrics._rgb01(hr, 2, torch.float32)
+        with torch.inference_mode():
+            package = float(lpips_random(x, y, normalize=True).item())
+        stored = [
+            torch.from_numpy(f.numpy().copy()) for f in metrics.lpips_features(hr, 2, lpips_random)
+        ]
+        assert metrics.lpips_distance(sr, hr, 2, lpips_random) == package
+        assert metrics.lpips_distance(sr, hr, 2, lpips_random, reference=stored) == package
+        assert package != 0
 
 
 def test_fid_plumbing(fid_random: torch.nn.Module) -> None:

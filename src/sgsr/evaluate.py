@@ -33,6 +33,7 @@ from sgsr.config import Config
 from sgsr.data.common import download_cache
 from sgsr.fid import FeatureCache, bootstrap_fid, plan_fingerprint, resample_plan
 from sgsr.fsutil import write_text
+from sgsr.refcache import ReferenceCache
 from sgsr.runs import BICUBIC_MODEL, parse_run
 from sgsr.scoring import Scorer, csv_value, finite_or_none, metric_notes, nonfinite_label
 
@@ -69,19 +70,28 @@ def feature_cache_dir() -> Path:
     return download_cache() / "fid-features"
 
 
+def reference_cache_dir() -> Path:
+    """Where HR LPIPS features are cached: ``<download cache>/reference-features`` (keyed by
+    content like the FID features; ~42 bytes per HR pixel)."""
+    return download_cache() / "reference-features"
+
+
 def run(
     cfg: Config,
     run_name: str,
     feature_cache: Any = "default",
     nets: dict[str, Any] | None = None,
+    reference_cache: Any = "default",
 ) -> dict:
     """Score ``results/sr/<run>/<set>`` for every test set; write ``per_image.csv``,
     ``fid_bootstrap.csv``, ``metrics_info.json`` and ``metrics.json`` under
     ``results/metrics/<run>/``. Returns the metrics.json content.
 
     `feature_cache`: a `sgsr.fid.FeatureCache`, None (no cache) or "default"
-    (:func:`feature_cache_dir`). `nets`: injected metric networks (tests and benchmarks with
-    random backbones; the stage itself loads verified weights from models/pretrained).
+    (:func:`feature_cache_dir`); `reference_cache` likewise for LPIPS's HR side (a
+    `sgsr.refcache.ReferenceCache`, None or "default": :func:`reference_cache_dir`).
+    `nets`: injected metric networks (tests and benchmarks with random backbones; the stage
+    itself loads verified weights from models/pretrained).
     """
     base = layout.pipeline_root(cfg)
     ident = run_identity(cfg, run_name)
@@ -89,6 +99,8 @@ def run(
     ev = cfg.evaluate
     if feature_cache == "default":
         feature_cache = FeatureCache(feature_cache_dir())
+    if reference_cache == "default":
+        reference_cache = ReferenceCache(reference_cache_dir())
     scorer = Scorer(
         ev.metrics,
         base / layout.PRETRAINED,
@@ -99,6 +111,7 @@ def run(
         feature_cache=feature_cache,
         max_pixels=cfg.data.max_pixels,
         fid_protocol=ev.fid_protocol,
+        reference_cache=reference_cache,
     )
     numbers: dict[str, dict[str, Any]] = {}
     sets_info: dict[str, dict[str, Any]] = {}

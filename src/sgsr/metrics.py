@@ -220,14 +220,47 @@ def load_fid(
 # --------------------------------------------------------------------------------------------
 # LPIPS / FID
 # --------------------------------------------------------------------------------------------
-def lpips_distance(sr: np.ndarray, hr: np.ndarray, border: int, net: torch.nn.Module) -> float:
-    """LPIPS (lower is better) on RGB in [0, 1] (lpips maps it to [-1, 1]), gray replicated."""
-    _check_pair(sr, hr)
+def lpips_features(image: np.ndarray, border: int, net: torch.nn.Module) -> list[torch.Tensor]:
+    """One side of LPIPS: each trunk layer's unit-normalised features of the image (RGB in
+    [0, 1] mapped to [-1, 1], gray replicated), exactly as ``lpips.LPIPS.forward`` computes
+    them. The HR side is the same for every run, so it can be computed once and cached
+    (`sgsr.refcache`)."""
+    if net.version != "0.1" or not net.lpips or net.spatial:
+        raise ValueError("LPIPS features need lpips.LPIPS version 0.1 with heads, not spatial")
     device = next(net.parameters()).device
-    x = _rgb01(sr, border, torch.float32).to(device)
-    y = _rgb01(hr, border, torch.float32).to(device)
+    x = _rgb01(image, border, torch.float32).to(device)
     with torch.inference_mode():
-        return float(net(x, y, normalize=True).item())
+        outs = net.net.forward(net.scaling_layer(2 * x - 1))
+        # lpips.normalize_tensor, the same operations
+        return [o / (torch.sqrt(torch.sum(o**2, dim=1, keepdim=True)) + 1e-10) for o in outs]
+
+
+def lpips_compare(net: torch.nn.Module, f0: list[torch.Tensor], f1: list[torch.Tensor]) -> float:
+    """LPIPS from two sides' :func:`lpips_features`: the heads on the squared differences,
+    spatially averaged and summed over layers in ``lpips.LPIPS.forward``'s order."""
+    if [tuple(a.shape) for a in f0] != [tuple(b.shape) for b in f1]:
+        raise ValueError("LPIPS features of the two images differ in shape")
+    with torch.inference_mode():
+        val: Any = 0
+        for k in range(net.L):
+            val += net.lins[k]((f0[k] - f1[k]) ** 2).mean([2, 3], keepdim=True)
+        return float(val.item())
+
+
+def lpips_distance(
+    sr: np.ndarray,
+    hr: np.ndarray,
+    border: int,
+    net: torch.nn.Module,
+    reference: list[torch.Tensor] | None = None,
+) -> float:
+    """LPIPS (lower is better) on RGB in [0, 1] (lpips maps it to [-1, 1]), gray replicated;
+    equal to ``net(x, y, normalize=True)``. `reference`: the HR side's :func:`lpips_features`
+    when already computed (cached), else they are computed here."""
+    _check_pair(sr, hr)
+    if reference is None:
+        reference = lpips_features(hr, border, net)
+    return lpips_compare(net, lpips_features(sr, border, net), reference)
 
 
 def load_lpips_vgg(

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from sgsr import layout
@@ -38,11 +39,14 @@ from sgsr.fid import (
     few_samples_warning,
     frechet_distance,
     kid,
+    net_fingerprint,
 )
+from sgsr.fsutil import sha256sum
 from sgsr.imaging import list_images, read_image
 from sgsr.metric_registry import QUICK_NAMES, REGISTRY, SET_NAMES, check_metric_names
-from sgsr.metrics import METRICS, load_backbones
+from sgsr.metrics import METRICS, load_backbones, lpips_distance, lpips_features
 from sgsr.pretrained import WEIGHTS
+from sgsr.refcache import ReferenceCache, reference_key
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +137,10 @@ def resolve_pretrained(
 #: Folder scoring's default cap on FID patches per image (the pipeline's evaluate default):
 #: every 64 px cell of large images would cost minutes per image pair on a CPU.
 FOLDER_FID_PATCHES_PER_IMAGE = 16
+
+
+#: Image metrics whose HR side (`sgsr.metrics.lpips_features`) the reference cache keeps.
+REFERENCE_METRICS = ("lpips", "lpips_vgg")
 
 
 class MetricsUnavailable(ValueError):
@@ -263,7 +271,8 @@ class Scorer:
     first folder holding them, :func:`resolve_pretrained`). ``fid_protocol`` is "patches" or
     "whole" (`sgsr.fid`); ``fid_patches_per_image`` caps the patches each image gives FID (0 =
     all; see `sgsr.fid.patch_cells`); ``feature_cache`` (a `sgsr.fid.FeatureCache`) keeps the
-    HR side's features so that every run of a pipeline computes them once.
+    HR side's features so that every run of a pipeline computes them once;
+    ``reference_cache`` (a `sgsr.refcache.ReferenceCache`) does the same for LPIPS's HR side.
     """
 
     def __init__(
@@ -277,6 +286,7 @@ class Scorer:
         feature_cache: Any = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         fid_protocol: str = "patches",
+        reference_cache: ReferenceCache | None = None,
     ) -> None:
         self.metrics = check_metric_names(metrics)
         if fid_protocol not in PROTOCOLS:
@@ -294,6 +304,7 @@ class Scorer:
         self.fid_patch = fid_patch
         self.fid_patches_per_image = fid_patches_per_image
         self.feature_cache = feature_cache
+        self.reference_cache = reference_cache
         if nets is None:
             nets, unavailable = {}, {}
             places = [Path(p) for p in pretrained] if isinstance(pretrained, list) else None
@@ -320,6 +331,21 @@ class Scorer:
 
     def _tick(self, what: str, since: float) -> None:
         self.seconds[what] = self.seconds.get(what, 0.0) + time.perf_counter() - since
+
+    def _reference(
+        self, metric: str, hr: np.ndarray, hr_path: Path, border: int, net: Any
+    ) -> list[torch.Tensor]:
+        """The HR side's LPIPS features from the reference cache, computed and stored on a
+        miss (float32 as computed: the value equals the uncached one exactly)."""
+        cache = self.reference_cache
+        assert cache is not None
+        key = reference_key(metric, sha256sum(hr_path), border, net_fingerprint(net))
+        arrays = cache.get(key)
+        if arrays is not None:
+            return [torch.from_numpy(a) for a in arrays]
+        features = lpips_features(hr, border, net)
+        cache.put(key, [f.cpu().numpy() for f in features])
+        return features
 
     @property
     def image_metrics(self) -> tuple[str, ...]:
@@ -376,7 +402,11 @@ class Scorer:
                 metric = METRICS[name]
                 t0 = time.perf_counter()
                 try:
-                    if metric.backbone:
+                    if name in REFERENCE_METRICS and self.reference_cache is not None:
+                        net = self.nets[name]
+                        ref = self._reference(name, hr, hr_path, border, net)
+                        value = lpips_distance(sr, hr, border, net, reference=ref)
+                    elif metric.backbone:
                         value = metric(sr, hr, border, self.nets[name])
                     else:
                         value = metric(sr, hr, border)
