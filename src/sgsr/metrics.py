@@ -143,18 +143,57 @@ def ms_ssim_levels(height: int, width: int) -> int:
     return levels
 
 
+def _blur_valid(maps: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Separable 'valid' correlation of every channel of `maps` (N, C, H, W) with `g` x `g`:
+    the 11 x 11 Gaussian as two 11-tap passes, ~2.5x faster than piq's 2-D depthwise kernel."""
+    n, k = maps.shape[1], len(g)
+    out = torch.nn.functional.conv2d(maps, g.view(1, 1, k, 1).repeat(n, 1, 1, 1), groups=n)
+    return torch.nn.functional.conv2d(out, g.view(1, 1, 1, k).repeat(n, 1, 1, 1), groups=n)
+
+
+def ms_ssim_rgb(x: torch.Tensor, y: torch.Tensor, levels: int) -> float:
+    """MS-SSIM of (1, C, H, W) images in [0, 1] as ``piq.multi_scale_ssim`` computes it (its
+    replicate-padded 2x average pooling between scales, 'valid' Gaussian statistics per
+    channel, cs at every scale but the last, relu, weighted product, mean over channels),
+    on the first `levels` scales (the weights renormalised unless all 5 are used, piq's rule).
+
+    The Gaussian runs separably (`_blur_valid`): float32 rounds differently from piq's 2-D
+    kernel, measured within 3e-6 of piq in float32 and 1e-6 of piq in float64 (tested).
+    """
+    g = torch.from_numpy(gaussian_window()).to(x.dtype)
+    c1, c2 = SSIM_K1**2, SSIM_K2**2  # data range 1
+    weights = torch.tensor(MS_SSIM_WEIGHTS[:levels], dtype=x.dtype)
+    if levels < len(MS_SSIM_WEIGHTS):
+        weights = weights / weights.sum()
+    channels = x.shape[1]
+    mcs: list[torch.Tensor] = []
+    ssim_val = torch.zeros(0)
+    for level in range(levels):
+        if level:
+            pad = max(x.shape[2] % 2, x.shape[3] % 2)
+            x = torch.nn.functional.pad(x, [pad, 0, pad, 0], mode="replicate")
+            y = torch.nn.functional.pad(y, [pad, 0, pad, 0], mode="replicate")
+            x = torch.nn.functional.avg_pool2d(x, kernel_size=2, padding=0)
+            y = torch.nn.functional.avg_pool2d(y, kernel_size=2, padding=0)
+        stats = _blur_valid(torch.cat([x, y, x * x, y * y, x * y], dim=1), g)
+        mu_x, mu_y, e_xx, e_yy, e_xy = stats.split(channels, dim=1)
+        mu_xx, mu_yy, mu_xy = mu_x**2, mu_y**2, mu_x * mu_y
+        cs = (2.0 * (e_xy - mu_xy) + c2) / ((e_xx - mu_xx) + (e_yy - mu_yy) + c2)
+        ss = (2.0 * mu_xy + c1) / (mu_xx + mu_yy + c1) * cs
+        ssim_val = ss.mean(dim=(-1, -2))
+        mcs.append(cs.mean(dim=(-1, -2)))
+    values = torch.relu(torch.stack([*mcs[:-1], ssim_val], dim=0))
+    return float(torch.prod(values ** weights.view(-1, 1, 1), dim=0).mean())
+
+
 def ms_ssim(sr: np.ndarray, hr: np.ndarray, border: int) -> float:
-    """MS-SSIM (piq, RGB in [0, 1], 11x11 Gaussian, 5 scales).
+    """MS-SSIM (piq's algorithm, RGB in [0, 1], 11x11 Gaussian, 5 scales: `ms_ssim_rgb`).
 
     Images under 161 px a side after the crop use the first scales that fit, their weights
     renormalised (piq's rule for custom weights); under 11 px it is an error.
     """
-    # piq (~1 s to import): only the metrics that use it pay
-    import piq
-
     _check_pair(sr, hr)
-    # float32: torch's CPU convolutions are ~40x slower in double (512 px: 2.9 s vs 0.06 s);
-    # the value moves by ~1e-6.
+    # float32: torch's CPU convolutions are ~40x slower in double (512 px: 2.9 s vs 0.06 s)
     x, y = _rgb01(sr, border, torch.float32), _rgb01(hr, border, torch.float32)
     levels = ms_ssim_levels(x.shape[-2], x.shape[-1])
     if levels == 0:
@@ -162,10 +201,8 @@ def ms_ssim(sr: np.ndarray, hr: np.ndarray, border: int) -> float:
             f"MS-SSIM needs at least {SSIM_WINDOW} px a side after the border crop, "
             f"got {x.shape[-1]}x{x.shape[-2]}"
         )
-    weights = torch.tensor(MS_SSIM_WEIGHTS[:levels], dtype=x.dtype)
-    if levels == len(MS_SSIM_WEIGHTS):
-        weights = None  # piq's defaults, untouched
-    value = float(piq.multi_scale_ssim(x, y, data_range=1.0, scale_weights=weights))
+    with torch.inference_mode():
+        value = ms_ssim_rgb(x, y, levels)
     return min(value, 1.0)  # <= 1 exactly in real arithmetic; float32 can overshoot by ~4e-6
 
 
