@@ -209,20 +209,30 @@ def _pytorch_fid_layout(net: object) -> object:
     return ref
 
 
-def study_run(root: Path, sets: tuple[str, ...], nets: dict, reference: bool = True) -> dict:
+def study_run(
+    root: Path,
+    sets: tuple[str, ...],
+    nets: dict,
+    reference: bool = True,
+    cache_dir: Path | None = None,
+    labels: tuple[str, ...] = ("cold", "warm"),
+) -> dict:
     """One run's evaluation as the study's evaluate stage does it (the default seven metrics,
     4 FID patches per image, 1000 FID bootstrap resamples per set), cold (the HR side computed
     and cached) then warm (the HR side read back, as every run after the first); the run is
     bicubic x4 SR. `reference`: cache LPIPS's HR side too. Seconds per metric from the scorer,
-    "fid_bootstrap" beside them."""
+    "fid_bootstrap" beside them. `cache_dir`: keep the caches there (default: a temporary
+    folder); `labels`: the passes, in order (each "warm" after a first pass reads the caches).
+    """
     from sgsr import fid, refcache, scoring
     from sgsr.metric_registry import DEFAULT_NAMES
 
     out = {}
-    with tempfile.TemporaryDirectory() as cache_dir:
-        cache = fid.FeatureCache(Path(cache_dir) / "fid")
-        ref = refcache.ReferenceCache(Path(cache_dir) / "ref") if reference else None
-        for label in ("cold", "warm"):
+    with tempfile.TemporaryDirectory() as tmp:
+        where = Path(cache_dir or tmp)  # a given folder persists (passes in other processes)
+        cache = fid.FeatureCache(where / "fid")
+        ref = refcache.ReferenceCache(where / "ref") if reference else None
+        for label in labels:
             load = os.getloadavg()[0]
             kwargs = {"reference_cache": ref} if reference else {}
             scorer = scoring.Scorer(
