@@ -257,6 +257,21 @@ def study_run(
     return out
 
 
+def new_metrics_cost(per_mp_result: dict, sets: dict) -> dict:
+    """DISTS, whole-image FID features and KID beside the run: seconds per megapixel scored
+    (SR + HR) from `per_mp`, and what that costs for these sets (the HR side included:
+    DISTS cannot reuse it, see `sgsr.refcache`; FID/KID features of HR images are cached)."""
+    m = per_mp_result["metrics"]
+    scored = 2 * sum(v["megapixels"] for v in sets.values())
+    return {
+        "dists_s_per_mp": m["dists"]["ours_s_per_mp"],
+        "dists_seconds_for_these_sets": m["dists"]["ours_s_per_mp"] * scored,
+        "fid_whole_features_s_per_mp": m["fid_features_whole"]["ours_s_per_mp"],
+        "kid_seconds_per_set": m["kid"]["seconds"],
+        "megapixels_scored": scored,
+    }
+
+
 def run(quick: bool = False) -> dict:
     import torch
 
@@ -276,6 +291,7 @@ def run(quick: bool = False) -> dict:
             "sets": {s: {"megapixels": pixels[s] / 1e6} for s in sets},
             "per_mp": per_mp(root, sample, nets),
         }
+        out["new_metrics"] = new_metrics_cost(out["per_mp"], out["sets"])
         if full or quick:
             out["run"] = study_run(root, sets, nets)
         out["load_average_at_end"] = os.getloadavg()[0]

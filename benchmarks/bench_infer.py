@@ -180,7 +180,8 @@ def run(quick: bool = False) -> dict:
                     "repeats": 1 if quick or name.startswith("rcan") else 3,  # RCAN: ~70 s a run
                     "memory_format": fmt,
                 }
-                modes[mode] = _spawn(args)
+                load = os.getloadavg()[0]
+                modes[mode] = {**_spawn(args), "load_average_before": load}
             whole = np.load(Path(tmp) / f"{name}-whole.npy")
             tiled = np.load(Path(tmp) / f"{name}-tiled.npy")
             diff = np.abs(whole - tiled)
