@@ -224,14 +224,17 @@ def study_run(
     "fid_bootstrap" beside them. `cache_dir`: keep the caches there (default: a temporary
     folder); `labels`: the passes, in order (each "warm" after a first pass reads the caches).
     """
-    from sgsr import fid, refcache, scoring
+    from sgsr import fid, scoring
     from sgsr.metric_registry import DEFAULT_NAMES
+
+    if reference:
+        from sgsr.refcache import ReferenceCache
 
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         where = Path(cache_dir or tmp)  # a given folder persists (passes in other processes)
         cache = fid.FeatureCache(where / "fid")
-        ref = refcache.ReferenceCache(where / "ref") if reference else None
+        ref = ReferenceCache(where / "ref") if reference else None
         for label in labels:
             load = os.getloadavg()[0]
             kwargs = {"reference_cache": ref} if reference else {}

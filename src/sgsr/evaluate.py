@@ -72,7 +72,7 @@ def feature_cache_dir() -> Path:
 
 def reference_cache_dir() -> Path:
     """Where HR LPIPS features are cached: ``<download cache>/reference-features`` (keyed by
-    content like the FID features; ~42 bytes per HR pixel)."""
+    content like the FID features; ~38 bytes per HR pixel)."""
     return download_cache() / "reference-features"
 
 
