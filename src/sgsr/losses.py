@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from sgsr import pretrained
+from sgsr import pretrained, scratch
 from sgsr.adversarial import GAN_KINDS, generator_loss
 from sgsr.discriminators import build_discriminator
 from sgsr.gradients import (
@@ -37,6 +37,7 @@ from sgsr.gradients import (
     operator_kernels,
     padded_difference,
     stencil_adjoint,
+    stencil_components,
     stencil_forward,
     stencil_radius,
 )
@@ -239,8 +240,8 @@ class _ReducedSGL(torch.autograd.Function):
     """SGL to a scalar on the CPU in one autograd node: sr - hr written straight into the
     padded buffer, the stencil, the distance and its reduction forward; backward the distance's
     derivative, the stencil's adjoint and the padding's. Same values as the composed ops to
-    float rounding; about a third of their time, most of it saved in autograd's generic
-    backward of ``abs``/``mean`` on an expanded scalar."""
+    float rounding. Every map-sized temporary is a reused scratch buffer (`sgsr.scratch`): first
+    touches of fresh pages cost more than the stencil's arithmetic."""
 
     @staticmethod
     def forward(
@@ -254,9 +255,15 @@ class _ReducedSGL(torch.autograd.Function):
         reduction: str,
     ) -> Tensor:
         r = stencil_radius(operator)
-        m = stencil_forward(padded_difference(sr, hr, r, padding), operator)
+        b, c, h, w = sr.shape
+        dtype = torch.promote_types(sr.dtype, hr.dtype)
+        d = scratch.take((b, c, h + 2 * r, w + 2 * r), sr, dtype)
+        d = padded_difference(sr, hr, r, padding, out=d)
+        m = scratch.take((b, c, stencil_components(operator), h, w), d)
+        m = stencil_forward(d, operator, out=m)
+        del d
         if distance == "l1":
-            total = m.abs().sum()
+            total = torch.abs(m, out=scratch.take(m.shape, m)).sum()
             ctx.save_for_backward(m)
         elif distance == "l2":
             flat = m.view(-1)
@@ -267,10 +274,11 @@ class _ReducedSGL(torch.autograd.Function):
             )
             ctx.save_for_backward(m)
         else:  # charbonnier: sqrt(m^2 + eps^2) - eps, offset before the sum (no cancellation)
-            shifted = m.square().add_(eps * eps).sqrt_().sub_(eps)
+            shifted = torch.square(m, out=scratch.take(m.shape, m))
+            shifted.add_(eps * eps).sqrt_().sub_(eps)
             total = shifted.sum()
             ctx.save_for_backward(m, shifted)
-        ctx.options = (operator, padding, distance, eps, sr.shape[1], sr.dtype, hr.dtype)
+        ctx.options = (operator, padding, distance, eps, c, sr.dtype, hr.dtype)
         ctx.reduction_mean = reduction == "mean"
         return total / m.numel() if reduction == "mean" else total
 
@@ -281,14 +289,18 @@ class _ReducedSGL(torch.autograd.Function):
         m = ctx.saved_tensors[0]
         scale = float(grad) / m.numel() if ctx.reduction_mean else float(grad)
         if distance == "l1":
-            gm = torch.sign(m)
+            gm = torch.sign(m, out=scratch.take(m.shape, m))
         elif distance == "l2":
             gm, scale = m, 2 * scale
         else:
-            gm = torch.add(ctx.saved_tensors[1], eps)
+            gm = torch.add(ctx.saved_tensors[1], eps, out=scratch.take(m.shape, m))
             torch.div(m, gm, out=gm)
-        padded = stencil_adjoint(gm, operator, channels, scale)
-        gd = fold_padding(padded, stencil_radius(operator), padding)
+        b, _, h, w = m.shape
+        r = stencil_radius(operator)
+        padded = scratch.take((b, channels, h + 2 * r, w + 2 * r), m)
+        padded = stencil_adjoint(gm, operator, channels, scale, out=padded)
+        del gm
+        gd = fold_padding(padded, r, padding)
         grad_sr = gd.to(sr_dtype) if ctx.needs_input_grad[0] else None
         grad_hr = -gd.to(hr_dtype) if ctx.needs_input_grad[1] else None
         return grad_sr, grad_hr, None, None, None, None, None
