@@ -61,3 +61,17 @@ def test_pending_backwards_and_retained_graphs_keep_their_buffers(make: object) 
     la.backward()
     lb.backward()
     assert torch.equal(a.grad, want[0]) and torch.equal(b.grad, 2 * want[1])
+
+
+def test_requests_past_the_byte_cap_are_plain_allocations(monkeypatch: pytest.MonkeyPatch) -> None:
+    scratch.clear()
+    monkeypatch.setattr(scratch, "_MAX_BYTES", 400)
+    like = torch.empty(1)
+    small = scratch.take((60,), like)  # 240 bytes: pooled
+    pa = _ptr(small)
+    del small
+    big = scratch.take((200,), like)  # 240 + 800 bytes > 400: a plain tensor, not kept
+    assert big.shape == (200,)
+    kept = [b.numel() for entries in scratch._POOL.bases.values() for b, _ in entries]
+    assert kept == [60]
+    assert _ptr(scratch.take((60,), like)) == pa

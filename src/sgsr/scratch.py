@@ -9,7 +9,8 @@ Safety does not rest on callers giving buffers back: :func:`take` returns a *vie
 base tensor, and a base is only handed out again when no view of it is alive anywhere (autograd's
 saved tensors, a gradient a caller keeps, ...): the storage's use count tells. So a buffer saved
 for a backward that never runs, or kept by ``retain_graph``, simply stays busy. One pool per
-thread; a few bases per (dtype, numel), a few sizes, least recently used dropped first.
+thread; a few bases per (dtype, numel), a few sizes, least recently used dropped first, at most
+256 MiB in all (a larger request is a plain allocation).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import Tensor
 
 _PER_SIZE = 6  # bases kept per (dtype, numel): the most a loss call holds at once, and spare
 _SIZES = 8  # (dtype, numel) keys kept; older ones are dropped (their memory freed)
+_MAX_BYTES = 256 * 2**20  # all bases of a thread together; past it, plain allocations
 _use_count = getattr(torch._C, "_storage_Use_Count", None)
 
 
@@ -71,7 +73,9 @@ def take(
     for base, idle in bases:
         if _storage_uses(base) == idle:
             return base.view(shape)
-    if len(bases) >= _PER_SIZE:
+    size = numel * torch.empty(0, dtype=dtype).element_size()
+    held = sum(b.nbytes for entries in _POOL.bases.values() for b, _ in entries)
+    if len(bases) >= _PER_SIZE or held + size > _MAX_BYTES:
         return torch.empty(shape, dtype=dtype)
     base = torch.empty(numel, dtype=dtype)
     bases.append((base, _storage_uses(base)))
