@@ -32,6 +32,23 @@ def _storage_uses(t: Tensor) -> int:
     return int(_use_count(t.untyped_storage()._cdata))
 
 
+def _counts_views() -> bool:
+    """Whether the storage use count sees a view come and go (the private API's meaning this
+    module relies on); if not, every request is a plain allocation."""
+    if _use_count is None:
+        return False
+    base = torch.empty(4)
+    idle = _storage_uses(base)
+    view = base[1:]
+    busy = _storage_uses(base)
+    del view
+    return busy == idle + 1 and _storage_uses(base) == idle
+
+
+if not _counts_views():
+    _use_count = None
+
+
 class _Pool(threading.local):
     def __init__(self) -> None:
         # (dtype, numel) -> [(base, use count of an idle base)]
