@@ -268,6 +268,13 @@ def _distance_derivative(
     return torch.div(m, gm, out=gm), 1.0
 
 
+def _contiguous(grad: Tensor, dtype: torch.dtype) -> Tensor:
+    """A gradient (the interior view of a padded buffer) as a contiguous scratch tensor: autograd
+    then keeps it as ``.grad`` of a leaf instead of cloning it into fresh pages, and the next
+    backward op needs no copy. It stays busy for as long as anything holds it."""
+    return scratch.take(grad.shape, grad, dtype).copy_(grad)
+
+
 class _ReducedSGL(torch.autograd.Function):
     """SGL to a scalar on the CPU in one autograd node: sr - hr written straight into the
     padded buffer, the stencil, the distance and its reduction forward; backward the distance's
@@ -314,7 +321,7 @@ class _ReducedSGL(torch.autograd.Function):
         padded = stencil_adjoint(gm, operator, channels, factor * scale, out=padded)
         del gm
         gd = fold_padding(padded, r, padding)
-        grad_sr = gd.to(sr_dtype) if ctx.needs_input_grad[0] else None
+        grad_sr = _contiguous(gd, sr_dtype) if ctx.needs_input_grad[0] else None
         grad_hr = -gd.to(hr_dtype) if ctx.needs_input_grad[1] else None
         return grad_sr, grad_hr, None, None, None, None, None
 
@@ -390,7 +397,7 @@ class _ReducedFirstOrder(torch.autograd.Function):
             padded = scratch.take((b, c, h + 2, w + 2), m)
             padded = stencil_adjoint(gg.view(b, 2 * c, h, w), "grad1", c, sign, out=padded)
             del gg
-            grads.append(fold_padding(padded, 1, padding).to(dtype))
+            grads.append(_contiguous(fold_padding(padded, 1, padding), dtype))
             del padded
         return grads[0], grads[1], None, None, None, None, None
 
