@@ -52,8 +52,6 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from sgsr import scratch
-
 PADDINGS: tuple[str, ...] = ("reflect", "replicate")
 
 
@@ -255,47 +253,40 @@ def _weighted_sum(out: Tensor, terms: list[tuple[Tensor, float]], add: bool) -> 
         out.add_(src, alpha=coeff)
 
 
-def _stencil_forward(padded: Tensor, plan: _Plan, out: Tensor | None = None) -> Tensor:
-    """(B, C, H+2r, W+2r) padded -> (B, K*C, H, W), channel-major like the conv path (into
-    `out`, (B, C, K, H, W), when given)."""
+def _stencil_forward(padded: Tensor, plan: _Plan) -> Tensor:
+    """(B, C, H+2r, W+2r) padded -> (B, K*C, H, W), channel-major like the conv path."""
     b, c, hp, wp = padded.shape
     r = plan.radius
     h, w = hp - 2 * r, wp - 2 * r
-    if out is None:
-        out = padded.new_empty(b, c, len(plan.direct), h, w)
+    out = padded.new_empty(b, c, len(plan.direct), h, w)
     written = [False] * len(plan.direct)
     for k, taps in enumerate(plan.direct):
         if taps:
             terms = [(padded[..., i : i + h, j : j + w], coeff) for i, j, coeff in taps]
             _weighted_sum(out[:, :, k], terms, written[k])
             written[k] = True
-    rows = scratch.take((b, c, hp, w), padded) if plan.separable else None
     for (htaps, vtaps), k in zip(plan.separable, plan.separable_of, strict=True):
-        assert rows is not None
+        rows = padded.new_empty(b, c, hp, w)
         _weighted_sum(rows, [(padded[..., :, j : j + w], coeff) for j, coeff in htaps], False)
         _weighted_sum(out[:, :, k], [(rows[..., i : i + h, :], c) for i, c in vtaps], written[k])
         written[k] = True
     return out.view(b, c * len(plan.direct), h, w)
 
 
-def _stencil_adjoint(
-    grad: Tensor, plan: _Plan, c: int, scale: float = 1.0, out: Tensor | None = None
-) -> Tensor:
+def _stencil_adjoint(grad: Tensor, plan: _Plan, c: int, scale: float = 1.0) -> Tensor:
     """`scale` times the transpose of :func:`_stencil_forward`: (B, K*C, H, W) ->
-    (B, C, H+2r, W+2r) (into `out` when given; its contents are overwritten)."""
+    (B, C, H+2r, W+2r)."""
     b, _, h, w = grad.shape
     r = plan.radius
     g = grad.view(b, c, len(plan.direct), h, w)
-    padded = grad.new_zeros(b, c, h + 2 * r, w + 2 * r) if out is None else out.zero_()
+    padded = grad.new_zeros(b, c, h + 2 * r, w + 2 * r)
     for k, taps in enumerate(plan.direct):
         gk = g[:, :, k]
         for i, j, coeff in taps:
             padded[..., i : i + h, j : j + w].add_(gk, alpha=coeff * scale)
-    rows = scratch.take((b, c, h + 2 * r, w), grad) if plan.separable else None
     for (htaps, vtaps), k in zip(plan.separable, plan.separable_of, strict=True):
-        assert rows is not None
+        rows = grad.new_zeros(b, c, h + 2 * r, w)
         gk = g[:, :, k]
-        rows.zero_()
         for i, coeff in vtaps:
             rows[..., i : i + h, :].add_(gk, alpha=coeff * scale)
         for j, coeff in htaps:
@@ -308,17 +299,13 @@ def stencil_radius(name: str) -> int:
     return _PLANS[name].radius
 
 
-def padded_difference(
-    a: Tensor, b: Tensor | None, r: int, padding: str, out: Tensor | None = None
-) -> Tensor:
-    """``F.pad(a - b, (r, r, r, r), mode=padding)`` (b None: of a alone) in one buffer (`out`
-    when given): the difference is written into the interior and the border filled from it,
-    columns first and then whole rows, which is how ``F.pad`` reflects or replicates (corners
-    included)."""
+def padded_difference(a: Tensor, b: Tensor | None, r: int, padding: str) -> Tensor:
+    """``F.pad(a - b, (r, r, r, r), mode=padding)`` (b None: of a alone) in one buffer: the
+    difference is written into the interior and the border filled from it, columns first and
+    then whole rows, which is how ``F.pad`` reflects or replicates (corners included)."""
     bsz, c, h, w = a.shape
     dtype = a.dtype if b is None else torch.promote_types(a.dtype, b.dtype)
-    if out is None:
-        out = a.new_empty(bsz, c, h + 2 * r, w + 2 * r, dtype=dtype)
+    out = a.new_empty(bsz, c, h + 2 * r, w + 2 * r, dtype=dtype)
     inner = out[..., r : r + h, r : r + w]
     if b is None:
         inner.copy_(a)
@@ -350,24 +337,15 @@ def fold_padding(grad: Tensor, r: int, padding: str) -> Tensor:
     return grad[..., r : r + h, r : r + w]
 
 
-def stencil_forward(padded: Tensor, name: str, out: Tensor | None = None) -> Tensor:
-    """Operator `name` on an already padded image: (B, C, H+2r, W+2r) -> (B, K*C, H, W)
-    (written into `out`, a contiguous (B, C, K, H, W) buffer, when given)."""
-    return _stencil_forward(padded, _PLANS[name], out)
+def stencil_forward(padded: Tensor, name: str) -> Tensor:
+    """Operator `name` on an already padded image: (B, C, H+2r, W+2r) -> (B, K*C, H, W)."""
+    return _stencil_forward(padded, _PLANS[name])
 
 
-def stencil_components(name: str) -> int:
-    """K, the number of components of operator `name`."""
-    return len(_PLANS[name].direct)
-
-
-def stencil_adjoint(
-    grad: Tensor, name: str, channels: int, scale: float = 1.0, out: Tensor | None = None
-) -> Tensor:
+def stencil_adjoint(grad: Tensor, name: str, channels: int, scale: float = 1.0) -> Tensor:
     """`scale` times the transpose of :func:`stencil_forward`: (B, K*C, H, W) ->
-    (B, C, H+2r, W+2r) (the scale rides on the taps' coefficients: no extra pass; written into
-    `out`, a contiguous buffer of that shape, when given)."""
-    return _stencil_adjoint(grad, _PLANS[name], channels, scale, out)
+    (B, C, H+2r, W+2r) (the scale rides on the taps' coefficients: no extra pass)."""
+    return _stencil_adjoint(grad, _PLANS[name], channels, scale)
 
 
 class _Stencil(torch.autograd.Function):

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from sgsr import pretrained, scratch
+from sgsr import pretrained
 from sgsr.adversarial import GAN_KINDS, generator_loss
 from sgsr.discriminators import build_discriminator
 from sgsr.gradients import (
@@ -37,7 +37,6 @@ from sgsr.gradients import (
     operator_kernels,
     padded_difference,
     stencil_adjoint,
-    stencil_components,
     stencil_forward,
     stencil_radius,
 )
@@ -239,18 +238,17 @@ def _second_order(
 def _distance_total(
     m: Tensor, distance: str, eps: float, dot: bool = True
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """sum of distance(m) over all elements, and what its derivative needs (scratch buffers).
+    """sum of distance(m) over all elements, and what its derivative needs.
     ``dot``: the l2 sum as a dot product (one pass; another summation order than square-sum)."""
     if distance == "l1":
-        return torch.abs(m, out=scratch.take(m.shape, m)).sum(), (m,)
+        return m.abs().sum(), (m,)
     if distance == "l2":
         flat = m.reshape(-1)
         if dot and m.dtype in (torch.float32, torch.float64):
             return torch.dot(flat, flat), (m,)
-        return torch.square(flat, out=scratch.take(flat.shape, flat)).sum(), (m,)
+        return flat.square().sum(), (m,)
     # charbonnier: sqrt(m^2 + eps^2) - eps, offset before the sum (no cancellation)
-    shifted = torch.square(m, out=scratch.take(m.shape, m))
-    shifted.add_(eps * eps).sqrt_().sub_(eps)
+    shifted = m.square().add_(eps * eps).sqrt_().sub_(eps)
     return shifted.sum(), (m, shifted)
 
 
@@ -258,29 +256,29 @@ def _distance_derivative(
     saved: tuple[Tensor, ...], distance: str, eps: float
 ) -> tuple[Tensor, float]:
     """(t, f) with f * t the derivative of distance(m) by m, from `_distance_total`'s saved
-    tensors (t a scratch buffer or m itself)."""
+    tensors (t a new tensor or m itself: not to be written in place)."""
     m = saved[0]
     if distance == "l1":
-        return torch.sign(m, out=scratch.take(m.shape, m)), 1.0
+        return torch.sign(m), 1.0
     if distance == "l2":
         return m, 2.0
-    gm = torch.add(saved[1], eps, out=scratch.take(m.shape, m))
+    gm = torch.add(saved[1], eps)
     return torch.div(m, gm, out=gm), 1.0
 
 
 def _contiguous(grad: Tensor, dtype: torch.dtype) -> Tensor:
-    """A gradient (the interior view of a padded buffer) as a contiguous scratch tensor: autograd
-    then keeps it as ``.grad`` of a leaf instead of cloning it into fresh pages, and the next
-    backward op needs no copy. It stays busy for as long as anything holds it."""
-    return scratch.take(grad.shape, grad, dtype).copy_(grad)
+    """A gradient (the interior view of a padded buffer) as a contiguous tensor of `dtype`:
+    autograd then keeps it as ``.grad`` of a leaf instead of cloning it, and the next backward
+    op needs no copy. (``.to(memory_format=torch.contiguous_format)`` would hand the view back.)"""
+    return torch.empty(grad.shape, dtype=dtype, device=grad.device).copy_(grad)
 
 
 class _ReducedSGL(torch.autograd.Function):
     """SGL to a scalar on the CPU in one autograd node: sr - hr written straight into the
     padded buffer, the stencil, the distance and its reduction forward; backward the distance's
     derivative, the stencil's adjoint and the padding's. Same values as the composed ops to
-    float rounding. Every map-sized temporary is a reused scratch buffer (`sgsr.scratch`): first
-    touches of fresh pages cost more than the stencil's arithmetic."""
+    float rounding; about a third of their time, most of it saved in autograd's generic
+    backward of ``abs``/``mean`` on an expanded scalar."""
 
     @staticmethod
     def forward(
@@ -294,16 +292,10 @@ class _ReducedSGL(torch.autograd.Function):
         reduction: str,
     ) -> Tensor:
         r = stencil_radius(operator)
-        b, c, h, w = sr.shape
-        dtype = torch.promote_types(sr.dtype, hr.dtype)
-        d = scratch.take((b, c, h + 2 * r, w + 2 * r), sr, dtype)
-        d = padded_difference(sr, hr, r, padding, out=d)
-        m = scratch.take((b, c, stencil_components(operator), h, w), d)
-        m = stencil_forward(d, operator, out=m)
-        del d
+        m = stencil_forward(padded_difference(sr, hr, r, padding), operator)
         total, saved = _distance_total(m, distance, eps)
         ctx.save_for_backward(*saved)
-        ctx.options = (operator, padding, distance, eps, c, sr.dtype, hr.dtype)
+        ctx.options = (operator, padding, distance, eps, sr.shape[1], sr.dtype, hr.dtype)
         ctx.reduction_mean = reduction == "mean"
         return total / m.numel() if reduction == "mean" else total
 
@@ -315,35 +307,27 @@ class _ReducedSGL(torch.autograd.Function):
         m = saved[0]
         scale = float(grad) / m.numel() if ctx.reduction_mean else float(grad)
         gm, factor = _distance_derivative(saved, distance, eps)
-        b, _, h, w = m.shape
-        r = stencil_radius(operator)
-        padded = scratch.take((b, channels, h + 2 * r, w + 2 * r), m)
-        padded = stencil_adjoint(gm, operator, channels, factor * scale, out=padded)
+        padded = stencil_adjoint(gm, operator, channels, factor * scale)
         del gm
-        gd = fold_padding(padded, r, padding)
+        gd = fold_padding(padded, stencil_radius(operator), padding)
         grad_sr = _contiguous(gd, sr_dtype) if ctx.needs_input_grad[0] else None
         grad_hr = -gd.to(hr_dtype) if ctx.needs_input_grad[1] else None
         return grad_sr, grad_hr, None, None, None, None, None
 
 
-def _gradient_magnitude(
-    x: Tensor, padding: str, grad_eps: float, dtype: torch.dtype
-) -> tuple[Tensor, Tensor]:
-    """(|grad x|, the central differences (B, C, 2, H, W)) in scratch buffers."""
+def _gradient_magnitude(x: Tensor, padding: str, grad_eps: float) -> tuple[Tensor, Tensor]:
+    """(|grad x|, the central differences (B, C, 2, H, W)), in x's dtype."""
     b, c, h, w = x.shape
-    d = padded_difference(x, None, 1, padding, out=scratch.take((b, c, h + 2, w + 2), x, dtype))
-    g = stencil_forward(d, "grad1", out=scratch.take((b, c, 2, h, w), d)).view(b, c, 2, h, w)
-    del d
-    squares = torch.square(g, out=scratch.take(g.shape, g))
-    mag = torch.sum(squares, dim=2, out=scratch.take((b, c, h, w), g))
-    del squares
-    return mag.add_(grad_eps).sqrt_(), g
+    g = stencil_forward(padded_difference(x, None, 1, padding), "grad1").view(b, c, 2, h, w)
+    return g.square().sum(dim=2).add_(grad_eps).sqrt_(), g
 
 
 class _ReducedFirstOrder(torch.autograd.Function):
     """The first-order loss to a scalar on the CPU in one autograd node: both magnitudes, their
     difference, the distance and its reduction; backward through the magnitudes by hand
-    (d|g|/dg = g / |g|) and the stencil's adjoint. Temporaries are scratch buffers."""
+    (d|g|/dg = g / |g|) and the stencil's adjoint. Same values and gradients as the composed
+    ops (each magnitude in its image's dtype, as there), without autograd's generic backward of
+    every elementwise step."""
 
     @staticmethod
     def forward(
@@ -356,10 +340,9 @@ class _ReducedFirstOrder(torch.autograd.Function):
         grad_eps: float,
         reduction: str,
     ) -> Tensor:
-        dtype = torch.promote_types(sr.dtype, hr.dtype)
-        mag_sr, g_sr = _gradient_magnitude(sr, padding, grad_eps, dtype)
-        mag_hr, g_hr = _gradient_magnitude(hr, padding, grad_eps, dtype)
-        m = torch.sub(mag_sr, mag_hr, out=scratch.take(mag_sr.shape, mag_sr))
+        mag_sr, g_sr = _gradient_magnitude(sr, padding, grad_eps)
+        mag_hr, g_hr = _gradient_magnitude(hr, padding, grad_eps)
+        m = mag_sr - mag_hr
         total, saved = _distance_total(m, distance, eps, dot=False)
         keep_sr, keep_hr = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         empty = m.new_empty(0)
@@ -390,12 +373,11 @@ class _ReducedFirstOrder(torch.autograd.Function):
             if not ctx.needs_input_grad[i]:
                 grads.append(None)
                 continue
-            # the scale first, then / |g|, then * g: autograd's rounding order
-            coef = torch.mul(gm, factor * scale, out=scratch.take(m.shape, m)).div_(mag)
-            gg = torch.mul(g, coef.unsqueeze(2), out=scratch.take(g.shape, g))
+            # the scale first, then the image's dtype, / |g|, * g: autograd's rounding order
+            coef = torch.mul(gm, factor * scale).to(dtype).div_(mag)
+            gg = torch.mul(g, coef.unsqueeze(2))
             del coef
-            padded = scratch.take((b, c, h + 2, w + 2), m)
-            padded = stencil_adjoint(gg.view(b, 2 * c, h, w), "grad1", c, sign, out=padded)
+            padded = stencil_adjoint(gg.view(b, 2 * c, h, w), "grad1", c, sign)
             del gg
             grads.append(_contiguous(fold_padding(padded, 1, padding), dtype))
             del padded
