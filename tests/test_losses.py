@@ -230,6 +230,27 @@ def test_first_order_values_and_gradients_match_the_reference_everywhere(
             assert torch.allclose(x, y, rtol=rtol, atol=rtol * y.abs().max().item())
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        FirstOrderGradientLoss,
+        lambda: SecondOrderGradientLoss("hessian"),
+        lambda: SecondOrderGradientLoss("laplacian", "l2", "sum"),
+    ],
+)
+def test_cpu_losses_give_leaves_a_gradient_kept_without_a_copy(make: object) -> None:
+    """The gradient each leaf receives is the tensor it keeps as ``.grad``: contiguous, so
+    autograd does not clone it (a border-padded view would be)."""
+    sr, hr = pair(2, 3, 12, 13)
+    a, b = sr.requires_grad_(True), hr.requires_grad_(True)
+    received: list[int] = []
+    for t in (a, b):
+        t.register_hook(lambda g: received.append(g.data_ptr()))
+    make()(a, b).backward()  # type: ignore[operator]
+    assert a.grad is not None and b.grad is not None
+    assert sorted(received) == sorted([a.grad.data_ptr(), b.grad.data_ptr()])
+
+
 def test_strided_and_channels_last_inputs_give_the_same_loss() -> None:
     sr, hr = pair(2, 3, 12, 12)
     want = SecondOrderGradientLoss("gog")(sr, hr)
