@@ -130,7 +130,8 @@ def test_a_zero_shot_run_writes_its_starting_weights_as_they_are(tmp_path) -> No
          "train": {"init_from": str(tmp_path / "w.safetensors"), "ema": 0.9, "iterations": 50},
          "experiment": {"models": ["m"], "losses": ["l1"], "scales": [2], "zero_shot": ["m"]}}
     )  # fmt: skip
-    weights = run(cfg, "m-zeroshot-x2")  # no data/prepared exists: nothing is read from it
+    weights = run(cfg, "m-zeroshot-x2", root=tmp_path)  # no data/prepared: nothing read from it
+    assert weights == tmp_path / "models" / "m-zeroshot-x2" / "model.safetensors"
     model, scale = load_model(weights)
     assert scale == 2
     assert all(torch.equal(v, donor.state_dict()[k]) for k, v in model.state_dict().items())

@@ -235,6 +235,44 @@ def _second_order(
     return _reduce(_distance(m, distance, eps), reduction)
 
 
+def _distance_total(
+    m: Tensor, distance: str, eps: float, dot: bool = True
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """sum of distance(m) over all elements, and what its derivative needs.
+    ``dot``: the l2 sum as a dot product (one pass; another summation order than square-sum)."""
+    if distance == "l1":
+        return m.abs().sum(), (m,)
+    if distance == "l2":
+        flat = m.reshape(-1)
+        if dot and m.dtype in (torch.float32, torch.float64):
+            return torch.dot(flat, flat), (m,)
+        return flat.square().sum(), (m,)
+    # charbonnier: sqrt(m^2 + eps^2) - eps, offset before the sum (no cancellation)
+    shifted = m.square().add_(eps * eps).sqrt_().sub_(eps)
+    return shifted.sum(), (m, shifted)
+
+
+def _distance_derivative(
+    saved: tuple[Tensor, ...], distance: str, eps: float
+) -> tuple[Tensor, float]:
+    """(t, f) with f * t the derivative of distance(m) by m, from `_distance_total`'s saved
+    tensors (t a new tensor or m itself: not to be written in place)."""
+    m = saved[0]
+    if distance == "l1":
+        return torch.sign(m), 1.0
+    if distance == "l2":
+        return m, 2.0
+    gm = torch.add(saved[1], eps)
+    return torch.div(m, gm, out=gm), 1.0
+
+
+def _contiguous(grad: Tensor, dtype: torch.dtype) -> Tensor:
+    """A gradient (the interior view of a padded buffer) as a contiguous tensor of `dtype`:
+    autograd then keeps it as ``.grad`` of a leaf instead of cloning it, and the next backward
+    op needs no copy. (``.to(memory_format=torch.contiguous_format)`` would hand the view back.)"""
+    return torch.empty(grad.shape, dtype=dtype, device=grad.device).copy_(grad)
+
+
 class _ReducedSGL(torch.autograd.Function):
     """SGL to a scalar on the CPU in one autograd node: sr - hr written straight into the
     padded buffer, the stencil, the distance and its reduction forward; backward the distance's
@@ -255,21 +293,8 @@ class _ReducedSGL(torch.autograd.Function):
     ) -> Tensor:
         r = stencil_radius(operator)
         m = stencil_forward(padded_difference(sr, hr, r, padding), operator)
-        if distance == "l1":
-            total = m.abs().sum()
-            ctx.save_for_backward(m)
-        elif distance == "l2":
-            flat = m.view(-1)
-            total = (
-                torch.dot(flat, flat)
-                if m.dtype in (torch.float32, torch.float64)
-                else (flat.square().sum())
-            )
-            ctx.save_for_backward(m)
-        else:  # charbonnier: sqrt(m^2 + eps^2) - eps, offset before the sum (no cancellation)
-            shifted = m.square().add_(eps * eps).sqrt_().sub_(eps)
-            total = shifted.sum()
-            ctx.save_for_backward(m, shifted)
+        total, saved = _distance_total(m, distance, eps)
+        ctx.save_for_backward(*saved)
         ctx.options = (operator, padding, distance, eps, sr.shape[1], sr.dtype, hr.dtype)
         ctx.reduction_mean = reduction == "mean"
         return total / m.numel() if reduction == "mean" else total
@@ -278,54 +303,85 @@ class _ReducedSGL(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         operator, padding, distance, eps, channels, sr_dtype, hr_dtype = ctx.options
-        m = ctx.saved_tensors[0]
+        saved = ctx.saved_tensors
+        m = saved[0]
         scale = float(grad) / m.numel() if ctx.reduction_mean else float(grad)
-        if distance == "l1":
-            gm = torch.sign(m)
-        elif distance == "l2":
-            gm, scale = m, 2 * scale
-        else:
-            gm = torch.add(ctx.saved_tensors[1], eps)
-            torch.div(m, gm, out=gm)
-        padded = stencil_adjoint(gm, operator, channels, scale)
+        gm, factor = _distance_derivative(saved, distance, eps)
+        padded = stencil_adjoint(gm, operator, channels, factor * scale)
+        del gm
         gd = fold_padding(padded, stencil_radius(operator), padding)
-        grad_sr = gd.to(sr_dtype) if ctx.needs_input_grad[0] else None
+        grad_sr = _contiguous(gd, sr_dtype) if ctx.needs_input_grad[0] else None
         grad_hr = -gd.to(hr_dtype) if ctx.needs_input_grad[1] else None
         return grad_sr, grad_hr, None, None, None, None, None
 
 
-class _ReducedDistance(torch.autograd.Function):
-    """`_reduce(_distance(m))` to a scalar as one autograd node: on the CPU autograd's generic
-    backward of ``abs``/``mean`` (through a gradient expanded from a scalar) costs several times
-    the forward; here it is one or two passes."""
+def _gradient_magnitude(x: Tensor, padding: str, grad_eps: float) -> tuple[Tensor, Tensor]:
+    """(|grad x|, the central differences (B, C, 2, H, W)), in x's dtype."""
+    b, c, h, w = x.shape
+    g = stencil_forward(padded_difference(x, None, 1, padding), "grad1").view(b, c, 2, h, w)
+    return g.square().sum(dim=2).add_(grad_eps).sqrt_(), g
+
+
+class _ReducedFirstOrder(torch.autograd.Function):
+    """The first-order loss to a scalar on the CPU in one autograd node: both magnitudes, their
+    difference, the distance and its reduction; backward through the magnitudes by hand
+    (d|g|/dg = g / |g|) and the stencil's adjoint. Same values and gradients as the composed
+    ops (each magnitude in its image's dtype, as there), without autograd's generic backward of
+    every elementwise step."""
 
     @staticmethod
-    def forward(ctx: Any, m: Tensor, distance: str, eps: float, reduction: str) -> Tensor:
-        if distance == "l1":
-            total = m.abs().sum()
-            ctx.save_for_backward(m)
-        elif distance == "l2":
-            total = m.square().sum()
-            ctx.save_for_backward(m)
-        else:
-            shifted = m.square().add_(eps * eps).sqrt_().sub_(eps)
-            total = shifted.sum()
-            ctx.save_for_backward(m, shifted)
-        ctx.options = (distance, eps, reduction == "mean")
+    def forward(
+        ctx: Any,
+        sr: Tensor,
+        hr: Tensor,
+        padding: str,
+        distance: str,
+        eps: float,
+        grad_eps: float,
+        reduction: str,
+    ) -> Tensor:
+        mag_sr, g_sr = _gradient_magnitude(sr, padding, grad_eps)
+        mag_hr, g_hr = _gradient_magnitude(hr, padding, grad_eps)
+        m = mag_sr - mag_hr
+        total, saved = _distance_total(m, distance, eps, dot=False)
+        keep_sr, keep_hr = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        empty = m.new_empty(0)
+        ctx.save_for_backward(
+            mag_sr if keep_sr else empty,
+            g_sr if keep_sr else empty,
+            mag_hr if keep_hr else empty,
+            g_hr if keep_hr else empty,
+            *saved,
+        )
+        ctx.options = (padding, distance, eps, sr.dtype, hr.dtype)
+        ctx.reduction_mean = reduction == "mean"
         return total / m.numel() if reduction == "mean" else total
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
-        distance, eps, mean = ctx.options
-        m = ctx.saved_tensors[0]
-        scale = float(grad) / m.numel() if mean else float(grad)
-        if distance == "l1":
-            return torch.sign(m).mul_(scale), None, None, None
-        if distance == "l2":
-            return m * (2 * scale), None, None, None
-        out = torch.add(ctx.saved_tensors[1], eps)
-        return torch.div(m, out, out=out).mul_(scale), None, None, None
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        padding, distance, eps, sr_dtype, hr_dtype = ctx.options
+        mag_sr, g_sr, mag_hr, g_hr, *saved = ctx.saved_tensors
+        m = saved[0]
+        scale = float(grad) / m.numel() if ctx.reduction_mean else float(grad)
+        gm, factor = _distance_derivative(tuple(saved), distance, eps)
+        b, c, h, w = m.shape
+        grads: list[Tensor | None] = []
+        for i, (mag, g, sign, dtype) in enumerate(
+            ((mag_sr, g_sr, 1.0, sr_dtype), (mag_hr, g_hr, -1.0, hr_dtype))
+        ):
+            if not ctx.needs_input_grad[i]:
+                grads.append(None)
+                continue
+            # the scale first, then the image's dtype, / |g|, * g: autograd's rounding order
+            coef = torch.mul(gm, factor * scale).to(dtype).div_(mag)
+            gg = torch.mul(g, coef.unsqueeze(2))
+            del coef
+            padded = stencil_adjoint(gg.view(b, 2 * c, h, w), "grad1", c, sign)
+            del gg
+            grads.append(_contiguous(fold_padding(padded, 1, padding), dtype))
+            del padded
+        return grads[0], grads[1], None, None, None, None, None
 
 
 class FirstOrderGradientLoss(_DistanceLoss):
@@ -359,9 +415,11 @@ class FirstOrderGradientLoss(_DistanceLoss):
 
     def forward(self, sr: Tensor, hr: Tensor) -> Tensor:
         _check_pair(sr, hr)
+        if sr.device.type == "cpu" and hr.device.type == "cpu" and self.reduction != "none":
+            return _ReducedFirstOrder.apply(
+                sr, hr, self.padding, self.distance, self.eps, self.grad_eps, self.reduction
+            )
         m = self.magnitude(sr) - self.magnitude(hr)
-        if m.device.type == "cpu" and self.reduction != "none":
-            return _ReducedDistance.apply(m, self.distance, self.eps, self.reduction)
         return _reduce(_distance(m, self.distance, self.eps), self.reduction)
 
     def _options(self) -> dict[str, Any]:
