@@ -63,10 +63,15 @@ publish: setup
 	@test -f $(PIPELINE_DIR)/dvc.lock || { echo "no $(PIPELINE_DIR)/dvc.lock: run make repro PROFILE=$(PROFILE) first"; exit 2; }
 	cd $(PIPELINE_DIR) && PATH="$(CURDIR)/$(BIN):$$PATH" sgsr publish
 
-# --durations: the log lists the slowest tests (the whole suite's budget is 20 min on 2 cores)
+# --durations: the log lists the slowest tests (the whole suite's budget is 20 min on 2 cores).
+# -n: test files run in TEST_WORKERS processes (pytest-xdist; a file's tests stay together, so
+# module fixtures are built once); a single test averages about one core, so two workers keep
+# both cores busy. TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
 test: setup
 	$(BIN)/ruff check .
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile \
+	  --durations=25 $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check src tests benchmarks
