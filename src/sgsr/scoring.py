@@ -341,8 +341,9 @@ class Scorer:
         assert cache is not None
         key = reference_key(metric, sha256sum(hr_path), border, net_fingerprint(net))
         arrays = cache.get(key)
-        if arrays is not None:
-            return [torch.from_numpy(a) for a in arrays]
+        if arrays is not None:  # on the network's device, where the SR side's features are
+            device = next(net.parameters()).device
+            return [torch.from_numpy(a).to(device) for a in arrays]
         features = lpips_features(hr, border, net)
         cache.put(key, [f.cpu().numpy() for f in features])
         return features
