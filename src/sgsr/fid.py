@@ -32,15 +32,20 @@ import hashlib
 import io
 import math
 import os
+import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
 
 from sgsr.fsutil import atomic_write, sha256sum
 from sgsr.imaging import rgb01
+
+T = TypeVar("T")
 
 #: Bump when the feature extraction changes in a way the key cannot see (invalidates caches).
 FEATURE_VERSION = 1
@@ -318,7 +323,10 @@ def feature_key(
 
 class FeatureCache:
     """``<root>/<k[:2]>/<k>.npy`` float32 arrays, written atomically; a file that does not
-    load is treated as absent (and rewritten)."""
+    load is treated as absent (and rewritten). Subclasses store other array files
+    (`SUFFIX`, :meth:`get`/:meth:`put` over :meth:`_load`/:meth:`_save`)."""
+
+    SUFFIX = ".npy"
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
@@ -326,23 +334,33 @@ class FeatureCache:
         self.misses = 0
 
     def _path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.npy"
+        return self.root / key[:2] / f"{key}{self.SUFFIX}"
 
-    def get(self, key: str) -> np.ndarray | None:
-        path = self._path(key)
+    def _load(self, key: str, read: Callable[[Path], T]) -> T | None:
+        """`read` of the entry's file, counted as a hit; None (a miss) when it does not load."""
         try:
-            arr = np.load(path, allow_pickle=False)
-        except (OSError, ValueError):
+            value = read(self._path(key))
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             self.misses += 1
             return None
         self.hits += 1
-        return arr.astype(np.float64)
+        return value
 
-    def put(self, key: str, features: np.ndarray) -> None:
+    def _save(self, key: str, write: Callable[[io.BytesIO], None]) -> None:
+        """The bytes `write` produces, in the entry's file in one rename."""
         buf = io.BytesIO()
-        np.save(buf, np.asarray(features, np.float32), allow_pickle=False)
+        write(buf)
         with atomic_write(self._path(key)) as fh:
             fh.write(buf.getvalue())
+
+    def get(self, key: str) -> np.ndarray | None:
+        arr = self._load(key, lambda path: np.load(path, allow_pickle=False))
+        return None if arr is None else arr.astype(np.float64)
+
+    def put(self, key: str, features: np.ndarray) -> None:
+        self._save(
+            key, lambda buf: np.save(buf, np.asarray(features, np.float32), allow_pickle=False)
+        )
 
 
 def resample_plan(n_images: int, n_resamples: int, set_name: str) -> np.ndarray:

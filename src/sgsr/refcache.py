@@ -2,9 +2,10 @@
 them once: the HR images are the same for every run, only the SR side changes.
 
 Used for LPIPS (the unit-normalised trunk features of the HR image, `sgsr.metrics`); FID's
-Inception features have their own cache (`sgsr.fid.FeatureCache`). An entry is keyed by the HR
-file's sha256, the metric, the border crop and the network's fingerprint (every parameter and
-buffer), so another image, crop or set of weights never matches. Entries are float32 exactly as
+Inception features are in `sgsr.fid.FeatureCache`, whose file layout and miss handling this
+cache shares. An entry is keyed by the HR file's sha256, the metric, the border crop and the
+network's fingerprint (every parameter and buffer), so another image, crop or set of weights
+never matches. Entries are float32 exactly as
 the network computed them, so a metric from a cached entry equals the one computed afresh.
 
 Size: LPIPS-AlexNet keeps ~10 floats per HR pixel (~38 bytes: 2.1 GB measured for the 57
@@ -15,14 +16,11 @@ full resolution are ~122 floats per pixel (~28 GB for the same sets).
 from __future__ import annotations
 
 import hashlib
-import io
-import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from sgsr.fsutil import atomic_write
+from sgsr.fid import FeatureCache
 
 #: Bump when a metric's reference features change in a way the key cannot see.
 REFERENCE_VERSION = 1
@@ -34,30 +32,23 @@ def reference_key(metric: str, hr_sha256: str, border: int, net_sha: str) -> str
     return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()
 
 
-class ReferenceCache:
+class ReferenceCache(FeatureCache):
     """``<root>/<k[:2]>/<k>.npz``: a list of float32 arrays per key, written atomically; a file
     that does not load is a miss (and is rewritten)."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
-        self.hits = 0
-        self.misses = 0
+    SUFFIX = ".npz"
 
-    def _path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.npz"
+    def get(self, key: str) -> list[np.ndarray] | None:  # type: ignore[override]
+        def read(path: Path) -> list[np.ndarray]:
+            with np.load(path, allow_pickle=False) as data:
+                return [data[f"a{i}"] for i in range(len(data.files))]
 
-    def get(self, key: str) -> list[np.ndarray] | None:
-        try:
-            with np.load(self._path(key), allow_pickle=False) as data:
-                arrays = [data[f"a{i}"] for i in range(len(data.files))]
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-            self.misses += 1
-            return None
-        self.hits += 1
-        return arrays
+        return self._load(key, read)
 
-    def put(self, key: str, arrays: list[np.ndarray]) -> None:
-        buf = io.BytesIO()
-        np.savez(buf, **{f"a{i}": np.asarray(a, np.float32) for i, a in enumerate(arrays)})
-        with atomic_write(self._path(key)) as fh:
-            fh.write(buf.getvalue())
+    def put(self, key: str, arrays: list[np.ndarray]) -> None:  # type: ignore[override]
+        self._save(
+            key,
+            lambda buf: np.savez(
+                buf, **{f"a{i}": np.asarray(a, np.float32) for i, a in enumerate(arrays)}
+            ),
+        )
