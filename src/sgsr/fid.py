@@ -56,9 +56,9 @@ PROTOCOL_SEED = 20151205
 PROTOCOLS = ("patches", "whole")
 #: pytorch-fid's input side: every patch or image is resized to this before the network.
 INCEPTION_SIDE = 299
-#: Samples per InceptionV3 call (batches of 4 are ~1.7x slower per sample on a CPU; 64 is
-#: faster than 32 on 2 cores: 64 patches in 14 s vs 17-25 s at load ~8; features identical).
-FID_BATCH = 64
+#: Samples per InceptionV3 call (batches of 4 are ~1.7x slower per sample on a CPU; on the idle
+#: 2 cores 64 is ~6 % slower than 32: 128 patches in 6.84 vs 6.47 s; features identical).
+FID_BATCH = 32
 #: torch-fidelity's KID defaults (subsets, subset size, numpy RandomState seed), so a KID here
 #: equals torch-fidelity's on the same features; the subset size is capped by the set's size.
 KID_SUBSETS = 100
