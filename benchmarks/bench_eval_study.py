@@ -226,9 +226,7 @@ def study_run(
     """
     from sgsr import fid, scoring
     from sgsr.metric_registry import DEFAULT_NAMES
-
-    if reference:
-        from sgsr.refcache import ReferenceCache
+    from sgsr.refcache import ReferenceCache
 
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -237,10 +235,9 @@ def study_run(
         ref = ReferenceCache(where / "ref") if reference else None
         for label in labels:
             load = os.getloadavg()[0]
-            kwargs = {"reference_cache": ref} if reference else {}
             scorer = scoring.Scorer(
                 DEFAULT_NAMES, nets={k: nets[k] for k in ("lpips", "fid")},
-                fid_patches_per_image=4, feature_cache=cache, **kwargs,
+                fid_patches_per_image=4, feature_cache=cache, reference_cache=ref,
             )  # fmt: skip
             t0 = time.perf_counter()
             boot = 0.0
