@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 .PHONY: setup repro dry pull publish test lint bench lock clean-venv
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock pyproject.toml setup.py src/sgsr/_cstencil.c src/sgsr/_cstencil_impl.h
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
 	$(BIN)/python -m pip install --quiet -r requirements.lock

@@ -36,6 +36,9 @@ CLI = "sgsr.cli"
 GATES = {"sgsr.preflight": {"sgsr.config"}}
 #: How a code dependency is written in dvc.yaml: relative to the repository root.
 PREFIX = "${root}/src/"
+#: The module that loads each compiled extension, and the C files it is built from (setup.py's
+#: sources and headers): a stage that runs the module depends on them too.
+EXTENSIONS = {"sgsr.cstencil": ("sgsr/_cstencil.c", "sgsr/_cstencil_impl.h")}
 
 
 def dvc_files(repo: Path = REPO) -> list[Path]:
@@ -120,8 +123,11 @@ def expected(dvc_yaml: Path, repo: Path = REPO) -> dict[str, list[str]]:
             for notebook in sorted((repo / "notebooks").glob("*.ipynb")):
                 starts |= notebook_imports(notebook, modules)
         reached = closure(edges, starts - {CLI}, GATES)
-        kept = (files[m] for m in reached if (src / files[m]).stat().st_size)  # empty: no code
-        out[name] = sorted(f"{PREFIX}{path.as_posix()}" for path in kept)
+        kept = [
+            files[m].as_posix() for m in reached if (src / files[m]).stat().st_size
+        ]  # empty: no code
+        kept += [c for m in reached for c in EXTENSIONS.get(m, ())]
+        out[name] = sorted(f"{PREFIX}{path}" for path in kept)
     return out
 
 

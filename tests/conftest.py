@@ -51,6 +51,19 @@ def shared_datasets() -> Path:
     return SHARED_DATASETS
 
 
+@pytest.fixture(params=["fused", "torch"])
+def stencil_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A CPU loss test run twice: through the fused C kernel (`sgsr.cstencil`, which `make
+    setup` builds: its absence fails) and through the torch ops that stand in without it."""
+    from sgsr import cstencil
+
+    if request.param == "torch":
+        monkeypatch.setattr(cstencil, "_lib", None)
+    elif not cstencil.available():
+        pytest.fail("sgsr._cstencil is not built or is stale: run `make setup` (pip install -e .)")
+    return request.param
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny tensors: a second OpenMP thread only adds contention on the shared cores."""

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from code_deps import PREFIX, REPO, dvc_files, expected, listed, relock, rewrite
+from code_deps import EXTENSIONS, PREFIX, REPO, dvc_files, expected, listed, relock, rewrite
 from conftest import copy_pipeline_sources
 
 
@@ -54,6 +54,20 @@ def test_each_stage_depends_on_the_code_it_runs_and_no_other() -> None:
     assert not any("cli.py" in files for files in has.values())
     assert "__init__.py" in has["train"]  # train writes sgsr.__version__ into its manifest
     assert "__init__.py" not in has["report"]
+    # the fused loss kernel is C: training depends on its sources, inference does not
+    assert {"_cstencil.c", "_cstencil_impl.h"} <= has["train"]
+    assert "_cstencil.c" not in has["infer"]
+
+
+def test_every_c_source_belongs_to_an_extension_that_setup_py_builds() -> None:
+    """code_deps.EXTENSIONS names the C files of each compiled module; setup.py builds exactly
+    those, so a new C file is a code dependency as soon as it is compiled."""
+    on_disk = {p.relative_to(REPO / "src").as_posix() for p in (REPO / "src").rglob("*.[ch]")}
+    listed_c = {f for files in EXTENSIONS.values() for f in files}
+    assert listed_c == on_disk
+    setup = (REPO / "setup.py").read_text(encoding="utf-8")
+    for path in listed_c:
+        assert f'"src/{path}"' in setup, f"setup.py does not build src/{path}"
 
 
 @pytest.mark.parametrize(

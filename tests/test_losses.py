@@ -148,10 +148,11 @@ def _reference_sgl(
 @pytest.mark.parametrize("distance", DISTS)
 @pytest.mark.parametrize("operator", OPS)
 def test_values_and_gradients_match_the_straightforward_reference(
-    operator: str, distance: str, padding: str, reduction: str
+    operator: str, distance: str, padding: str, reduction: str, stencil_backend: str
 ) -> None:
-    """The CPU stencil path (one autograd node for a scalar loss) against pad + conv + distance,
-    for sr and hr gradients, module and function, in float64 (tight) and float32."""
+    """The CPU path (one autograd node for a scalar loss: the fused kernel or torch ops)
+    against pad + conv + distance, for sr and hr gradients, module and function, in float64
+    (tight) and float32."""
     for dtype, rtol in ((torch.float64, 1e-11), (torch.float32, 2e-5)):
         sr, hr = pair(2, 3, 9, 13, dtype=dtype)
         seed = torch.randn(_reference_sgl(sr, hr, operator, distance, "none", padding).shape)
@@ -210,10 +211,11 @@ def _reference_first_order(
 @pytest.mark.parametrize("padding", ["reflect", "replicate"])
 @pytest.mark.parametrize("distance", DISTS)
 def test_first_order_values_and_gradients_match_the_reference_everywhere(
-    distance: str, padding: str, reduction: str
+    distance: str, padding: str, reduction: str, stencil_backend: str
 ) -> None:
-    """The CPU path (one autograd node, hand-written backward) against the composed formula,
-    gradients of sr and hr, float64 (tight) and float32."""
+    """The CPU path (one autograd node: the fused kernel or torch ops with a hand-written
+    backward) against the composed formula, gradients of sr and hr, float64 (tight) and
+    float32."""
     for dtype, rtol in ((torch.float64, 1e-11), (torch.float32, 2e-5)):
         sr, hr = pair(2, 3, 9, 13, dtype=dtype)
         results = []
@@ -238,7 +240,9 @@ def test_first_order_values_and_gradients_match_the_reference_everywhere(
         lambda: SecondOrderGradientLoss("laplacian", "l2", "sum"),
     ],
 )
-def test_cpu_losses_give_leaves_a_gradient_kept_without_a_copy(make: object) -> None:
+def test_cpu_losses_give_leaves_a_gradient_kept_without_a_copy(
+    make: object, stencil_backend: str
+) -> None:
     """The gradient each leaf receives is the tensor it keeps as ``.grad``: contiguous, so
     autograd does not clone it (a border-padded view would be)."""
     sr, hr = pair(2, 3, 12, 13)

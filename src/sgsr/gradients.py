@@ -152,7 +152,9 @@ def check_padding(padding: str) -> str:
     return padding
 
 
-def _check_size(x: Tensor, p: int, padding: str) -> None:
+def check_size(x: Tensor, p: int, padding: str) -> None:
+    """H and W must exceed the padding `p` (reflect needs a pixel to mirror); ValueError naming
+    the shape otherwise."""
     h, w = x.shape[-2:]
     if min(h, w) <= p:
         raise ValueError(
@@ -175,7 +177,7 @@ def apply_kernels(x: Tensor, kernels: Tensor, padding: str = "reflect") -> Tenso
         )
     c = x.shape[1]
     p = kernels.shape[-1] // 2
-    _check_size(x, p, padding)
+    check_size(x, p, padding)
     weight = kernels.to(device=x.device, dtype=x.dtype)
     if c > 1:
         weight = weight.repeat(c, 1, 1, 1)
@@ -294,6 +296,12 @@ def _stencil_adjoint(grad: Tensor, plan: _Plan, c: int, scale: float = 1.0) -> T
     return padded
 
 
+def stencil_plan(name: str) -> _Plan:
+    """How operator `name` runs as taps of its padded image (what the fused CPU kernels of
+    :mod:`sgsr.cstencil` read)."""
+    return _PLANS[name]
+
+
 def stencil_radius(name: str) -> int:
     """Half the kernel width of operator `name`: the padding its stencil needs."""
     return _PLANS[name].radius
@@ -390,7 +398,7 @@ def apply_operator(
     if name not in KERNELS:
         raise ValueError(f"unknown operator {name!r}; allowed: {', '.join(sorted(KERNELS))}")
     if x.device.type == "cpu":
-        _check_size(x, _PLANS[name].radius, padding)
+        check_size(x, _PLANS[name].radius, padding)
         return _Stencil.apply(x, name, padding)
     if kernels is None:
         kernels = _cached_kernels(name, x.dtype, x.device)
