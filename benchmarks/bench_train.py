@@ -12,7 +12,7 @@ each per round, in one process, so drifts in machine load hit them alike.
   step(L1) - 1 (same round), for every op in sgsr.gradients.OPERATORS. On a shared machine one
   step jitters by more than SGL costs, hence the pairing and the many rounds.
 - ``loss_ms``: the loss alone, forward + backward on a fixed SR-sized tensor, for L1, every
-  operator x distance of SGL (weight 1, no L1 beside it) and the first-order ``grad1`` term,
+  operator x distance of SGL (weight 1, no L1 beside it) and of the first-order ``grad1`` term,
   interleaved the same way; ``loss_vs_l1`` the paired median ratio to L1;
   ``sgl_overhead_from_loss[op]`` = loss_ms[op] / median L1 step: the extra work the SGL term
   adds to a step (the network's backward is the same whatever the loss), a stable estimate
@@ -51,6 +51,7 @@ def _paired(times: dict[str, list[float]], base: str) -> dict[str, float]:
 
 
 def run(quick: bool = False, rounds: int | None = None) -> dict:
+    from sgsr import cstencil
     from sgsr.config import TrainConfig
     from sgsr.gradients import OPERATORS
     from sgsr.losses import build_loss
@@ -98,7 +99,9 @@ def run(quick: bool = False, rounds: int | None = None) -> dict:
         for distance in DISTANCES:
             key = op if distance == "l1" else f"{op}/{distance}"
             loss_specs[key] = {"sgl": {"weight": 1.0, "operator": op, "distance": distance}}
-    loss_specs["grad1"] = {"grad1": 1.0}
+    for distance in DISTANCES:
+        key = "grad1" if distance == "l1" else f"grad1/{distance}"
+        loss_specs[key] = {"grad1": {"weight": 1.0, "distance": distance}}
     sr0 = torch.rand_like(hr).to(device)
     hr_d = hr.to(device)
     losses = {name: build_loss(spec).to(device) for name, spec in loss_specs.items()}
@@ -122,6 +125,8 @@ def run(quick: bool = False, rounds: int | None = None) -> dict:
         "optimizer": "adam",
         "device": str(device),
         "threads": torch.get_num_threads(),
+        # CPU SGL through the fused C kernel (sgsr.cstencil) or, without the build, torch ops
+        "fused_kernel": cstencil.available() and device.type == "cpu",
         "rounds": size["rounds"],
         "load_avg": {"before": load_before, "after": os.getloadavg()[0]},
         "step_ms": step_ms,
