@@ -17,6 +17,9 @@ each per round, in one process, so drifts in machine load hit them alike.
   ``sgl_overhead_from_loss[op]`` = loss_ms[op] / median L1 step: the extra work the SGL term
   adds to a step (the network's backward is the same whatever the loss), a stable estimate
   beside the paired one.
+- ``loss_ms_torch_ops``, ``fused_speedup``: with the fused CPU kernel (``fused_kernel``), the
+  same terms through the torch ops it replaces (the path of an install without the
+  extension), timed in the same rounds; the speed-up is the ratio of the medians.
 - ``load_avg``: the 1-minute load average before and after, to judge the contention.
 """
 
@@ -105,16 +108,30 @@ def run(quick: bool = False, rounds: int | None = None) -> dict:
     sr0 = torch.rand_like(hr).to(device)
     hr_d = hr.to(device)
     losses = {name: build_loss(spec).to(device) for name, spec in loss_specs.items()}
-    loss_times: dict[str, list[float]] = {name: [] for name in losses}
+    fused = cstencil.available() and device.type == "cpu"
+    # with the fused kernel, every term also through the torch ops it replaces, same rounds
+    variants = [(name, name, False) for name in losses]
+    if fused:
+        variants += [(f"{name}@torch_ops", name, True) for name in losses if name != "l1"]
+    loss_times: dict[str, list[float]] = {key: [] for key, _, _ in variants}
+    lib = cstencil._lib
     for r in range(size["loss_rounds"] + 3):
-        for name, fn in losses.items():
+        for key, name, torch_ops in variants:
             sr = sr0.clone().requires_grad_(True)
-            _sync(device)
-            t0 = time.perf_counter()
-            fn(sr, hr_d)[0].backward()
-            _sync(device)
+            cstencil._lib = None if torch_ops else lib
+            try:
+                _sync(device)
+                t0 = time.perf_counter()
+                losses[name](sr, hr_d)[0].backward()
+                _sync(device)
+            finally:
+                cstencil._lib = lib
             if r >= 3:
-                loss_times[name].append((time.perf_counter() - t0) * 1e3)
+                loss_times[key].append((time.perf_counter() - t0) * 1e3)
+    torch_ops_ms = {
+        k.removesuffix("@torch_ops"): statistics.median(loss_times.pop(k))
+        for k in [k for k in loss_times if k.endswith("@torch_ops")]
+    }
 
     step_ms = {k: statistics.median(v) for k, v in times.items()}
     loss_ms = {k: statistics.median(v) for k, v in loss_times.items()}
@@ -136,6 +153,10 @@ def run(quick: bool = False, rounds: int | None = None) -> dict:
         "loss_ms": loss_ms,
         "loss_vs_l1": _paired(loss_times, "l1"),
         "sgl_overhead_from_loss": {op: loss_ms[op] / step_ms["l1"] for op in ops},
+        # the same terms as torch ops (the path without the extension), interleaved with the
+        # fused ones: the kernel's speed-up measured side by side
+        "loss_ms_torch_ops": torch_ops_ms,
+        "fused_speedup": {k: v / loss_ms[k] for k, v in torch_ops_ms.items()},
     }
 
 

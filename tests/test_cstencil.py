@@ -143,6 +143,25 @@ def test_a_retained_graph_gives_the_same_gradient_twice() -> None:
     assert torch.allclose(second, 3 * first, rtol=1e-6)
 
 
+@pytest.mark.parametrize("distance", DISTANCES)
+@pytest.mark.parametrize("operator", OPERATORS)
+def test_a_nan_gives_a_nan_loss_and_the_torch_paths_gradient(
+    monkeypatch: pytest.MonkeyPatch, operator: str, distance: str
+) -> None:
+    """A diverged network's NaN is not hidden from the loss; its gradient is the torch ops'
+    (torch.sign(NaN) is 0, so l1 keeps the gradient finite, l2 and charbonnier spread it)."""
+    sr, hr = torch.rand(1, 3, 12, 12), torch.rand(1, 3, 12, 12)
+    sr[0, 1, 5, 6] = float("nan")
+    fused, reference = _both_paths(
+        monkeypatch, lambda: _value_and_grads(_loss(operator, distance), sr, hr)
+    )
+    assert fused[0].isnan() and reference[0].isnan()
+    for got, want in zip(fused[1:], reference[1:], strict=True):
+        assert got is not None and want is not None
+        assert torch.equal(got.isnan(), want.isnan())
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-7, equal_nan=True)
+
+
 def test_the_kernel_takes_cpu_float32_and_float64_pairs_of_one_dtype_only() -> None:
     a = torch.rand(1, 1, 4, 4)
     assert cstencil.supports(a, a) and cstencil.supports(a.double(), a.double())
@@ -189,6 +208,10 @@ def test_a_malformed_plan_is_an_error_not_a_crash() -> None:
         )  # fmt: skip
 
     assert run(good) == 0.0  # sr == hr
+    y = torch.rand(1, 1, 8, 8)
+    empty = struct.pack("<4d", 1, 1, 0, 0)  # one component with no tap: a zero map
+    assert lib.run(lib.KIND_SGL, 0, x.data_ptr(), y.data_ptr(), 0, 0, 1, 8, 8, empty, 1, 0,
+                   1e-3, 0.0, 1) == 0.0  # fmt: skip
     with pytest.raises(ValueError, match="ends before"):
         run(good[:-8])
     with pytest.raises(ValueError, match="trailing"):

@@ -44,6 +44,8 @@ sr = torch.rand(2, 3, 16, 16, requires_grad=True)
 loss = SecondOrderGradientLoss()(sr, torch.rand(2, 3, 16, 16))
 loss.backward()
 assert loss.item() > 0 and sr.grad is not None and sr.grad.abs().sum() > 0
+from sgsr import cstencil
+assert cstencil.available(), "the wheel's fused SGL kernel (sgsr._cstencil) did not load"
 model = build_model("edsr_baseline", scale=2, n_resblocks=1, n_feats=8)
 save_file({k: v.contiguous() for k, v in model.state_dict().items()}, "w.safetensors")
 card = {"arch": "edsr_baseline", "model_kwargs": {"n_resblocks": 1, "n_feats": 8}, "scale": 2}

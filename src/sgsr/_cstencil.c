@@ -248,7 +248,11 @@ static PyObject *cstencil_run(PyObject *self, PyObject *args)
         PyErr_Format(PyExc_ValueError, "unknown distance code %d", job.distance);
         return NULL;
     }
-    if (job.planes < 0 || job.H <= r || job.W <= r || !sr || !hr) {
+    if (job.planes < 0 || !sr || !hr) {
+        PyErr_SetString(PyExc_ValueError, "planes must be >= 0 and sr, hr non-null addresses");
+        return NULL;
+    }
+    if (job.H <= r || job.W <= r) {
         PyErr_Format(PyExc_ValueError, "planes of %d x %d need H and W > %d", job.H, job.W, r);
         return NULL;
     }

@@ -64,6 +64,10 @@ static void NAME(apply_component)(T *out, int out_stride, int rows, int cols, co
 {
     const T *src[MAX_DIRECT];
     T c[MAX_DIRECT];
+    if (!cp->ndirect && !cp->nsep && !add) {
+        for (int y = 0; y < rows; y++) memset(out + (size_t)y * out_stride, 0, sizeof(T) * cols);
+        return;
+    }
     for (int t = 0; t < cp->ndirect; t++) c[t] = (T)cp->direct[t].c;
     if (cp->ndirect) {
         for (int y = 0; y < rows; y++) {
@@ -177,7 +181,7 @@ static inline T NAME(row_distance)(const T *restrict m, int W, int distance, T e
     return acc;
 }
 
-/* m := distance'(m) over one row (sign(m) with sign(0) = 0 for l1, 2m for l2,
+/* m := distance'(m) over one row (sign(m) for l1, 0 at 0 and at NaN as torch.sign; 2m for l2;
  * m / sqrt(m^2 + eps^2) for charbonnier) */
 static inline void NAME(row_derivative)(T *restrict m, int n, int distance, T eps)
 {
@@ -191,36 +195,50 @@ static inline void NAME(row_derivative)(T *restrict m, int n, int distance, T ep
     }
 }
 
-/* One worker's buffers: P and P2 the padded planes ((H+2r) x (W+2r); G, the padded gradient,
- * reuses P), tmp the separable rows ((H+4r) x (W+2r)), M for K + 2 maps (H x W) and Z for K
- * maps with a zero border of 2r ((H+4r) x (W+4r)), each component's derivative for the
- * transposed stencil. */
+/* One worker's buffers: P the padded plane ((H+2r) x (W+2r); G, the padded gradient, reuses
+ * it), tmp the separable rows ((H+4r) x (W+2r)), and Z for the maps that feed the transposed
+ * stencil, each with a zero border of 2r ((H+4r) x (W+4r)). SGL: one map M (H x W) without a
+ * gradient, else K maps in Z. The first-order loss: P2 for the padded hr, M for |grad sr| and
+ * m (2 maps), Z for the two components of an image's gradient. */
 typedef struct {
-    T *base, *P, *P2, *tmp, *M, *Z;
+    T *P, *P2, *tmp, *M, *Z;
+    size_t nz; /* elements of Z */
 } NAME(Scratch);
 
-/* how many T one worker's buffers take */
-static size_t NAME(scratch_size)(const Job *job)
+/* where each buffer starts in one worker's block, in T; offsets[5] is the block's size */
+static void NAME(offsets)(const Job *job, size_t offsets[6])
 {
     const size_t H = job->H, W = job->W, r = job->plan.radius, K = job->plan.ncomp;
     const size_t np = (H + 2 * r) * (W + 2 * r), nt = (H + 4 * r) * (W + 2 * r), nm = H * W;
-    const int grads = job->grad_sr || job->grad_hr;
-    const size_t nz = grads || job->kind == KIND_GRAD1 ? K * (H + 4 * r) * (W + 4 * r) : 0;
-    return 2 * np + nt + (K + 2) * nm + nz;
+    const size_t nz1 = (H + 4 * r) * (W + 4 * r);
+    const int grad1 = job->kind == KIND_GRAD1;
+    offsets[0] = 0;                                                  /* P */
+    offsets[1] = np;                                                 /* P2 */
+    offsets[2] = offsets[1] + (grad1 ? np : 0);                      /* tmp */
+    offsets[3] = offsets[2] + nt;                                    /* M */
+    offsets[4] = offsets[3] + (grad1 ? 2 * nm : job->grad_sr ? 0 : nm); /* Z */
+    offsets[5] = offsets[4] + (grad1 ? 2 * nz1 : job->grad_sr ? K * nz1 : 0);
+}
+
+static size_t NAME(scratch_size)(const Job *job)
+{
+    size_t o[6];
+    NAME(offsets)(job, o);
+    return o[5];
 }
 
 static void NAME(scratch)(NAME(Scratch) *s, const Job *job, void *block)
 {
-    const size_t H = job->H, W = job->W, r = job->plan.radius, K = job->plan.ncomp;
-    const size_t np = (H + 2 * r) * (W + 2 * r), nt = (H + 4 * r) * (W + 2 * r), nm = H * W;
-    s->base = block;
-    s->P = s->base;
-    s->P2 = s->P + np;
-    s->tmp = s->P2 + np;
-    s->M = s->tmp + nt;
-    s->Z = s->M + (K + 2) * nm;
-    const size_t nz = NAME(scratch_size)(job) - (size_t)(s->Z - s->base);
-    if (nz) memset(s->Z, 0, sizeof(T) * nz); /* the zero borders */
+    size_t o[6];
+    NAME(offsets)(job, o);
+    T *base = block;
+    s->P = base + o[0];
+    s->P2 = base + o[1];
+    s->tmp = base + o[2];
+    s->M = base + o[3];
+    s->Z = base + o[4];
+    s->nz = o[5] - o[4];
+    if (s->nz) memset(s->Z, 0, sizeof(T) * s->nz); /* the zero borders */
 }
 
 /* The interior of zero-bordered map k: where the forward stencil writes a derivative map. */
