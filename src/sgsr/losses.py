@@ -315,11 +315,12 @@ def _fused_backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
 
 class _ReducedSGL(torch.autograd.Function):
     """SGL to a scalar on the CPU in one autograd node. With the C extension (`sgsr.cstencil`,
-    float32/float64 of one dtype) the whole loss is one fused kernel each way. Otherwise torch
-    ops: sr - hr written straight into the padded buffer, the stencil, the distance and its
-    reduction forward; backward the distance's derivative, the stencil's adjoint and the
-    padding's. Same values as the composed ops to float rounding; the torch ops take about a
-    third of their time, the kernel a fraction of that."""
+    float32/float64 of one dtype) one fused kernel computes the loss and the gradient of its
+    sum; the backward scales that. Otherwise torch ops: sr - hr written straight into the
+    padded buffer, the stencil, the distance and its reduction forward; backward the distance's
+    derivative, the stencil's adjoint and the padding's. Same values as the composed ops to
+    float rounding; the torch ops take about a third of their time, the kernel a fifth to a
+    half of the torch ops'."""
 
     @staticmethod
     def forward(
