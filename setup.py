@@ -21,7 +21,9 @@ setup(
             SOURCES,
             depends=HEADERS,
             define_macros=[("SGSR_CSTENCIL_SOURCE", f'"{digest}"')],
-            extra_compile_args=["-O3", "-fno-math-errno", "-fopenmp", "-std=c99"] if unix else ["/O2"],
+            extra_compile_args=["-O3", "-fno-math-errno", "-fopenmp", "-std=c99"]
+            if unix
+            else ["/O2"],
             extra_link_args=["-fopenmp"] if unix else [],
             optional=True,
         )

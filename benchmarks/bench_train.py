@@ -38,9 +38,7 @@ import time
 
 import torch
 
-FULL = dict(
-    n_resblocks=6, n_feats=32, batch=16, lr_patch=24, rounds=120, warmup=3, loss_rounds=60
-)
+FULL = dict(n_resblocks=6, n_feats=32, batch=16, lr_patch=24, rounds=120, warmup=3, loss_rounds=60)
 QUICK = dict(n_resblocks=2, n_feats=16, batch=2, lr_patch=16, rounds=3, warmup=1, loss_rounds=3)
 SCALE = 4
 SGL_WEIGHT = 0.1
