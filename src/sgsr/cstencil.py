@@ -6,9 +6,8 @@ As torch ops, the loss makes one pass over memory per stencil tap and per elemen
 when a gradient is wanted, the derivative, the transposed stencil and the padding's adjoint on
 one image plane at a time in the cache, with the planes split over
 ``torch.get_num_threads()`` threads. The gradient of the sum is computed in the forward pass,
-so the backward only scales it. Same values as the torch path
-to float rounding (sums in double, per plane in a fixed order, so independent of the thread
-count). Used for float32 and float64 CPU inputs of one dtype; anything else, or a machine where
+so the backward only scales it. Same values as the torch path to float rounding (sums in
+double, per plane in a fixed order, so independent of the thread count). Used for float32 and float64 CPU inputs of one dtype; anything else, or a machine where
 the extension was not built, takes the torch path: :func:`available` says which.
 """
 
