@@ -7,8 +7,9 @@ when a gradient is wanted, the derivative, the transposed stencil and the paddin
 one image plane at a time in the cache, with the planes split over
 ``torch.get_num_threads()`` threads. The gradient of the sum is computed in the forward pass,
 so the backward only scales it. Same values as the torch path to float rounding (sums in
-double, per plane in a fixed order, so independent of the thread count). Used for float32 and float64 CPU inputs of one dtype; anything else, or a machine where
-the extension was not built, takes the torch path: :func:`available` says which.
+double, per plane in a fixed order, so independent of the thread count). Used for float32
+and float64 CPU inputs of one dtype; anything else, or a machine where the extension was not
+built, takes the torch path: :func:`available` says which.
 """
 
 from __future__ import annotations
