@@ -197,8 +197,7 @@ def run(quick: bool = False, rounds: int | None = None) -> dict:
         "loss_ms_torch_ops": torch_ops_ms,
         "fused_speedup": {k: v / loss_ms[k] for k, v in torch_ops_ms.items()},
         "sgl_overhead_torch_ops": {
-            op: statistics.median(a / b for a, b in zip(v, times["l1"], strict=True)) - 1.0
-            for op, v in torch_ops_steps.items()
+            op: v - 1.0 for op, v in _paired({**torch_ops_steps, "l1": times["l1"]}, "l1").items()
         },
     }
 
